@@ -1,0 +1,68 @@
+// Every setting of a node: its environment variable, unit, default and why. Read once at
+// start by loadConfig, validated, frozen and passed down; nothing else reads process.env.
+
+interface Setting<T> {
+  env: string;
+  default: T;
+  doc: string;
+  parse: (raw: string) => T | undefined;
+}
+
+const int = (min: number, max: number) => (raw: string): number | undefined => {
+  if (!/^-?[0-9]+$/.test(raw)) return undefined;
+  const v = Number(raw);
+  return v >= min && v <= max ? v : undefined;
+};
+const str = (re: RegExp) => (raw: string): string | undefined => (re.test(raw) ? raw : undefined);
+const optional = (raw: string): string | undefined => raw;
+
+export const SETTINGS = {
+  port: { env: 'PORT', default: 3000, parse: int(0, 65535), doc: 'HTTP port; 0 picks a free one.' },
+  host: { env: 'HOST', default: '127.0.0.1', parse: str(/^[0-9a-zA-Z.:-]+$/), doc: 'Interface to listen on.' },
+  databaseUrl: { env: 'DATABASE_URL', default: '', parse: optional, doc: 'PostgreSQL URL. Empty: embedded PGlite under DATA_DIR.' },
+  dataDir: { env: 'DATA_DIR', default: './data', parse: optional, doc: 'Where the embedded database keeps its files.' },
+  pgPoolMax: { env: 'PG_POOL_MAX', default: 16, parse: int(1, 90), doc: 'Connections to PostgreSQL (max_connections is shared; embedded always uses 1).' },
+  pgStatementTimeoutMs: { env: 'PG_STATEMENT_TIMEOUT_MS', default: 10_000, parse: int(100, 600_000), doc: 'Bound on any one SQL statement.' },
+  nodeId: { env: 'NODE_ID', default: 'node-1', parse: str(/^[a-zA-Z0-9_.-]{1,64}$/), doc: 'Name of this node, recorded on every posting.' },
+  region: { env: 'REGION', default: 'local', parse: str(/^[a-z][a-z0-9-]{0,15}$/), doc: 'Home region of this node and of accounts opened through it.' },
+  shardBuckets: { env: 'SHARD_BUCKETS', default: 64, parse: int(1, 4096), doc: 'Hash buckets per region; a shard is (region, bucket). Fixed for the life of a database.' },
+  adminApiKey: { env: 'ADMIN_API_KEY', default: '', parse: str(/^$|^[A-Za-z0-9_-]{24,128}$/), doc: 'Admin key to install on first start; empty: one is generated and printed once.' },
+  logLevel: { env: 'LOG_LEVEL', default: 'info', parse: str(/^(fatal|error|warn|info|debug|trace|silent)$/), doc: 'pino log level.' },
+  snapshotEvery: { env: 'SNAPSHOT_EVERY', default: 1000, parse: int(1, 1_000_000), doc: 'Postings between snapshots of an account; bounds recovery time.' },
+  actorIdleMs: { env: 'ACTOR_IDLE_MS', default: 60_000, parse: int(10, 86_400_000), doc: 'An actor idle this long is snapshotted and passivated.' },
+  maxResidentActors: { env: 'MAX_RESIDENT_ACTORS', default: 200_000, parse: int(10, 10_000_000), doc: 'Above this, the least recently used idle actors are passivated early.' },
+  mailboxLimit: { env: 'MAILBOX_LIMIT', default: 5_000, parse: int(1, 1_000_000), doc: 'Commands queued per account before it answers mailbox_full (503).' },
+  maxBatch: { env: 'MAX_BATCH', default: 500, parse: int(1, 10_000), doc: 'Commands of one account committed in one transaction at most.' },
+  askTimeoutMs: { env: 'ASK_TIMEOUT_MS', default: 10_000, parse: int(100, 600_000), doc: 'How long a request waits for its actor before request_timeout.' },
+  transferWaitMs: { env: 'TRANSFER_WAIT_MS', default: 2_000, parse: int(0, 60_000), doc: 'How long POST /v1/transfers waits for the credit before answering 202.' },
+  relayIntervalMs: { env: 'RELAY_INTERVAL_MS', default: 1_000, parse: int(10, 600_000), doc: 'How often the relay looks for transfers left debited or refused.' },
+  relayMinAgeMs: { env: 'RELAY_MIN_AGE_MS', default: 2_000, parse: int(0, 600_000), doc: 'A transfer this old and still in flight is re-delivered (the first delivery is direct).' },
+  idempotencyRetentionMs: { env: 'IDEMPOTENCY_RETENTION_MS', default: 86_400_000, parse: int(1_000, 2_592_000_000), doc: 'How long an Idempotency-Key is remembered.' },
+  idempotencyCleanupMs: { env: 'IDEMPOTENCY_CLEANUP_MS', default: 600_000, parse: int(100, 86_400_000), doc: 'How often expired keys are deleted.' },
+  bodyLimitBytes: { env: 'BODY_LIMIT_BYTES', default: 65_536, parse: int(1_024, 10_485_760), doc: 'Largest request body accepted.' },
+  requestTimeoutMs: { env: 'REQUEST_TIMEOUT_MS', default: 30_000, parse: int(1_000, 600_000), doc: 'Whole-request bound enforced by the HTTP server.' },
+  shutdownTimeoutMs: { env: 'SHUTDOWN_TIMEOUT_MS', default: 15_000, parse: int(100, 600_000), doc: 'Bound on draining at SIGTERM before the process exits anyway.' },
+} satisfies Record<string, Setting<number> | Setting<string>>;
+
+type Settings = typeof SETTINGS;
+export type Config = { readonly [K in keyof Settings]: Settings[K]['default'] };
+
+export class ConfigError extends Error {}
+
+/** Reads the settings from an environment once; throws ConfigError naming every bad one. */
+export function loadConfig(env: Record<string, string | undefined>, overrides: Partial<Config> = {}): Config {
+  const out: Record<string, unknown> = {};
+  const bad: string[] = [];
+  for (const [key, s] of Object.entries(SETTINGS) as [string, Setting<unknown>][]) {
+    const raw = env[s.env];
+    if (raw === undefined || raw === '') {
+      out[key] = s.default;
+      continue;
+    }
+    const v = s.parse(raw);
+    if (v === undefined) bad.push(`${s.env}=${s.env === 'ADMIN_API_KEY' ? '<redacted>' : raw}`);
+    else out[key] = v;
+  }
+  if (bad.length > 0) throw new ConfigError(`invalid settings: ${bad.join(', ')}`);
+  return Object.freeze({ ...(out as Config), ...overrides });
+}

@@ -1,0 +1,37 @@
+// What travels to and from an account actor. Cluster concerns (shard, epoch) stay in the
+// registry and the write path; a request carries the domain command plus what the write
+// needs beside it: the idempotency record and, for a debit, the transfer's outbox row.
+import type { AccountCommand, AccountReply } from '../domain/account.ts';
+import type { AccountId, TenantId } from '../domain/ids.ts';
+import type { GeopayError } from '../domain/errors.ts';
+import type { StoredKey } from '../persistence/journal.ts';
+
+export interface IdempotencyClaim {
+  tenantId: string;
+  key: string;
+  requestHash: string;
+  /** The resource the request creates or acts on (account or transfer id). */
+  resourceId: string | null;
+  /** The exact response to store with the key, or null when a replay reads the resource. */
+  respond: (reply: AccountReply) => { status: number; body: unknown } | null;
+}
+
+export interface OutboxTransfer {
+  destinationId: AccountId;
+  kind: 'transfer' | 'deposit' | 'withdrawal';
+  tenantId: TenantId | null;
+  metadata: Record<string, unknown> | null;
+}
+
+export interface AccountRequest {
+  cmd: AccountCommand;
+  idem?: IdempotencyClaim;
+  /** Present on a Debit: the transfer record committed with it. */
+  transfer?: OutboxTransfer;
+}
+
+export type CommandResult =
+  | { type: 'done'; reply: AccountReply }
+  /** The idempotency key was used before; this is what it stored. */
+  | { type: 'duplicate'; stored: StoredKey }
+  | { type: 'error'; error: GeopayError };

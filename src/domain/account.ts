@@ -1,0 +1,174 @@
+// The account model, pure: decide(state, command) -> { reply, events } and
+// evolve(state, event) -> state. The actor only sequences these with persistence, so every
+// rule about money lives here and is tested without I/O.
+import type { AccountId, Region, TenantId, TransferId } from './ids.ts';
+import type { Currency } from './money.ts';
+import type { ErrorCode } from './errors.ts';
+
+export type AccountStatus = 'open' | 'frozen' | 'closed';
+export type AccountKind = 'customer' | 'external';
+
+export interface AccountState {
+  readonly id: AccountId;
+  readonly kind: AccountKind;
+  readonly tenantId: TenantId | null;
+  readonly currency: Currency;
+  readonly region: Region;
+  readonly status: AccountStatus;
+  readonly balance: bigint;
+  /** How far below zero the balance may go; external accounts have no limit. */
+  readonly overdraftLimit: bigint;
+  /** Seq of the last journal entry applied. */
+  readonly seq: number;
+  readonly metadata: Record<string, unknown>;
+  readonly createdAt: string;
+}
+
+export type TransferKind = 'transfer' | 'deposit' | 'withdrawal';
+
+// Commands: imperative.
+export type AccountCommand =
+  | { type: 'Open'; id: AccountId; kind: AccountKind; tenantId: TenantId | null; currency: Currency; region: Region;
+      overdraftLimit: bigint; metadata: Record<string, unknown>; at: string }
+  | { type: 'Freeze' }
+  | { type: 'Unfreeze' }
+  | { type: 'Close' }
+  /** Source leg of a transfer. */
+  | { type: 'Debit'; transferId: TransferId; amount: bigint; currency: Currency }
+  /** Destination leg; `alreadyApplied` says the transfer left `debited` before (delivered twice). */
+  | { type: 'Credit'; transferId: TransferId; amount: bigint; currency: Currency; alreadyApplied: boolean }
+  /** The destination refused: the money comes back to the source. */
+  | { type: 'Return'; transferId: TransferId; amount: bigint; alreadyApplied: boolean };
+
+// Events: past tense. Each journaled event is one row of the journal with the next seq.
+export type AccountEvent =
+  | { type: 'Opened'; id: AccountId; kind: AccountKind; tenantId: TenantId | null; currency: Currency; region: Region;
+      overdraftLimit: bigint; metadata: Record<string, unknown>; at: string }
+  | { type: 'Frozen' }
+  | { type: 'Unfrozen' }
+  | { type: 'Closed' }
+  | { type: 'Debited'; transferId: TransferId; amount: bigint }
+  | { type: 'Credited'; transferId: TransferId; amount: bigint }
+  | { type: 'Returned'; transferId: TransferId; amount: bigint }
+  /** Not journaled on the account: it moves the transfer to `refused`. */
+  | { type: 'CreditRefused'; transferId: TransferId; reason: ErrorCode };
+
+export type AccountReply =
+  | { ok: true; state: AccountState }
+  | { ok: false; code: ErrorCode };
+
+export interface Decision {
+  reply: AccountReply;
+  events: AccountEvent[];
+}
+
+export type JournalKind = 'open' | 'freeze' | 'unfreeze' | 'close' | 'debit' | 'credit' | 'return';
+
+export function journalKind(e: AccountEvent): JournalKind | undefined {
+  switch (e.type) {
+    case 'Opened': return 'open';
+    case 'Frozen': return 'freeze';
+    case 'Unfrozen': return 'unfreeze';
+    case 'Closed': return 'close';
+    case 'Debited': return 'debit';
+    case 'Credited': return 'credit';
+    case 'Returned': return 'return';
+    case 'CreditRefused': return undefined;
+    default: return assertNever(e);
+  }
+}
+
+/** The signed amount an event moves on the account's balance. */
+export function signedAmount(e: AccountEvent): bigint {
+  switch (e.type) {
+    case 'Debited': return -e.amount;
+    case 'Credited':
+    case 'Returned': return e.amount;
+    case 'Opened': case 'Frozen': case 'Unfrozen': case 'Closed': case 'CreditRefused': return 0n;
+    default: return assertNever(e);
+  }
+}
+
+/** Funds the account can spend now: balance plus overdraft. */
+export function available(s: AccountState): bigint {
+  return s.balance + s.overdraftLimit;
+}
+
+const rejected = (code: ErrorCode): Decision => ({ reply: { ok: false, code }, events: [] });
+
+export function decide(state: AccountState | undefined, cmd: AccountCommand): Decision {
+  if (state === undefined) {
+    if (cmd.type !== 'Open') return rejected('account_not_found');
+    const { type: _t, ...fields } = cmd;
+    const event: AccountEvent = { type: 'Opened', ...fields };
+    return { reply: { ok: true, state: evolve(undefined, event) }, events: [event] };
+  }
+  const accepted = (...events: AccountEvent[]): Decision => {
+    let s: AccountState = state;
+    for (const e of events) s = evolve(s, e);
+    return { reply: { ok: true, state: s }, events };
+  };
+  switch (cmd.type) {
+    case 'Open':
+      return rejected('account_exists');
+    case 'Freeze':
+      if (state.status === 'closed') return rejected('account_closed');
+      return state.status === 'frozen' ? accepted() : accepted({ type: 'Frozen' });
+    case 'Unfreeze':
+      if (state.status === 'closed') return rejected('account_closed');
+      return state.status === 'open' ? accepted() : accepted({ type: 'Unfrozen' });
+    case 'Close':
+      if (state.status === 'closed') return accepted();
+      if (state.kind === 'external') return rejected('forbidden');
+      if (state.balance !== 0n) return rejected('balance_not_zero');
+      return accepted({ type: 'Closed' });
+    case 'Debit':
+      if (state.status === 'frozen') return rejected('account_frozen');
+      if (state.status === 'closed') return rejected('account_closed');
+      if (cmd.currency !== state.currency) return rejected('currency_mismatch');
+      if (state.kind === 'customer' && available(state) < cmd.amount) return rejected('insufficient_funds');
+      return accepted({ type: 'Debited', transferId: cmd.transferId, amount: cmd.amount });
+    case 'Credit':
+      // A repeated delivery is answered as applied and changes nothing: exactly once.
+      if (cmd.alreadyApplied) return accepted();
+      if (cmd.currency !== state.currency) {
+        return accepted({ type: 'CreditRefused', transferId: cmd.transferId, reason: 'currency_mismatch' });
+      }
+      if (state.status === 'closed') {
+        return accepted({ type: 'CreditRefused', transferId: cmd.transferId, reason: 'account_closed' });
+      }
+      return accepted({ type: 'Credited', transferId: cmd.transferId, amount: cmd.amount });
+    case 'Return':
+      // Money owed back is always taken, whatever the status: it must never vanish.
+      if (cmd.alreadyApplied) return accepted();
+      return accepted({ type: 'Returned', transferId: cmd.transferId, amount: cmd.amount });
+    default:
+      return assertNever(cmd);
+  }
+}
+
+export function evolve(state: AccountState | undefined, e: AccountEvent): AccountState {
+  if (e.type === 'Opened') {
+    if (state !== undefined) throw new Error('Opened applied to an existing account');
+    return {
+      id: e.id, kind: e.kind, tenantId: e.tenantId, currency: e.currency, region: e.region, status: 'open',
+      balance: 0n, overdraftLimit: e.overdraftLimit, seq: 1, metadata: e.metadata, createdAt: e.at,
+    };
+  }
+  if (state === undefined) throw new Error(`${e.type} applied before Opened`);
+  const next = (patch: Partial<AccountState>): AccountState => ({ ...state, ...patch, seq: state.seq + 1 });
+  switch (e.type) {
+    case 'Frozen': return next({ status: 'frozen' });
+    case 'Unfrozen': return next({ status: 'open' });
+    case 'Closed': return next({ status: 'closed' });
+    case 'Debited': return next({ balance: state.balance - e.amount });
+    case 'Credited': return next({ balance: state.balance + e.amount });
+    case 'Returned': return next({ balance: state.balance + e.amount });
+    case 'CreditRefused': return state;
+    default: return assertNever(e);
+  }
+}
+
+export function assertNever(x: never): never {
+  throw new Error(`unexpected variant: ${JSON.stringify(x)}`);
+}

@@ -1,0 +1,90 @@
+// Branded ids, built only through the validating parsers below. Ids are time-sortable
+// (UUIDv7 layout, hex) and an account id carries its home region so routing needs no lookup.
+import type { Currency } from './money.ts';
+import { CURRENCIES } from './money.ts';
+
+declare const brand: unique symbol;
+type Brand<T, B extends string> = T & { readonly [brand]: B };
+
+export type AccountId = Brand<string, 'AccountId'>;
+export type TransferId = Brand<string, 'TransferId'>;
+export type TenantId = Brand<string, 'TenantId'>;
+export type Region = Brand<string, 'Region'>;
+
+const REGION = /^[a-z][a-z0-9-]{0,15}$/;
+const HEX32 = '[0-9a-f]{32}';
+const CUSTOMER = new RegExp(`^acc_([a-z][a-z0-9-]{0,15})_${HEX32}$`);
+const EXTERNAL = /^ext_([a-z][a-z0-9-]{0,15})_([A-Z]{3})$/;
+const TRANSFER = new RegExp(`^tr_${HEX32}$`);
+const TENANT = new RegExp(`^ten_${HEX32}$`);
+
+export function parseRegion(raw: unknown): Region | undefined {
+  return typeof raw === 'string' && REGION.test(raw) ? (raw as Region) : undefined;
+}
+
+export function parseAccountId(raw: unknown): AccountId | undefined {
+  if (typeof raw !== 'string') return undefined;
+  if (CUSTOMER.test(raw)) return raw as AccountId;
+  const m = EXTERNAL.exec(raw);
+  if (m && Object.hasOwn(CURRENCIES, m[2]!)) return raw as AccountId;
+  return undefined;
+}
+
+export function parseTransferId(raw: unknown): TransferId | undefined {
+  return typeof raw === 'string' && TRANSFER.test(raw) ? (raw as TransferId) : undefined;
+}
+
+export function parseTenantId(raw: unknown): TenantId | undefined {
+  return typeof raw === 'string' && TENANT.test(raw) ? (raw as TenantId) : undefined;
+}
+
+/** The region an account lives in, read off its id. */
+export function regionOf(id: AccountId): Region {
+  const m = /^(?:acc|ext)_([a-z][a-z0-9-]{0,15})_/.exec(id);
+  if (!m) throw new Error(`account id without region: ${id}`);
+  return m[1] as Region;
+}
+
+export function isExternal(id: AccountId): boolean {
+  return id.startsWith('ext_');
+}
+
+/** Money enters and leaves the ledger through one external account per region and currency. */
+export function externalAccountId(region: Region, currency: Currency): AccountId {
+  return `ext_${region}_${currency}` as AccountId;
+}
+
+/** UUIDv7 as 32 hex digits: 48 bits of milliseconds, then version, variant and randomness. */
+export function uuidv7Hex(nowMs: number, random: Uint8Array): string {
+  if (random.length < 10) throw new Error('uuidv7 needs 10 random bytes');
+  const bytes = new Uint8Array(16);
+  let t = BigInt(Math.floor(nowMs));
+  for (let i = 5; i >= 0; i--) {
+    bytes[i] = Number(t & 0xffn);
+    t >>= 8n;
+  }
+  bytes.set(random.subarray(0, 10), 6);
+  bytes[6] = (bytes[6]! & 0x0f) | 0x70;
+  bytes[8] = (bytes[8]! & 0x3f) | 0x80;
+  return Buffer.from(bytes).toString('hex');
+}
+
+export function makeAccountId(region: Region, hex: string): AccountId {
+  return `acc_${region}_${hex}` as AccountId;
+}
+export function makeTransferId(hex: string): TransferId {
+  return `tr_${hex}` as TransferId;
+}
+export function makeTenantId(hex: string): TenantId {
+  return `ten_${hex}` as TenantId;
+}
+
+/** Shard of an account: its region and a bucket from a stable hash (FNV-1a, 32 bit). */
+export function shardOf(id: AccountId, buckets: number): string {
+  let h = 0x811c9dc5;
+  for (let i = 0; i < id.length; i++) {
+    h ^= id.charCodeAt(i);
+    h = Math.imul(h, 0x01000193) >>> 0;
+  }
+  return `${regionOf(id)}/${h % buckets}`;
+}

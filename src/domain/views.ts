@@ -1,0 +1,41 @@
+// Wire shapes of accounts, transfers and problems. Pure, so the actor can store the exact
+// response of a request with its idempotency key in the same transaction as the write.
+import type { AccountState } from './account.ts';
+import { available } from './account.ts';
+import type { ErrorCode } from './errors.ts';
+import { ERRORS } from './errors.ts';
+
+export interface AccountView {
+  id: string; tenantId: string | null; currency: string; region: string; status: string;
+  balance: string; available: string; overdraftLimit: string; seq: number;
+  metadata: Record<string, unknown>; createdAt: string;
+}
+
+export function accountView(s: AccountState): AccountView {
+  return {
+    id: s.id, tenantId: s.tenantId, currency: s.currency, region: s.region, status: s.status,
+    balance: s.balance.toString(),
+    available: s.kind === 'external' ? s.balance.toString() : available(s).toString(),
+    overdraftLimit: s.overdraftLimit.toString(), seq: s.seq, metadata: s.metadata, createdAt: s.createdAt,
+  };
+}
+
+export interface TransferView {
+  id: string; kind: string; sourceAccountId: string; destinationAccountId: string; amount: string;
+  currency: string; state: string; refusalCode: string | null; metadata: Record<string, unknown> | null;
+  createdAt: string; updatedAt: string;
+}
+
+export interface Problem {
+  type: string; title: string; status: number; code: ErrorCode; detail?: string;
+}
+
+export function problem(code: ErrorCode, detail?: string): Problem {
+  const e = ERRORS[code];
+  return { type: `https://geopay.dev/errors/${code}`, title: e.title, status: e.status, code, ...(detail ? { detail } : {}) };
+}
+
+/** Terminal transfers answer 201, those still in flight 202. */
+export function transferStatus(state: string): 201 | 202 {
+  return state === 'settled' || state === 'returned' ? 201 : 202;
+}

@@ -1,0 +1,69 @@
+// JSON schemas of every body, param and response. Amounts are strings of minor units; the
+// patterns here only shape them, the domain's parsers decide (range, currency list).
+export const amountString = { type: 'string', pattern: '^[0-9]{1,19}$', description: 'Integer minor units, 1 to 2^63-1' } as const;
+export const signedAmountString = { type: 'string', pattern: '^-?[0-9]{1,20}$' } as const;
+export const currencyCode = { type: 'string', pattern: '^[A-Z]{3}$', description: 'ISO 4217 code' } as const;
+export const idString = { type: 'string', minLength: 1, maxLength: 80 } as const;
+export const metadata = { type: 'object', additionalProperties: true, maxProperties: 50 } as const;
+
+export const problemSchema = {
+  $id: 'Problem',
+  type: 'object',
+  properties: {
+    type: { type: 'string' }, title: { type: 'string' }, status: { type: 'integer' },
+    code: { type: 'string' }, detail: { type: 'string' },
+  },
+  required: ['type', 'title', 'status', 'code'],
+} as const;
+
+export const accountSchema = {
+  $id: 'Account',
+  type: 'object',
+  properties: {
+    id: { type: 'string' }, tenantId: { type: ['string', 'null'] }, currency: { type: 'string' }, region: { type: 'string' },
+    status: { type: 'string', enum: ['open', 'frozen', 'closed'] }, balance: signedAmountString, available: signedAmountString,
+    overdraftLimit: amountString, seq: { type: 'integer' }, metadata, createdAt: { type: 'string' },
+  },
+  required: ['id', 'currency', 'region', 'status', 'balance', 'available', 'overdraftLimit', 'seq', 'createdAt'],
+} as const;
+
+export const transferSchema = {
+  $id: 'Transfer',
+  type: 'object',
+  properties: {
+    id: { type: 'string' }, kind: { type: 'string', enum: ['transfer', 'deposit', 'withdrawal'] },
+    sourceAccountId: { type: 'string' }, destinationAccountId: { type: 'string' }, amount: amountString, currency: { type: 'string' },
+    state: { type: 'string', enum: ['debited', 'settled', 'refused', 'returned'] }, refusalCode: { type: ['string', 'null'] },
+    metadata: { type: ['object', 'null'], additionalProperties: true }, createdAt: { type: 'string' }, updatedAt: { type: 'string' },
+  },
+  required: ['id', 'kind', 'sourceAccountId', 'destinationAccountId', 'amount', 'currency', 'state', 'createdAt', 'updatedAt'],
+} as const;
+
+export const postingSchema = {
+  $id: 'Posting',
+  type: 'object',
+  properties: {
+    seq: { type: 'integer' }, kind: { type: 'string' }, amount: signedAmountString, balanceAfter: signedAmountString,
+    transferId: { type: ['string', 'null'] }, createdAt: { type: 'string' },
+  },
+  required: ['seq', 'kind', 'amount', 'balanceAfter', 'createdAt'],
+} as const;
+
+export const tenantSchema = {
+  $id: 'Tenant',
+  type: 'object',
+  properties: { id: { type: 'string' }, name: { type: 'string' }, createdAt: { type: 'string' } },
+  required: ['id', 'name', 'createdAt'],
+} as const;
+
+export const errorResponses = {
+  '4xx': { $ref: 'Problem#' },
+  '5xx': { $ref: 'Problem#' },
+} as const;
+
+export const idempotencyHeader = {
+  type: 'object',
+  properties: { 'idempotency-key': { type: 'string', minLength: 1, maxLength: 255, pattern: '^[\\x21-\\x7E]+$' } },
+} as const;
+
+export const idParams = { type: 'object', properties: { id: idString }, required: ['id'], additionalProperties: false } as const;

@@ -1,0 +1,107 @@
+// One geopay node, assembled: config -> PostgreSQL (or the embedded PGlite) -> migrations ->
+// shard ownership -> account actors and relay -> HTTP. main.ts runs it as a process; tests
+// run it in-process against their own database.
+import { randomBytes } from 'node:crypto';
+import type { FastifyInstance } from 'fastify';
+import pino from 'pino';
+import type { Logger } from 'pino';
+import type { Config } from '../config/settings.ts';
+import { createPool, migrate } from './persistence/db.ts';
+import type { Pool } from './persistence/db.ts';
+import type { CommitObserver } from './persistence/journal.ts';
+import { countAdminKeys, deleteExpiredKeys, insertKey } from './persistence/queries.ts';
+import { startEmbeddedPostgres } from './persistence/embedded.ts';
+import type { EmbeddedPostgres } from './persistence/embedded.ts';
+import { SingleNodeOwnership } from './cluster/ownership.ts';
+import { AccountRegistry } from './actors/registry.ts';
+import { Relay } from './actors/relay.ts';
+import { buildApp } from './http/app.ts';
+import { newApiKey } from './http/routes/admin.ts';
+import { uuidv7Hex } from './domain/ids.ts';
+
+export interface GeopayNode {
+  app: FastifyInstance;
+  url: string;
+  pool: Pool;
+  registry: AccountRegistry;
+  relay: Relay;
+  /** Set when this start created the admin key (printed once by main). */
+  createdAdminKey: string | undefined;
+  /** Graceful: stop intake, drain mailboxes, snapshot, close pools. */
+  stop(): Promise<void>;
+}
+
+export function rootLogger(cfg: Config): Logger {
+  return pino({
+    level: cfg.logLevel,
+    base: { node: cfg.nodeId, region: cfg.region },
+    redact: { paths: ['req.headers.authorization', 'headers.authorization', 'key', 'adminApiKey', '*.key'], censor: '[redacted]' },
+  });
+}
+
+export async function startNode(cfg: Config, opts: { logger?: Logger; onCommit?: CommitObserver } = {}): Promise<GeopayNode> {
+  const logger = opts.logger ?? rootLogger(cfg);
+  let embedded: EmbeddedPostgres | undefined;
+  let connectionString = cfg.databaseUrl;
+  if (!connectionString) {
+    embedded = await startEmbeddedPostgres({ dataDir: cfg.dataDir });
+    connectionString = embedded.connectionString;
+    logger.info({ dataDir: cfg.dataDir }, 'embedded PostgreSQL (PGlite) started');
+  }
+  // PGlite is one session shared by every connection: one connection, never more.
+  const pool = createPool({ connectionString, max: embedded ? 1 : cfg.pgPoolMax, statementTimeoutMs: cfg.pgStatementTimeoutMs, logger });
+  await migrate(pool, logger);
+
+  const createdAdminKey = await ensureAdminKey(pool, cfg);
+
+  const ownership = new SingleNodeOwnership(pool, cfg.nodeId, cfg.region, logger);
+  await ownership.start(cfg.shardBuckets);
+  const registry = new AccountRegistry(pool, ownership, cfg, logger, opts.onCommit);
+  const relay = new Relay(pool, registry, { intervalMs: cfg.relayIntervalMs, minAgeMs: cfg.relayMinAgeMs, batch: 500 }, logger);
+
+  let accepting = true;
+  const app = await buildApp({ config: cfg, pool, registry, ownership, logger, ready: () => accepting });
+  await app.listen({ port: cfg.port, host: cfg.host });
+  const addr = app.server.address();
+  const port = typeof addr === 'object' && addr ? addr.port : cfg.port;
+  const url = `http://${cfg.host.includes(':') ? `[${cfg.host}]` : cfg.host}:${port}`;
+
+  // The relay's first pass re-delivers what a crash left in flight, at once.
+  relay.start();
+  const cleanup = setInterval(() => {
+    deleteExpiredKeys(pool, cfg.idempotencyRetentionMs)
+      .then((n) => { if (n > 0) logger.info({ deleted: n }, 'expired idempotency keys deleted'); })
+      .catch((err: unknown) => logger.warn({ err }, 'idempotency cleanup failed'));
+  }, cfg.idempotencyCleanupMs);
+  cleanup.unref();
+
+  let stopping: Promise<void> | undefined;
+  const stop = (): Promise<void> => {
+    stopping ??= (async () => {
+      accepting = false;
+      relay.stop();
+      clearInterval(cleanup);
+      // Stop taking requests; those in progress finish (bounded by the request timeout).
+      await app.close();
+      await registry.drain(cfg.shutdownTimeoutMs);
+      await pool.end();
+      if (embedded) await embedded.close();
+      logger.info('node stopped');
+    })();
+    return stopping;
+  };
+
+  return { app, url, pool, registry, relay, createdAdminKey, stop };
+}
+
+/** On first start with no admin key: install ADMIN_API_KEY, or create one for main to print once. */
+async function ensureAdminKey(pool: Pool, cfg: Config): Promise<string | undefined> {
+  if (cfg.adminApiKey) {
+    await insertKey(pool, { id: `key_${uuidv7Hex(Date.now(), randomBytes(10))}`, role: 'admin', tenantId: null, key: cfg.adminApiKey });
+    return undefined;
+  }
+  if ((await countAdminKeys(pool)) > 0) return undefined;
+  const key = newApiKey('admin');
+  await insertKey(pool, { id: `key_${uuidv7Hex(Date.now(), randomBytes(10))}`, role: 'admin', tenantId: null, key });
+  return key;
+}

@@ -1,0 +1,53 @@
+// The pg pool and the migrations applied at start. int8 comes back as bigint (never as a
+// string, never as a float), and every connection carries a statement timeout.
+import { readFileSync, readdirSync } from 'node:fs';
+import { fileURLToPath } from 'node:url';
+import pg from 'pg';
+import type { Logger } from 'pino';
+
+pg.types.setTypeParser(pg.types.builtins.INT8, (v: string) => BigInt(v));
+
+export type Pool = pg.Pool;
+export type Client = pg.PoolClient;
+
+export function createPool(opts: { connectionString: string; max: number; statementTimeoutMs: number; logger: Logger }): pg.Pool {
+  const pool = new pg.Pool({
+    connectionString: opts.connectionString,
+    max: opts.max,
+    statement_timeout: opts.statementTimeoutMs,
+    connectionTimeoutMillis: 10_000,
+    idleTimeoutMillis: 30_000,
+  });
+  // An idle client that errors (server restart) must not crash the process.
+  pool.on('error', (err) => opts.logger.warn({ err }, 'idle pg client failed'));
+  return pool;
+}
+
+const MIGRATIONS_DIR = fileURLToPath(new URL('./migrations/', import.meta.url));
+
+/** Applies the versioned migrations not yet applied, each in its own transaction, under a lock. */
+export async function migrate(pool: pg.Pool, logger: Logger): Promise<void> {
+  const files = readdirSync(MIGRATIONS_DIR).filter((f) => /^\d{3}_.*\.sql$/.test(f)).sort();
+  const client = await pool.connect();
+  try {
+    await client.query('CREATE TABLE IF NOT EXISTS schema_migrations (version integer PRIMARY KEY, name text NOT NULL, applied_at timestamptz NOT NULL DEFAULT now())');
+    await client.query('BEGIN');
+    // Two nodes starting together must not apply the same migration twice.
+    await client.query('LOCK TABLE schema_migrations IN EXCLUSIVE MODE');
+    const { rows } = await client.query<{ version: number }>('SELECT version FROM schema_migrations');
+    const applied = new Set(rows.map((r) => r.version));
+    for (const f of files) {
+      const version = Number(f.slice(0, 3));
+      if (applied.has(version)) continue;
+      await client.query(readFileSync(MIGRATIONS_DIR + f, 'utf8'));
+      await client.query('INSERT INTO schema_migrations (version, name) VALUES ($1, $2)', [version, f]);
+      logger.info({ version, name: f }, 'migration applied');
+    }
+    await client.query('COMMIT');
+  } catch (err) {
+    await client.query('ROLLBACK').catch(() => undefined);
+    throw err;
+  } finally {
+    client.release();
+  }
+}
