@@ -2,6 +2,8 @@
 // shard ownership -> account actors and relay -> HTTP. main.ts runs it as a process; tests
 // run it in-process against their own database.
 import { randomBytes } from 'node:crypto';
+import { writeFileSync } from 'node:fs';
+import { join } from 'node:path';
 import type { FastifyInstance } from 'fastify';
 import pino from 'pino';
 import type { Logger } from 'pino';
@@ -53,6 +55,11 @@ export async function startNode(cfg: Config, opts: { logger?: Logger; onCommit?:
   await migrate(pool, logger);
 
   const createdAdminKey = await ensureAdminKey(pool, cfg);
+  if (createdAdminKey && embedded) {
+    // Embedded (development) mode only: keep the key beside the data it guards, readable by
+    // this user alone, so a newcomer's walk-through can read it back.
+    writeFileSync(join(cfg.dataDir, 'admin-key.txt'), `${createdAdminKey}\n`, { mode: 0o600 });
+  }
 
   const ownership = new SingleNodeOwnership(pool, cfg.nodeId, cfg.region, logger);
   await ownership.start(cfg.shardBuckets);
