@@ -3,6 +3,8 @@
 // rule about money lives here and is tested without I/O.
 import type { AccountId, Region, TenantId, TransferId } from './ids.ts';
 import type { Currency } from './money.ts';
+import { MAX_AMOUNT } from './money.ts';
+import assert from 'node:assert/strict';
 import type { ErrorCode } from './errors.ts';
 
 export type AccountStatus = 'open' | 'frozen' | 'closed';
@@ -96,6 +98,9 @@ export function available(s: AccountState): bigint {
 
 const rejected = (code: ErrorCode): Decision => ({ reply: { ok: false, code }, events: [] });
 
+/** A balance must fit the journal's BIGINT: beyond +-(2^63-1) the move is refused. */
+const fits = (balance: bigint): boolean => balance <= MAX_AMOUNT && balance >= -MAX_AMOUNT;
+
 export function decide(state: AccountState | undefined, cmd: AccountCommand): Decision {
   if (state === undefined) {
     if (cmd.type !== 'Open') return rejected('account_not_found');
@@ -103,6 +108,8 @@ export function decide(state: AccountState | undefined, cmd: AccountCommand): De
     const event: AccountEvent = { type: 'Opened', ...fields };
     return { reply: { ok: true, state: evolve(undefined, event) }, events: [event] };
   }
+  // Amounts were validated at the edge; a non-positive one here is our own bug.
+  if (cmd.type === 'Debit' || cmd.type === 'Credit' || cmd.type === 'Return') assert.ok(cmd.amount > 0n, 'amount must be positive');
   const accepted = (...events: AccountEvent[]): Decision => {
     let s: AccountState = state;
     for (const e of events) s = evolve(s, e);
@@ -127,6 +134,7 @@ export function decide(state: AccountState | undefined, cmd: AccountCommand): De
       if (state.status === 'closed') return rejected('account_closed');
       if (cmd.currency !== state.currency) return rejected('currency_mismatch');
       if (state.kind === 'customer' && available(state) < cmd.amount) return rejected('insufficient_funds');
+      if (!fits(state.balance - cmd.amount)) return rejected('balance_out_of_range');
       return accepted({ type: 'Debited', transferId: cmd.transferId, amount: cmd.amount });
     case 'Credit':
       // A repeated delivery is answered as applied and changes nothing: exactly once.
@@ -136,6 +144,9 @@ export function decide(state: AccountState | undefined, cmd: AccountCommand): De
       }
       if (state.status === 'closed') {
         return accepted({ type: 'CreditRefused', transferId: cmd.transferId, reason: 'account_closed' });
+      }
+      if (!fits(state.balance + cmd.amount)) {
+        return accepted({ type: 'CreditRefused', transferId: cmd.transferId, reason: 'balance_out_of_range' });
       }
       return accepted({ type: 'Credited', transferId: cmd.transferId, amount: cmd.amount });
     case 'Return':

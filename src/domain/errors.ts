@@ -27,6 +27,7 @@ export const ERRORS = {
   account_frozen: { status: 422, title: 'The account is frozen' },
   account_closed: { status: 422, title: 'The account is closed' },
   account_exists: { status: 409, title: 'An account with this id already exists' },
+  balance_out_of_range: { status: 422, title: 'The balance would leave the range of a signed 64-bit integer' },
   balance_not_zero: { status: 422, title: 'Only an account with a zero balance can be closed' },
   // Operational failures: retryable unless noted.
   mailbox_full: { status: 503, title: 'The account is overloaded; retry later' },

@@ -81,6 +81,7 @@ export function makeTenantId(hex: string): TenantId {
 
 /** Shard of an account: its region and a bucket from a stable hash (FNV-1a, 32 bit). */
 export function shardOf(id: AccountId, buckets: number): string {
+  if (!Number.isInteger(buckets) || buckets < 1) throw new Error(`bucket count must be a positive integer: ${buckets}`);
   let h = 0x811c9dc5;
   for (let i = 0; i < id.length; i++) {
     h ^= id.charCodeAt(i);

@@ -25,7 +25,8 @@ export function currencyExponent(c: Currency): number {
   return CURRENCIES[c];
 }
 
-const DIGITS = /^[0-9]{1,19}$/;
+// One spelling per number: no sign, no leading zeros, so one amount has one idempotency hash.
+const DIGITS = /^[1-9][0-9]{0,18}$/;
 
 /** A strictly positive amount of minor units, at most 2^63-1. */
 export function parseAmount(raw: unknown): Result<bigint, 'invalid_amount'> {

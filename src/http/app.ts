@@ -106,7 +106,7 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
 
   app.get('/healthz', { schema: { hide: true } }, async () => ({ status: 'ok' }));
   app.get('/readyz', { schema: { hide: true } }, async (_req, reply) => {
-    if (!deps.ready()) return reply.code(503).type('application/problem+json').send(problem('draining'));
+    if (!deps.ready()) return reply.code(503).header('retry-after', '1').type('application/problem+json').send(problem('draining'));
     await deps.pool.query('SELECT 1');
     return { status: 'ready' };
   });
