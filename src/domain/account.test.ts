@@ -402,6 +402,8 @@ describe('property: balance is the sum of accepted signed amounts', () => {
             else expect(d.events).toEqual([{ type: 'CreditRefused', transferId: tr(i), reason: 'currency_mismatch' }]);
           } else if (o.kind === 'debit' && s.balance - o.amount < -limit) {
             expect(d.reply).toEqual({ ok: false, code: 'insufficient_funds' });
+          } else if (o.kind === 'credit' && s.balance + o.amount > 2n ** 63n - 1n) {
+            expect(d.events).toEqual([{ type: 'CreditRefused', transferId: tr(i), reason: 'balance_out_of_range' }]);
           } else {
             expect(d.events).toHaveLength(1);
             expect(signedAmount(d.events[0]!)).toBe(o.kind === 'debit' ? -o.amount : o.amount);
@@ -409,6 +411,7 @@ describe('property: balance is the sum of accepted signed amounts', () => {
           s = d.next!;
           expect(s.balance).toBe(sum);
           expect(s.balance).toBeGreaterThanOrEqual(-limit);
+          expect(s.balance).toBeLessThanOrEqual(2n ** 63n - 1n);
           expect(s.seq).toBe(journaled);
         });
       }),
