@@ -206,9 +206,15 @@ async function main(): Promise<number> {
   let db: TestDatabase | undefined;
   let server: ServerProcess | undefined;
   let pool: Pool | undefined;
+  let finished = false;
   try {
     db = await createTestDatabase('bench');
     server = await startServer({ databaseUrl: db.url, adminKey, env: { LOG_LEVEL: 'warn' } });
+    const running = server;
+    // A server that dies mid-run turns every later request into ECONNREFUSED; say why at once.
+    void running.exited.then((code) => {
+      if (!finished) console.error(`server exited during the bench (code ${String(code)}):\n${running.output()}`);
+    });
     // One keep-alive connection per client, so no request queues behind another in undici.
     pool = new Pool(server.url, { connections: settings.clients, keepAliveTimeout: 60_000 });
     const admin = api(server.url, adminKey, { dispatcher: pool });
@@ -257,6 +263,7 @@ async function main(): Promise<number> {
     console.log(failures.length === 0 ? 'ledger: PASS' : 'ledger: FAIL');
     return failures.length === 0 ? 0 : 1;
   } finally {
+    finished = true;
     await pool?.destroy();
     await server?.kill();
     await db?.drop();

@@ -233,6 +233,12 @@ describe('crash recovery', () => {
     sql = new pg.Client({ connectionString: db.url, types: int8AsBigInt });
     await sql.connect();
 
+    const [pending] = await query<{ n: bigint }>(
+      `SELECT count(*) AS n FROM transfers WHERE state IN ('debited', 'refused')`,
+    );
+    console.info(
+      `crash: ${acked.length} acknowledged, ${unanswered.length} unanswered, ${pending!.n} in flight at restart`,
+    );
     expect(await waitForNothingInFlight(), 'transfers still debited after the relay deadline').toBe(0);
     await expectExactlyOnce(acked);
     await expectLedgerBalanced();
@@ -279,6 +285,7 @@ describe('crash recovery', () => {
     const [after] = await query<{ n: bigint }>(`SELECT count(*) AS n FROM transfers WHERE kind = 'transfer'`);
     expect(after!.n).toBe(BigInt(acked.length + unanswered.length));
     const fresh = retried.filter((r) => !known.has(r.id)).length;
+    console.info(`retries: ${retried.length - fresh} found their committed transfer, ${fresh} created one`);
     expect(after!.n).toBe(BigInt(known.size + fresh));
   });
 });
