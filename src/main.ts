@@ -15,26 +15,30 @@ async function main(): Promise<void> {
     throw err;
   }
   const logger = rootLogger(cfg);
-  const node = await startNode(cfg, { logger });
-  process.stdout.write(`geopay listening on ${node.url}\n`);
-  process.stdout.write(cfg.databaseUrl ? 'database: DATABASE_URL\n' : `database: embedded PGlite in ${cfg.dataDir}\n`);
-  if (node.createdAdminKey) {
-    process.stdout.write(`admin key (shown once, store it now): ${node.createdAdminKey}\n`);
-  }
+  // Signals are handled from the first moment: a SIGTERM during start waits for the start,
+  // then drains, instead of killing the process halfway.
   let signalled = false;
   const shutdown = (signal: string) => {
     if (signalled) return;
     signalled = true;
     logger.info({ signal }, 'shutting down');
-    const hard = setTimeout(() => process.exit(1), cfg.shutdownTimeoutMs + 5_000);
+    const hard = setTimeout(() => process.exit(1), cfg.shutdownTimeoutMs + 30_000);
     hard.unref();
-    node.stop().then(() => process.exit(0), (err: unknown) => {
+    starting.then((n) => n.stop()).then(() => process.exit(0), (err: unknown) => {
       logger.error({ err }, 'shutdown failed');
       process.exit(1);
     });
   };
   process.on('SIGTERM', () => shutdown('SIGTERM'));
   process.on('SIGINT', () => shutdown('SIGINT'));
+  const starting = startNode(cfg, { logger });
+  const node = await starting;
+  if (signalled) return;
+  process.stdout.write(`geopay listening on ${node.url}\n`);
+  process.stdout.write(cfg.databaseUrl ? 'database: DATABASE_URL\n' : `database: embedded PGlite in ${cfg.dataDir}\n`);
+  if (node.createdAdminKey) {
+    process.stdout.write(`admin key (shown once, store it now): ${node.createdAdminKey}\n`);
+  }
 }
 
 main().catch((err: unknown) => {
