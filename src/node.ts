@@ -16,6 +16,7 @@ import { startEmbeddedPostgres } from './persistence/embedded.ts';
 import type { EmbeddedPostgres } from './persistence/embedded.ts';
 import { SingleNodeOwnership } from './cluster/ownership.ts';
 import { AccountRegistry } from './actors/registry.ts';
+import { GroupWriter } from './persistence/writer.ts';
 import { Relay } from './actors/relay.ts';
 import { buildApp } from './http/app.ts';
 import { newApiKey } from './http/routes/admin.ts';
@@ -27,6 +28,7 @@ export interface GeopayNode {
   pool: Pool;
   registry: AccountRegistry;
   relay: Relay;
+  writer: GroupWriter;
   /** Set when this start created the admin key (printed once by main). */
   createdAdminKey: string | undefined;
   /** Graceful: stop intake, drain mailboxes, snapshot, close pools. */
@@ -63,7 +65,8 @@ export async function startNode(cfg: Config, opts: { logger?: Logger; onCommit?:
 
   const ownership = new SingleNodeOwnership(pool, cfg.nodeId, cfg.region, logger);
   await ownership.start(cfg.shardBuckets);
-  const registry = new AccountRegistry(pool, ownership, cfg, logger, opts.onCommit);
+  const writer = new GroupWriter(pool, { lanes: embedded ? 1 : Math.min(cfg.writerLanes, cfg.pgPoolMax), maxSets: cfg.writerMaxSets }, opts.onCommit);
+  const registry = new AccountRegistry(pool, ownership, cfg, logger, writer);
   const relay = new Relay(pool, registry, { intervalMs: cfg.relayIntervalMs, minAgeMs: cfg.relayMinAgeMs, batch: 500 }, logger);
 
   let accepting = true;
@@ -98,7 +101,7 @@ export async function startNode(cfg: Config, opts: { logger?: Logger; onCommit?:
     return stopping;
   };
 
-  return { app, url, pool, registry, relay, createdAdminKey, stop };
+  return { app, url, pool, registry, relay, writer, createdAdminKey, stop };
 }
 
 /** On first start with no admin key: install ADMIN_API_KEY, or create one for main to print once. */

@@ -7,8 +7,8 @@ import { decide, evolve, journalKind, signedAmount } from '../domain/account.ts'
 import type { AccountId, TransferId } from '../domain/ids.ts';
 import { GeopayError } from '../domain/errors.ts';
 import type { Pool } from '../persistence/db.ts';
-import type { Loaded, StoredKey, WriteSet, CommitObserver } from '../persistence/journal.ts';
-import { WriteConflict, commitBatch, keyOf, loadAccount, prefetch, snapshotFenced } from '../persistence/journal.ts';
+import type { Loaded, Prefetched, StoredKey, WriteSet } from '../persistence/journal.ts';
+import { WriteConflict, keyOf, loadAccount, prefetch } from '../persistence/journal.ts';
 import type { Ownership } from '../cluster/ownership.ts';
 import type { AccountRequest, CommandResult } from './protocol.ts';
 import type { ActorRef } from './nact.ts';
@@ -76,7 +76,8 @@ export interface ActorDeps {
   mailboxLimit: number;
   logger: Logger;
   now: () => number;
-  onCommit?: CommitObserver;
+  /** The node's group-commit writer: resolves after COMMIT, or rejects (nothing written). */
+  commit: (ws: WriteSet) => Promise<void>;
   /** After a commit: the saga's next steps and the waiters of transfers. */
   afterCommit: (ws: WriteSet) => void;
   /** Take this actor out of routing: it answers what it still holds, then stops. */
@@ -92,6 +93,7 @@ export function initialActorState(now: number): ActorState {
 interface FlushOutcome { state: AccountState | undefined; results: CommandResult[]; ws: WriteSet | undefined; snapshotSeq: number | undefined }
 
 const MAX_CONFLICT_RETRIES = 3;
+const NOTHING_KNOWN: Prefetched = { transferStates: new Map(), keys: new Map() };
 
 export function makeAccountHandler(h: ActorHandle, deps: ActorDeps) {
   const log = deps.logger.child({ account: h.id, shard: h.shard });
@@ -134,7 +136,10 @@ export function makeAccountHandler(h: ActorHandle, deps: ActorDeps) {
     if (s.account && seq > s.lastSnapshotSeq) {
       const account = s.account;
       deps.ownership.epochFor(h.shard)
-        .then((epoch) => snapshotFenced(deps.pool, h.shard, epoch, { accountId: h.id, seq, state: account }))
+        .then((epoch) => deps.commit({
+          shard: h.shard, epoch, nodeId: deps.nodeId, accounts: [], journal: [], newTransfers: [], transferUpdates: [], idempotency: [],
+          snapshot: { accountId: h.id, seq, state: account },
+        }))
         .then(() => tell(self, { type: 'Snapshotted', seq }), (error) => tell(self, { type: 'Snapshotted', seq, error }));
       return { ...s, phase: 'snapshotting' };
     }
@@ -158,24 +163,34 @@ export function makeAccountHandler(h: ActorHandle, deps: ActorDeps) {
 
   /** Validates a batch in order against the state and commits it in one transaction. */
   async function flush(start: AccountState | undefined, lastSnapshotSeq: number, batch: Pending[]): Promise<FlushOutcome> {
+    // Optimistic first: a fresh key and a first delivery of a credit are the common case, and
+    // the commit's conditional writes catch the rest (GP002). A conflict, or a batch holding
+    // a redelivery, reads what it needs before deciding.
+    let careful = batch.some((r) => r.careful === true);
     for (let attempt = 1; ; attempt++) {
       try {
-        return await flushOnce(start, lastSnapshotSeq, batch);
+        return await flushOnce(start, lastSnapshotSeq, batch, careful);
       } catch (err) {
         if (!(err instanceof WriteConflict) || attempt >= MAX_CONFLICT_RETRIES) throw err;
-        log.info({ attempt, err }, 'batch conflicted; redoing it');
+        if (careful) log.info({ attempt, err }, 'batch conflicted; redoing it');
+        careful = true;
       }
     }
   }
 
-  async function flushOnce(start: AccountState | undefined, lastSnapshotSeq: number, batch: Pending[]): Promise<FlushOutcome> {
+  async function flushOnce(start: AccountState | undefined, lastSnapshotSeq: number, batch: Pending[], careful: boolean): Promise<FlushOutcome> {
     const transferIds: string[] = [];
     const keys: { tenantId: string; key: string }[] = [];
-    for (const r of batch) {
-      if (r.cmd.type === 'Credit' || r.cmd.type === 'Return') transferIds.push(r.cmd.transferId);
-      if (r.idem) keys.push({ tenantId: r.idem.tenantId, key: r.idem.key });
+    if (careful) {
+      for (const r of batch) {
+        if (r.cmd.type === 'Credit' || r.cmd.type === 'Return') transferIds.push(r.cmd.transferId);
+        if (r.idem) keys.push({ tenantId: r.idem.tenantId, key: r.idem.key });
+      }
     }
-    const [pre, epoch] = await Promise.all([prefetch(deps.pool, transferIds, keys), deps.ownership.epochFor(h.shard)]);
+    const [pre, epoch] = await Promise.all([
+      careful ? prefetch(deps.pool, transferIds, keys) : NOTHING_KNOWN,
+      deps.ownership.epochFor(h.shard),
+    ]);
     const ws: WriteSet = {
       shard: h.shard, epoch, nodeId: deps.nodeId, accounts: [], journal: [], newTransfers: [],
       transferUpdates: [], idempotency: [], snapshot: undefined,
@@ -195,7 +210,9 @@ export function makeAccountHandler(h: ActorHandle, deps: ActorDeps) {
       if (cmd.type === 'Credit' || cmd.type === 'Return') {
         const expect = cmd.type === 'Credit' ? 'debited' : 'refused';
         const mark = `${cmd.type}:${cmd.transferId}`;
-        cmd = { ...cmd, alreadyApplied: pre.transferStates.get(cmd.transferId) !== expect || handled.has(mark) };
+        // Not read (optimistic): assume the expected state; the commit checks it.
+        const known = careful ? pre.transferStates.get(cmd.transferId) : expect;
+        cmd = { ...cmd, alreadyApplied: known !== expect || handled.has(mark) };
         handled.add(mark);
       }
       const d = decide(s, cmd);
@@ -246,7 +263,7 @@ export function makeAccountHandler(h: ActorHandle, deps: ActorDeps) {
     }
     const writes = ws.accounts.length + ws.journal.length + ws.newTransfers.length + ws.transferUpdates.length + ws.idempotency.length;
     if (writes === 0) return { state: s, results, ws: undefined, snapshotSeq: undefined };
-    await commitBatch(deps.pool, ws, deps.onCommit);
+    await deps.commit(ws);
     return { state: s, results, ws, snapshotSeq };
   }
 

@@ -28,6 +28,8 @@ export interface AccountRequest {
   idem?: IdempotencyClaim;
   /** Present on a Debit: the transfer record committed with it. */
   transfer?: OutboxTransfer;
+  /** A redelivery (relay): read transfer states and keys before deciding. */
+  careful?: boolean;
 }
 
 export type CommandResult =

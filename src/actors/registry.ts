@@ -8,7 +8,8 @@ import { GeopayError } from '../domain/errors.ts';
 import type { Currency } from '../domain/money.ts';
 import type { AccountState } from '../domain/account.ts';
 import type { Pool } from '../persistence/db.ts';
-import type { CommitObserver, WriteSet } from '../persistence/journal.ts';
+import type { WriteSet } from '../persistence/journal.ts';
+import type { GroupWriter } from '../persistence/writer.ts';
 import type { Ownership } from '../cluster/ownership.ts';
 import type { ActorSystem } from './nact.ts';
 import { ask, spawn, startSystem, stopActor, stopSystem, tell } from './nact.ts';
@@ -44,7 +45,7 @@ export class AccountRegistry {
     private readonly ownership: Ownership,
     private readonly cfg: RegistryConfig,
     private readonly logger: Logger,
-    private readonly onCommit?: CommitObserver,
+    private readonly writer: GroupWriter,
   ) {
     this.system = startSystem(`geopay-${cfg.nodeId}-${process.pid}-${Date.now()}`);
     const every = Math.max(10, Math.floor(cfg.actorIdleMs / 2));
@@ -115,13 +116,13 @@ export class AccountRegistry {
   }
 
   /** Delivers the credit leg of a transfer; the destination applies it exactly once. */
-  deliverCredit(t: { id: TransferId; destinationId: AccountId; amount: bigint; currency: Currency }): Promise<CommandResult> {
-    return this.send(t.destinationId, { cmd: { type: 'Credit', transferId: t.id, amount: t.amount, currency: t.currency, alreadyApplied: false } });
+  deliverCredit(t: { id: TransferId; destinationId: AccountId; amount: bigint; currency: Currency }, redelivery = false): Promise<CommandResult> {
+    return this.send(t.destinationId, { cmd: { type: 'Credit', transferId: t.id, amount: t.amount, currency: t.currency, alreadyApplied: false }, careful: redelivery });
   }
 
   /** Gives refused money back to the source, exactly once. */
-  deliverReturn(t: { id: TransferId; sourceId: AccountId; amount: bigint }): Promise<CommandResult> {
-    return this.send(t.sourceId, { cmd: { type: 'Return', transferId: t.id, amount: t.amount, alreadyApplied: false } });
+  deliverReturn(t: { id: TransferId; sourceId: AccountId; amount: bigint }, redelivery = false): Promise<CommandResult> {
+    return this.send(t.sourceId, { cmd: { type: 'Return', transferId: t.id, amount: t.amount, alreadyApplied: false }, careful: redelivery });
   }
 
   private afterCommit(ws: WriteSet): void {
@@ -162,7 +163,7 @@ export class AccountRegistry {
       mailboxLimit: this.cfg.mailboxLimit,
       logger: this.logger,
       now: Date.now,
-      ...(this.onCommit ? { onCommit: this.onCommit } : {}),
+      commit: (ws) => this.writer.commit(ws),
       afterCommit: (ws) => this.afterCommit(ws),
       retire: (x) => this.retire(x),
       passivated: (x) => this.remove(x),

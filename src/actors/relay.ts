@@ -41,8 +41,8 @@ export class Relay {
         this.inProgress.add(t.id);
         try {
           const r = t.state === 'debited'
-            ? await this.registry.deliverCredit({ id: t.id as TransferId, destinationId: t.destinationId as AccountId, amount: t.amount, currency: t.currency as Currency })
-            : await this.registry.deliverReturn({ id: t.id as TransferId, sourceId: t.sourceId as AccountId, amount: t.amount });
+            ? await this.registry.deliverCredit({ id: t.id as TransferId, destinationId: t.destinationId as AccountId, amount: t.amount, currency: t.currency as Currency }, true)
+            : await this.registry.deliverReturn({ id: t.id as TransferId, sourceId: t.sourceId as AccountId, amount: t.amount }, true);
           if (r.type === 'error') this.logger.warn({ transfer: t.id, code: r.error.code }, 'relay delivery failed');
           else this.redelivered++;
         } finally {

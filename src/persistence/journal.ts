@@ -57,108 +57,99 @@ export interface WriteSet {
 /** A write lost a race it must not win (a key or a transfer claimed elsewhere): redo the batch. */
 export class WriteConflict extends Error {}
 
-/** Observes commits; tests count transactions with it. */
+/** Observes each actor's committed write set. */
 export interface CommitObserver { (ws: WriteSet): void }
 
-export async function commitBatch(pool: Pool, ws: WriteSet, onCommit?: CommitObserver): Promise<void> {
-  const client = await pool.connect();
-  let open = false;
-  try {
-    await client.query('BEGIN');
-    open = true;
-    // The fence: the shard's epoch must still be ours. FOR SHARE lets the shard's other
-    // writers proceed together, and makes an epoch bump wait for this transaction.
-    const guard = await client.query('SELECT 1 FROM shards WHERE id = $1 AND epoch = $2 FOR SHARE', [ws.shard, ws.epoch.toString()]);
-    if (guard.rowCount !== 1) {
-      throw new GeopayError('shard_unavailable', `shard ${ws.shard} is no longer at epoch ${ws.epoch}`);
-    }
-    for (const a of ws.accounts) {
-      await client.query(
-        `INSERT INTO accounts (id, tenant_id, kind, currency, region, shard, overdraft_limit, metadata, created_at)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)`,
-        [a.id, a.tenantId, a.kind, a.currency, a.region, a.shard, a.overdraftLimit.toString(), JSON.stringify(a.metadata), a.at],
-      );
-    }
-    if (ws.journal.length > 0) {
-      const j = ws.journal;
-      await client.query(
-        `INSERT INTO journal (account_id, seq, kind, transfer_id, amount, balance_after, epoch, node_id, created_at)
-         SELECT a, s, k, t, m, b, $7, $8, c
-         FROM unnest($1::text[], $2::bigint[], $3::text[], $4::text[], $5::bigint[], $6::bigint[], $9::timestamptz[]) AS x(a, s, k, t, m, b, c)`,
-        [j.map((r) => r.accountId), j.map((r) => String(r.seq)), j.map((r) => r.kind), j.map((r) => r.transferId),
-          j.map((r) => r.amount.toString()), j.map((r) => r.balanceAfter.toString()), ws.epoch.toString(), ws.nodeId, j.map((r) => r.at)],
-      );
-    }
-    if (ws.newTransfers.length > 0) {
-      const t = ws.newTransfers;
-      await client.query(
-        `INSERT INTO transfers (id, tenant_id, kind, source_id, destination_id, amount, currency, state, metadata, created_at, updated_at)
-         SELECT i, tn, k, s, d, m, c, 'debited', md, at, at
-         FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::bigint[], $7::text[], $8::jsonb[], $9::timestamptz[])
-           AS x(i, tn, k, s, d, m, c, md, at)`,
-        [t.map((r) => r.id), t.map((r) => r.tenantId), t.map((r) => r.kind), t.map((r) => r.sourceId), t.map((r) => r.destinationId),
-          t.map((r) => r.amount.toString()), t.map((r) => r.currency), t.map((r) => (r.metadata === null ? null : JSON.stringify(r.metadata))),
-          t.map((r) => r.at)],
-      );
-    }
-    if (ws.transferUpdates.length > 0) {
-      const u = ws.transferUpdates;
-      const res = await client.query(
-        `UPDATE transfers t SET state = x.st, refusal_code = COALESCE(x.rc, t.refusal_code), updated_at = x.at
-         FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::timestamptz[]) AS x(i, fr, st, rc, at)
-         WHERE t.id = x.i AND t.state = x.fr`,
-        [u.map((r) => r.id), u.map((r) => r.from), u.map((r) => r.to), u.map((r) => r.refusalCode), u.map((r) => r.at)],
-      );
-      if (res.rowCount !== u.length) throw new WriteConflict('a transfer changed state under this batch');
-    }
-    if (ws.idempotency.length > 0) {
-      const k = ws.idempotency;
-      const res = await client.query(
-        `INSERT INTO idempotency_keys (tenant_id, key, request_hash, resource_id, status_code, response)
-         SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::int[], $6::jsonb[])
-         ON CONFLICT DO NOTHING`,
-        [k.map((r) => r.tenantId), k.map((r) => r.key), k.map((r) => r.requestHash), k.map((r) => r.resourceId),
-          k.map((r) => r.statusCode), k.map((r) => (r.response === null || r.response === undefined ? null : JSON.stringify(r.response)))],
-      );
-      if (res.rowCount !== k.length) throw new WriteConflict('an idempotency key was taken under this batch');
-    }
-    if (ws.snapshot) await writeSnapshot(client, ws.snapshot, ws.epoch);
-    await client.query('COMMIT');
-    open = false;
-    onCommit?.(ws);
-  } catch (err) {
-    if (open) await client.query('ROLLBACK').catch(() => undefined);
-    throw err;
-  } finally {
-    client.release();
+// One statement, so one round trip and one transaction, for the write sets of one or many
+// actors (node-level group commit). Every write is conditional on the guards (each shard
+// touched still at the writer's epoch, locked FOR SHARE so an epoch bump waits for this
+// write); the final check aborts the whole statement when a guard or a conditional write did
+// not hold.
+const COMMIT_SQL = `
+WITH guard AS (
+  SELECT s.id FROM shards s JOIN unnest($1::text[], $2::bigint[]) AS g(id, ep) ON s.id = g.id AND s.epoch = g.ep
+  FOR SHARE OF s
+), held AS (
+  SELECT count(*) = cardinality($1::text[]) AS ok FROM guard
+), acc AS (
+  INSERT INTO accounts (id, tenant_id, kind, currency, region, shard, overdraft_limit, metadata, created_at)
+  SELECT i, tn, k, c, r, sh, o, md, at
+  FROM unnest($3::text[], $4::text[], $5::text[], $6::text[], $7::text[], $8::bigint[], $9::jsonb[], $10::timestamptz[], $11::text[])
+    AS x(i, tn, k, c, r, o, md, at, sh)
+  WHERE (SELECT ok FROM held)
+), jr AS (
+  INSERT INTO journal (account_id, seq, kind, transfer_id, amount, balance_after, epoch, node_id, created_at)
+  SELECT a, s, k, t, m, b, ep, $44, c
+  FROM unnest($12::text[], $13::bigint[], $14::text[], $15::text[], $16::bigint[], $17::bigint[], $18::timestamptz[], $45::bigint[])
+    AS x(a, s, k, t, m, b, c, ep)
+  WHERE (SELECT ok FROM held)
+), tr AS (
+  INSERT INTO transfers (id, tenant_id, kind, source_id, destination_id, amount, currency, state, metadata, created_at, updated_at)
+  SELECT i, tn, k, s, d, m, c, 'debited', md, at, at
+  FROM unnest($19::text[], $20::text[], $21::text[], $22::text[], $23::text[], $24::bigint[], $25::text[], $26::jsonb[], $27::timestamptz[])
+    AS x(i, tn, k, s, d, m, c, md, at)
+  WHERE (SELECT ok FROM held)
+), tu AS (
+  UPDATE transfers t SET state = x.st, refusal_code = COALESCE(x.rc, t.refusal_code), updated_at = x.at
+  FROM unnest($28::text[], $29::text[], $30::text[], $31::text[], $32::timestamptz[]) AS x(i, fr, st, rc, at)
+  WHERE t.id = x.i AND t.state = x.fr AND (SELECT ok FROM held)
+  RETURNING 1
+), ik AS (
+  INSERT INTO idempotency_keys (tenant_id, key, request_hash, resource_id, status_code, response)
+  SELECT tn, k, h, r, sc, rs
+  FROM unnest($33::text[], $34::text[], $35::text[], $36::text[], $37::int[], $38::jsonb[]) AS x(tn, k, h, r, sc, rs)
+  WHERE (SELECT ok FROM held)
+  ON CONFLICT DO NOTHING
+  RETURNING 1
+), sn AS (
+  INSERT INTO snapshots (account_id, seq, state, epoch)
+  SELECT a, s, st, ep FROM unnest($39::text[], $40::bigint[], $41::jsonb[], $46::bigint[]) AS x(a, s, st, ep)
+  WHERE (SELECT ok FROM held)
+  ON CONFLICT (account_id) DO UPDATE SET seq = EXCLUDED.seq, state = EXCLUDED.state, epoch = EXCLUDED.epoch, created_at = now()
+  WHERE snapshots.seq < EXCLUDED.seq
+)
+SELECT geopay_commit_check(CASE WHEN (SELECT ok FROM held) THEN 1 ELSE 0 END, (SELECT count(*) FROM tu), $42, (SELECT count(*) FROM ik), $43) AS ok`;
+
+const json = (v: unknown): string | null => (v === null || v === undefined ? null : JSON.stringify(v));
+
+/** Commits the write sets of one or more actors in one transaction, or none of them. */
+export async function commitSets(pool: Pool, sets: WriteSet[]): Promise<void> {
+  const shards = new Map<string, bigint>();
+  for (const ws of sets) {
+    const e = shards.get(ws.shard);
+    // Two epochs of one shard in one statement would be our own bug: one owner, one epoch.
+    if (e !== undefined && e !== ws.epoch) throw new Error(`shard ${ws.shard} at two epochs in one commit`);
+    shards.set(ws.shard, ws.epoch);
   }
-}
-
-type Queryable = { query: Pool['query'] };
-
-async function writeSnapshot(q: Queryable, s: { accountId: AccountId; seq: number; state: AccountState }, epoch: bigint): Promise<void> {
-  await q.query(
-    `INSERT INTO snapshots (account_id, seq, state, epoch) VALUES ($1, $2, $3, $4)
-     ON CONFLICT (account_id) DO UPDATE SET seq = EXCLUDED.seq, state = EXCLUDED.state, epoch = EXCLUDED.epoch, created_at = now()
-     WHERE snapshots.seq < EXCLUDED.seq`,
-    [s.accountId, s.seq, JSON.stringify(stateToJson(s.state)), epoch.toString()],
-  );
-}
-
-/** A snapshot outside a batch (passivation, shutdown), still under the shard's fence. */
-export async function snapshotFenced(pool: Pool, shard: string, epoch: bigint, s: { accountId: AccountId; seq: number; state: AccountState }): Promise<void> {
-  const client = await pool.connect();
+  const a = sets.flatMap((ws) => ws.accounts);
+  const j = sets.flatMap((ws) => ws.journal.map((r) => ({ r, epoch: ws.epoch })));
+  const t = sets.flatMap((ws) => ws.newTransfers);
+  const u = sets.flatMap((ws) => ws.transferUpdates);
+  const k = sets.flatMap((ws) => ws.idempotency);
+  const sn = sets.flatMap((ws) => (ws.snapshot ? [{ s: ws.snapshot, epoch: ws.epoch }] : []));
+  const nodeId = sets[0]!.nodeId;
   try {
-    await client.query('BEGIN');
-    const guard = await client.query('SELECT 1 FROM shards WHERE id = $1 AND epoch = $2 FOR SHARE', [shard, epoch.toString()]);
-    if (guard.rowCount !== 1) throw new GeopayError('shard_unavailable', `shard ${shard} is no longer at epoch ${epoch}`);
-    await writeSnapshot(client, s, epoch);
-    await client.query('COMMIT');
+    await pool.query(COMMIT_SQL, [
+      [...shards.keys()], [...shards.values()].map(String),
+      a.map((r) => r.id), a.map((r) => r.tenantId), a.map((r) => r.kind), a.map((r) => r.currency), a.map((r) => r.region),
+      a.map((r) => r.overdraftLimit.toString()), a.map((r) => JSON.stringify(r.metadata)), a.map((r) => r.at), a.map((r) => r.shard),
+      j.map(({ r }) => r.accountId), j.map(({ r }) => String(r.seq)), j.map(({ r }) => r.kind), j.map(({ r }) => r.transferId),
+      j.map(({ r }) => r.amount.toString()), j.map(({ r }) => r.balanceAfter.toString()), j.map(({ r }) => r.at),
+      t.map((r) => r.id), t.map((r) => r.tenantId), t.map((r) => r.kind), t.map((r) => r.sourceId), t.map((r) => r.destinationId),
+      t.map((r) => r.amount.toString()), t.map((r) => r.currency), t.map((r) => json(r.metadata)), t.map((r) => r.at),
+      u.map((r) => r.id), u.map((r) => r.from), u.map((r) => r.to), u.map((r) => r.refusalCode), u.map((r) => r.at),
+      k.map((r) => r.tenantId), k.map((r) => r.key), k.map((r) => r.requestHash), k.map((r) => r.resourceId),
+      k.map((r) => r.statusCode), k.map((r) => json(r.response)),
+      sn.map(({ s }) => s.accountId), sn.map(({ s }) => String(s.seq)), sn.map(({ s }) => JSON.stringify(stateToJson(s.state))),
+      u.length, k.length, nodeId, j.map(({ epoch }) => epoch.toString()), sn.map(({ epoch }) => epoch.toString()),
+    ]);
   } catch (err) {
-    await client.query('ROLLBACK').catch(() => undefined);
+    const { code, constraint } = err as { code?: string; constraint?: string };
+    // A leg applied already (an optimistic redelivery): redo the batch with fresh reads.
+    if (code === '23505' && constraint === 'journal_transfer_once') throw new WriteConflict('a transfer leg was applied already', { cause: err });
+    if (code === 'GP001') throw new GeopayError('shard_unavailable', `a shard moved past the epoch of this write (${[...shards.keys()].join(', ')})`, { cause: err });
+    if (code === 'GP002') throw new WriteConflict('a key or a transfer was claimed under this batch', { cause: err });
     throw err;
-  } finally {
-    client.release();
   }
 }
 
