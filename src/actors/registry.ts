@@ -58,11 +58,12 @@ export class AccountRegistry {
   }
 
   /** Sends a request to the account's actor and waits for its reply (bounded). */
-  send(id: AccountId, req: AccountRequest, timeoutMs = this.cfg.askTimeoutMs): Promise<CommandResult> {
+  send(id: AccountId, req: AccountRequest, opts: { timeoutMs?: number; at?: string } = {}): Promise<CommandResult> {
     if (this.draining) return Promise.resolve({ type: 'error', error: new GeopayError('draining') });
     const h = this.handleFor(id);
     h.queued++;
-    return ask<AccountMsg, CommandResult>(h.ref, (reply) => ({ type: 'Command', req: { ...req, reply, at: new Date().toISOString() } }), timeoutMs)
+    const at = opts.at ?? new Date().toISOString();
+    return ask<AccountMsg, CommandResult>(h.ref, (reply) => ({ type: 'Command', req: { ...req, reply, at } }), opts.timeoutMs ?? this.cfg.askTimeoutMs)
       .catch((error: unknown) => ({ type: 'error', error: error instanceof GeopayError ? error : new GeopayError('internal_error', undefined, { cause: error }) }));
   }
 

@@ -9,6 +9,7 @@ import type { Currency } from '../../domain/money.ts';
 import { parseAmount, parseCurrency } from '../../domain/money.ts';
 import { GeopayError } from '../../domain/errors.ts';
 import { transferStatus } from '../../domain/views.ts';
+import type { TransferView } from '../../domain/views.ts';
 import { getTransfer } from '../../persistence/queries.ts';
 import type { Ctx } from '../app.ts';
 import { idempotencyKey, tenantOf } from '../app.ts';
@@ -45,17 +46,28 @@ export function transferRoutes(app: FastifyInstance, ctx: Ctx): void {
 
   async function move(kind: Kind, tenantId: string, key: string, hash: string, src: AccountId, dst: AccountId, amount: bigint, currency: Currency, md: Record<string, unknown> | null): Promise<HttpAnswer> {
     return ctx.keys.run(tenantId, key, hash, async () => {
-      const transferId = makeTransferId(uuidv7Hex(Date.now(), randomBytes(10))) as TransferId;
+      const now = Date.now();
+      const transferId = makeTransferId(uuidv7Hex(now, randomBytes(10))) as TransferId;
+      const at = new Date(now).toISOString();
       // Wait for the credit from before the debit is sent: it can land before we look.
       const settled = ctx.registry.waitForTransfer(transferId, ctx.config.askTimeoutMs + ctx.config.transferWaitMs);
       const r = await ctx.registry.send(src, {
         cmd: { type: 'Debit', transferId, amount, currency },
         idem: { tenantId, key, requestHash: hash, resourceId: transferId, respond: stored(null) },
         transfer: { destinationId: dst, kind, tenantId: tenantId as never, metadata: md },
-      });
+      }, { at });
       return answer(r, hash, async () => {
-        await Promise.race([settled, new Promise((res) => setTimeout(res, ctx.config.transferWaitMs).unref())]);
-        return transferAnswer(ctx, transferId, tenantId);
+        let timer: NodeJS.Timeout | undefined;
+        const outcome = await Promise.race([settled, new Promise<undefined>((res) => { timer = setTimeout(() => res(undefined), ctx.config.transferWaitMs); })]);
+        clearTimeout(timer);
+        // A return carries the refusal code, which only the row has: read it (rare).
+        if (outcome?.state === 'returned') return transferAnswer(ctx, transferId, tenantId);
+        // Otherwise the answer is what was committed, built here exactly as the row reads back.
+        const view: TransferView = {
+          id: transferId, kind, sourceAccountId: src, destinationAccountId: dst, amount: amount.toString(), currency,
+          state: outcome?.state ?? 'debited', refusalCode: null, metadata: md, createdAt: at, updatedAt: outcome?.at ?? at,
+        };
+        return { status: transferStatus(view.state), body: view };
       }, async (s) => transferAnswer(ctx, s.resourceId!, tenantId));
     });
   }
