@@ -66,7 +66,8 @@ async function mustPost(client: Api, path: string, body: unknown, want: number[]
   }
 }
 
-async function runPhase(workload: string, client: Api, pickPair: () => [string, string]): Promise<PhaseResult> {
+/** `probe` replaces the transfer with another request (the HTTP ceiling); its 200 counts as ok. */
+async function runPhase(workload: string, client: Api, pickPair: () => [string, string], probe?: () => Promise<number>): Promise<PhaseResult> {
   let measuring = false;
   let stopped = false;
   let requests = 0;
@@ -83,12 +84,17 @@ async function runPhase(workload: string, client: Api, pickPair: () => [string, 
       const t0 = process.hrtime.bigint();
       let outcome: string;
       try {
+        if (probe) {
+          const status = await probe();
+          outcome = status === 200 ? '201' : String(status);
+        } else {
         const res = await client.post(
           '/v1/transfers',
           { sourceAccountId: source, destinationAccountId: destination, amount, currency: 'USD' },
           randomUUID(),
         );
         outcome = String(res.status);
+        }
       } catch (err) {
         outcome = `err:${(err as { code?: string }).code ?? 'unknown'}`;
       }
@@ -251,9 +257,19 @@ async function main(): Promise<number> {
       return [source, destination];
     });
 
+    // The HTTP ceiling: the same server, client and concurrency on a route that does nothing.
+    const ceiling = await runPhase('ceiling', tenant, () => ['', ''], async () => (await tenant.get('/healthz')).status);
+
     console.log('');
-    printTable([hot, uniform]);
+    printTable([hot, uniform, ceiling]);
     console.log(`\nhot/uniform transfers/s: ${(rate(hot) / rate(uniform)).toFixed(2)}`);
+    console.log(`of the HTTP ceiling (GET /healthz, ${rate(ceiling).toFixed(0)}/s): hot ${(100 * rate(hot) / rate(ceiling)).toFixed(0)}%, uniform ${(100 * rate(uniform) / rate(ceiling)).toFixed(0)}%`);
+
+    const metrics = await (await fetch(`${server.url}/metrics`)).text();
+    const metric = (n: string): number => Number(new RegExp(`^geopay_${n} (\\S+)$`, 'm').exec(metrics)?.[1] ?? Number.NaN);
+    const statements = metric('commit_statements_total');
+    const batches = metric('actor_batches_committed_total');
+    console.log(`commits: ${batches} actor batches in ${statements} transactions (${(batches / statements).toFixed(1)} per transaction)`);
 
     const failures = await verifyLedger(db.url, tenant, hotDestination, accounts.length);
     if ((hot.settled + hot.accepted) === 0 || (uniform.settled + uniform.accepted) === 0) {

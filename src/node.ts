@@ -70,7 +70,14 @@ export async function startNode(cfg: Config, opts: { logger?: Logger; onCommit?:
   const relay = new Relay(pool, registry, { intervalMs: cfg.relayIntervalMs, minAgeMs: cfg.relayMinAgeMs, batch: 500 }, logger);
 
   let accepting = true;
-  const app = await buildApp({ config: cfg, pool, registry, ownership, logger, ready: () => accepting });
+  const metrics = () => ({
+    commit_statements_total: { help: 'Commit statements sent (each one transaction).', type: 'counter' as const, value: writer.statements },
+    actor_batches_committed_total: { help: 'Actor write sets committed.', type: 'counter' as const, value: writer.sets },
+    actors_resident: { help: 'Account actors in memory.', type: 'gauge' as const, value: registry.residentCount() },
+    relay_redelivered_total: { help: 'Transfer legs re-delivered by the relay.', type: 'counter' as const, value: relay.redelivered },
+    pg_pool_waiting: { help: 'Requests waiting for a PostgreSQL connection.', type: 'gauge' as const, value: pool.waitingCount },
+  });
+  const app = await buildApp({ config: cfg, pool, registry, ownership, logger, ready: () => accepting, metrics });
   await app.listen({ port: cfg.port, host: cfg.host });
   const addr = app.server.address();
   const port = typeof addr === 'object' && addr ? addr.port : cfg.port;

@@ -29,6 +29,7 @@ export interface AppDeps {
   logger: Logger;
   /** False while starting or draining: /readyz answers 503. */
   ready: () => boolean;
+  metrics: () => Record<string, { help: string; type: 'counter' | 'gauge'; value: number }>;
 }
 
 export interface Ctx extends AppDeps {
@@ -40,7 +41,7 @@ declare module 'fastify' {
   interface FastifyRequest { principal?: Principal }
 }
 
-const PUBLIC = /^\/(healthz|readyz|docs)(\/|$|\?)/;
+const PUBLIC = /^\/(healthz|readyz|metrics|docs)(\/|$|\?)/;
 const PRINCIPAL_TTL_MS = 5_000;
 
 export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
@@ -109,6 +110,15 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
     if (!deps.ready()) return reply.code(503).header('retry-after', '1').type('application/problem+json').send(problem('draining'));
     await deps.pool.query('SELECT 1');
     return { status: 'ready' };
+  });
+
+  // Prometheus text format; counters only, nothing about any tenant.
+  app.get('/metrics', { schema: { hide: true } }, async (_req, reply) => {
+    const m = deps.metrics();
+    const lines = Object.entries(m).flatMap(([name, { help, type, value }]) => [
+      `# HELP geopay_${name} ${help}`, `# TYPE geopay_${name} ${type}`, `geopay_${name} ${value}`,
+    ]);
+    return reply.type('text/plain; version=0.0.4').send(`${lines.join('\n')}\n`);
   });
 
   await app.register(async (scope) => {
