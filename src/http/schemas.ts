@@ -1,6 +1,9 @@
 // JSON schemas of every body, param and response. Amounts are strings of minor units; the
 // patterns here only shape them, the domain's parsers decide (range, currency list).
-export const amountString = { type: 'string', pattern: '^[0-9]{1,19}$', description: 'Integer minor units, 1 to 2^63-1' } as const;
+// Request amounts are only typed here: the domain parser answers every malformed one with
+// the one stable code invalid_amount, rather than a schema message.
+export const amountString = { type: 'string', maxLength: 40, description: 'Integer minor units, 1 to 2^63-1, no sign or leading zeros' } as const;
+export const amountOut = { type: 'string', pattern: '^[0-9]{1,19}$' } as const;
 export const signedAmountString = { type: 'string', pattern: '^-?[0-9]{1,20}$' } as const;
 export const currencyCode = { type: 'string', pattern: '^[A-Z]{3}$', description: 'ISO 4217 code' } as const;
 export const idString = { type: 'string', minLength: 1, maxLength: 80 } as const;
@@ -22,7 +25,7 @@ export const accountSchema = {
   properties: {
     id: { type: 'string' }, tenantId: { type: ['string', 'null'] }, currency: { type: 'string' }, region: { type: 'string' },
     status: { type: 'string', enum: ['open', 'frozen', 'closed'] }, balance: signedAmountString, available: signedAmountString,
-    overdraftLimit: amountString, seq: { type: 'integer' }, metadata, createdAt: { type: 'string' },
+    overdraftLimit: amountOut, seq: { type: 'integer' }, metadata, createdAt: { type: 'string' },
   },
   required: ['id', 'currency', 'region', 'status', 'balance', 'available', 'overdraftLimit', 'seq', 'createdAt'],
 } as const;
@@ -32,7 +35,7 @@ export const transferSchema = {
   type: 'object',
   properties: {
     id: { type: 'string' }, kind: { type: 'string', enum: ['transfer', 'deposit', 'withdrawal'] },
-    sourceAccountId: { type: 'string' }, destinationAccountId: { type: 'string' }, amount: amountString, currency: { type: 'string' },
+    sourceAccountId: { type: 'string' }, destinationAccountId: { type: 'string' }, amount: amountOut, currency: { type: 'string' },
     state: { type: 'string', enum: ['debited', 'settled', 'refused', 'returned'] }, refusalCode: { type: ['string', 'null'] },
     metadata: { type: ['object', 'null'], additionalProperties: true }, createdAt: { type: 'string' }, updatedAt: { type: 'string' },
   },

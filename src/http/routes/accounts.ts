@@ -31,7 +31,7 @@ export function accountRoutes(app: FastifyInstance, ctx: Ctx): void {
       tags: ['accounts'], headers: idempotencyHeader,
       body: {
         type: 'object', additionalProperties: false, required: ['currency'],
-        properties: { currency: currencyCode, overdraftLimit: { ...amountString, pattern: '^[0-9]{1,19}$' }, metadata, region: { type: 'string', maxLength: 16 } },
+        properties: { currency: currencyCode, overdraftLimit: amountString, metadata, region: { type: 'string', maxLength: 16 } },
       },
       response: { 201: { $ref: 'Account#' }, ...errorResponses },
     },
