@@ -17,6 +17,7 @@ import type { Principal } from '../persistence/queries.ts';
 import { findPrincipal, hashKey } from '../persistence/queries.ts';
 import { accountSchema, postingSchema, problemSchema, tenantSchema, transferSchema } from './schemas.ts';
 import { InFlightKeys } from './idempotency.ts';
+import { jsonProblem, jsonbOrder } from './json-guard.ts';
 import { accountRoutes } from './routes/accounts.ts';
 import { transferRoutes } from './routes/transfers.ts';
 import { adminRoutes } from './routes/admin.ts';
@@ -93,6 +94,16 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
     req.principal = hit.p;
   });
 
+  // Only JSON bodies: anything else is 415, never parsed as something it is not.
+  app.removeContentTypeParser('text/plain');
+  app.addHook('preValidation', async (req) => {
+    if (req.body === undefined || req.body === null) return;
+    const problem = jsonProblem(req.body);
+    if (problem) throw new GeopayError('validation_failed', `body: ${problem}`);
+    const body = req.body as { metadata?: unknown };
+    if (typeof body === 'object' && body.metadata !== undefined) body.metadata = jsonbOrder(body.metadata);
+  });
+
   app.setErrorHandler((err: unknown, req: FastifyRequest, reply: FastifyReply) => {
     const { code, detail, retryAfterS } = classify(err);
     const status = ERRORS[code].status;
@@ -138,7 +149,13 @@ function classify(err: unknown): { code: ErrorCode; detail?: string; retryAfterS
     return out;
   }
   const e = err as { code?: string; validation?: unknown; message?: string; statusCode?: number };
-  if (e.validation) return { code: 'validation_failed', detail: String(e.message).slice(0, 300) };
+  if (Array.isArray(e.validation)) {
+    // Amount and currency fields answer their own codes whatever is wrong with them.
+    const path = String((e.validation[0] as { instancePath?: string } | undefined)?.instancePath ?? '');
+    if (/\/(amount|overdraftLimit)$/.test(path)) return { code: 'invalid_amount' };
+    if (/\/currency$/.test(path)) return { code: 'unknown_currency' };
+    return { code: 'validation_failed', detail: String(e.message).slice(0, 300) };
+  }
   switch (e.code) {
     case 'FST_ERR_CTP_INVALID_JSON_BODY':
     case 'FST_ERR_CTP_EMPTY_JSON_BODY':

@@ -103,7 +103,7 @@ export function accountRoutes(app: FastifyInstance, ctx: Ctx): void {
       tags: ['accounts'], params: idParams,
       querystring: {
         type: 'object', additionalProperties: false,
-        properties: { limit: { type: 'string', pattern: '^[0-9]{1,4}$' }, cursor: { type: 'string', pattern: '^[0-9]{1,19}$' } },
+        properties: { limit: { type: 'string', pattern: '^[0-9]{1,4}$' }, cursor: { type: 'string', pattern: '^[0-9]{1,15}$' } },
       },
       response: {
         200: { type: 'object', properties: { data: { type: 'array', items: { $ref: 'Posting#' } }, nextCursor: { type: ['string', 'null'] } }, required: ['data', 'nextCursor'] },
