@@ -90,7 +90,22 @@ export function initialActorState(now: number): ActorState {
   return { phase: 'loading', account: undefined, lastSnapshotSeq: 0, pending: [], inFlight: null, lastActivity: now, passivation: null, readers: [] };
 }
 
-interface FlushOutcome { state: AccountState | undefined; results: CommandResult[]; ws: WriteSet | undefined; snapshotSeq: number | undefined }
+interface FlushOutcome { state: AccountState | undefined; results: CommandResult[]; wss: WriteSet[]; snapshotSeq: number | undefined }
+
+/** The server reported the error, so the statement rolled back for certain. */
+const rolledBack = (err: unknown): boolean => {
+  const code = (err as { code?: unknown }).code;
+  return typeof code === 'string' && /^[0-9A-Z]{5}$/.test(code);
+};
+
+/** What a client hears when its command's write failed. */
+function failureFor(err: unknown): GeopayError {
+  const code = (err as { code?: string }).code ?? '';
+  // Connection, transaction-rollback, resource and operator classes pass; the rest is a
+  // statement PostgreSQL will refuse again, which is our bug or data the edge let through.
+  if (rolledBack(err) && !/^(08|40|53|57|58)/.test(code)) return new GeopayError('internal_error', 'the write was refused', { cause: err });
+  return new GeopayError('database_unavailable', 'the write did not complete', { cause: err });
+}
 
 const MAX_CONFLICT_RETRIES = 3;
 const NOTHING_KNOWN: Prefetched = { transferStates: new Map(), keys: new Map() };
@@ -163,6 +178,33 @@ export function makeAccountHandler(h: ActorHandle, deps: ActorDeps) {
 
   /** Validates a batch in order against the state and commits it in one transaction. */
   async function flush(start: AccountState | undefined, lastSnapshotSeq: number, batch: Pending[]): Promise<FlushOutcome> {
+    try {
+      return await flushRetrying(start, lastSnapshotSeq, batch);
+    } catch (err) {
+      if (batch.length === 1 || !rolledBack(err)) throw err;
+      // One command spoiled the batch: commit them one by one so only that one fails.
+      log.warn({ err, size: batch.length }, 'batch refused by the database; committing its commands one at a time');
+      let state = start;
+      let snap = lastSnapshotSeq;
+      const results: CommandResult[] = [];
+      const wss: WriteSet[] = [];
+      for (const r of batch) {
+        try {
+          const o = await flushRetrying(state, snap, [r]);
+          state = o.state;
+          snap = o.snapshotSeq ?? snap;
+          results.push(o.results[0]!);
+          wss.push(...o.wss);
+        } catch (e) {
+          if (!rolledBack(e)) throw e;
+          results.push({ type: 'error', error: failureFor(e) });
+        }
+      }
+      return { state, results, wss, snapshotSeq: snap === lastSnapshotSeq ? undefined : snap };
+    }
+  }
+
+  async function flushRetrying(start: AccountState | undefined, lastSnapshotSeq: number, batch: Pending[]): Promise<FlushOutcome> {
     // Optimistic first: a fresh key and a first delivery of a credit are the common case, and
     // the commit's conditional writes catch the rest (GP002). A conflict, or a batch holding
     // a redelivery, reads what it needs before deciding.
@@ -262,9 +304,9 @@ export function makeAccountHandler(h: ActorHandle, deps: ActorDeps) {
       snapshotSeq = s.seq;
     }
     const writes = ws.accounts.length + ws.journal.length + ws.newTransfers.length + ws.transferUpdates.length + ws.idempotency.length;
-    if (writes === 0) return { state: s, results, ws: undefined, snapshotSeq: undefined };
+    if (writes === 0) return { state: s, results, wss: [], snapshotSeq: undefined };
     await deps.commit(ws);
-    return { state: s, results, ws, snapshotSeq };
+    return { state: s, results, wss: [ws], snapshotSeq };
   }
 
   return function handle(s: ActorState, msg: AccountMsg, self: ActorRef<AccountMsg>): ActorState {
@@ -305,14 +347,14 @@ export function makeAccountHandler(h: ActorHandle, deps: ActorDeps) {
           }
           // The commit may or may not have happened: answer retryable and reload from the journal.
           log.error({ err }, 'batch failed; reloading from the journal');
-          failAll(msg.batch, new GeopayError('database_unavailable', 'the write did not complete', { cause: err }));
+          failAll(msg.batch, failureFor(err));
           startLoad(self);
           return { ...next, phase: 'loading' };
         }
         const o = msg.outcome;
         next = { ...next, account: o.state, lastSnapshotSeq: o.snapshotSeq ?? s.lastSnapshotSeq };
         msg.batch.forEach((r, i) => r.reply(o.results[i]!));
-        if (o.ws) deps.afterCommit(o.ws);
+        for (const ws of o.wss) deps.afterCommit(ws);
         h.depth = next.pending.length;
         return maybeFlush(next, self);
       }
