@@ -98,22 +98,25 @@ export class AccountRegistry {
     return this.actors.size;
   }
 
-  /** Resolves when the transfer leaves `debited`, or undefined after `ms`. */
-  waitForTransfer(id: TransferId, ms: number): Promise<TransferOutcome | undefined> {
-    return new Promise((resolve) => {
+  /** Resolves when the transfer leaves `debited`, or undefined after `ms` or on cancel. */
+  waitForTransfer(id: TransferId, ms: number): { outcome: Promise<TransferOutcome | undefined>; cancel: () => void } {
+    let cancel = () => undefined as void;
+    const outcome = new Promise<TransferOutcome | undefined>((resolve) => {
       let set = this.waiters.get(id);
       if (!set) this.waiters.set(id, (set = new Set()));
-      const cb = (o: TransferOutcome) => {
+      const waiters = set;
+      const finish = (o: TransferOutcome | undefined) => {
         clearTimeout(timer);
+        waiters.delete(cb);
+        if (waiters.size === 0 && this.waiters.get(id) === waiters) this.waiters.delete(id);
         resolve(o);
       };
-      const timer = setTimeout(() => {
-        set!.delete(cb);
-        if (set!.size === 0) this.waiters.delete(id);
-        resolve(undefined);
-      }, ms);
-      set.add(cb);
+      const cb = (o: TransferOutcome) => finish(o);
+      const timer = setTimeout(() => finish(undefined), ms);
+      cancel = () => finish(undefined);
+      waiters.add(cb);
     });
+    return { outcome, cancel };
   }
 
   /** Delivers the credit leg of a transfer; the destination applies it exactly once. */
@@ -142,10 +145,7 @@ export class AccountRegistry {
         }).catch((err: unknown) => this.logger.warn({ err, transfer: u.id }, 'return delivery failed; the relay will retry'));
       }
       const set = this.waiters.get(u.id);
-      if (set) {
-        if (u.to !== 'refused') this.waiters.delete(u.id);
-        for (const cb of set) if (u.to !== 'refused') cb({ id: u.id, state: u.to, at: u.at });
-      }
+      if (set && u.to !== 'refused') for (const cb of [...set]) cb({ id: u.id, state: u.to, at: u.at });
     }
   }
 

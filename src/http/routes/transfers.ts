@@ -56,10 +56,12 @@ export function transferRoutes(app: FastifyInstance, ctx: Ctx): void {
         idem: { tenantId, key, requestHash: hash, resourceId: transferId, respond: stored(null) },
         transfer: { destinationId: dst, kind, tenantId: tenantId as never, metadata: md },
       }, { at });
+      if (r.type !== 'done' || !r.reply.ok) settled.cancel();
       return answer(r, hash, async () => {
         let timer: NodeJS.Timeout | undefined;
-        const outcome = await Promise.race([settled, new Promise<undefined>((res) => { timer = setTimeout(() => res(undefined), ctx.config.transferWaitMs); })]);
+        const outcome = await Promise.race([settled.outcome, new Promise<undefined>((res) => { timer = setTimeout(() => res(undefined), ctx.config.transferWaitMs); })]);
         clearTimeout(timer);
+        settled.cancel();
         // A return carries the refusal code, which only the row has: read it (rare).
         if (outcome?.state === 'returned') return transferAnswer(ctx, transferId, tenantId);
         // Otherwise the answer is what was committed, built here exactly as the row reads back.
