@@ -3,12 +3,12 @@
 // replies only after COMMIT. The results of async work come back to it as messages.
 import type { Logger } from 'pino';
 import type { AccountState } from '../domain/account.ts';
-import { decide, evolve, journalKind, signedAmount } from '../domain/account.ts';
+import { decide, evolve, heldDelta, journalKind, signedAmount } from '../domain/account.ts';
 import type { AccountId, TransferId } from '../domain/ids.ts';
 import { GeopayError } from '../domain/errors.ts';
 import type { Pool } from '../persistence/db.ts';
-import type { Loaded, Prefetched, StoredKey, WriteSet } from '../persistence/journal.ts';
-import { WriteConflict, keyOf, loadAccount, prefetch } from '../persistence/journal.ts';
+import type { HoldUpdate, Loaded, Prefetched, StoredKey, WriteSet } from '../persistence/journal.ts';
+import { WriteConflict, emptyWriteSet, keyOf, loadAccount, prefetch } from '../persistence/journal.ts';
 import type { Ownership } from '../cluster/ownership.ts';
 import type { AccountRequest, CommandResult } from './protocol.ts';
 import type { ActorRef } from './nact.ts';
@@ -108,7 +108,7 @@ function failureFor(err: unknown): GeopayError {
 }
 
 const MAX_CONFLICT_RETRIES = 3;
-const NOTHING_KNOWN: Prefetched = { transferStates: new Map(), keys: new Map() };
+const NOTHING_KNOWN: Prefetched = { transfers: new Map(), keys: new Map() };
 
 export function makeAccountHandler(h: ActorHandle, deps: ActorDeps) {
   const log = deps.logger.child({ account: h.id, shard: h.shard });
@@ -151,10 +151,7 @@ export function makeAccountHandler(h: ActorHandle, deps: ActorDeps) {
     if (s.account && seq > s.lastSnapshotSeq) {
       const account = s.account;
       deps.ownership.epochFor(h.shard)
-        .then((epoch) => deps.commit({
-          shard: h.shard, epoch, nodeId: deps.nodeId, accounts: [], journal: [], newTransfers: [], transferUpdates: [], idempotency: [],
-          snapshot: { accountId: h.id, seq, state: account },
-        }))
+        .then((epoch) => deps.commit({ ...emptyWriteSet(h.shard, epoch, deps.nodeId), snapshot: { accountId: h.id, seq, state: account } }))
         .then(() => tell(self, { type: 'Snapshotted', seq }), (error) => tell(self, { type: 'Snapshotted', seq, error }));
       return { ...s, phase: 'snapshotting' };
     }
@@ -226,6 +223,7 @@ export function makeAccountHandler(h: ActorHandle, deps: ActorDeps) {
     if (careful) {
       for (const r of batch) {
         if (r.cmd.type === 'Credit' || r.cmd.type === 'Return') transferIds.push(r.cmd.transferId);
+        if (r.cmd.type === 'Refund') transferIds.push(r.cmd.originalId);
         if (r.idem) keys.push({ tenantId: r.idem.tenantId, key: r.idem.key });
       }
     }
@@ -233,10 +231,9 @@ export function makeAccountHandler(h: ActorHandle, deps: ActorDeps) {
       careful ? prefetch(deps.pool, transferIds, keys) : NOTHING_KNOWN,
       deps.ownership.epochFor(h.shard),
     ]);
-    const ws: WriteSet = {
-      shard: h.shard, epoch, nodeId: deps.nodeId, accounts: [], journal: [], newTransfers: [],
-      transferUpdates: [], idempotency: [], snapshot: undefined,
-    };
+    const ws = emptyWriteSet(h.shard, epoch, deps.nodeId);
+    const holdUpdates = new Map<string, HoldUpdate>();
+    const refundsTaken = new Map<string, bigint>();
     const results: CommandResult[] = [];
     const seenKeys = new Map<string, StoredKey>();
     const handled = new Set<string>();
@@ -253,18 +250,27 @@ export function makeAccountHandler(h: ActorHandle, deps: ActorDeps) {
         const expect = cmd.type === 'Credit' ? 'debited' : 'refused';
         const mark = `${cmd.type}:${cmd.transferId}`;
         // Not read (optimistic): assume the expected state; the commit checks it.
-        const known = careful ? pre.transferStates.get(cmd.transferId) : expect;
+        const known = careful ? pre.transfers.get(cmd.transferId)?.state : expect;
         cmd = { ...cmd, alreadyApplied: known !== expect || handled.has(mark) };
         handled.add(mark);
       }
+      if (cmd.type === 'Refund') {
+        // What is left to refund: read when careful, else as the edge read it; the commit
+        // takes it only if it is still there (refunded + amount <= amount).
+        const orig = careful ? pre.transfers.get(cmd.originalId) : undefined;
+        const left = orig ? (orig.state === 'settled' ? orig.amount - orig.refunded : 0n) : cmd.refundable;
+        cmd = { ...cmd, refundable: left - (refundsTaken.get(cmd.originalId) ?? 0n) };
+      }
       const d = decide(s, cmd);
       for (const e of d.events) {
+        const before = s;
         s = evolve(s, e);
         const kind = journalKind(e);
         if (kind !== undefined) {
           ws.journal.push({
             accountId: h.id, seq: s.seq, kind, transferId: 'transferId' in e ? e.transferId : null,
-            amount: signedAmount(e), balanceAfter: s.balance, at: r.at,
+            amount: signedAmount(e), balanceAfter: s.balance, holdId: 'holdId' in e ? e.holdId : null,
+            heldDelta: heldDelta(e), heldAfter: s.held, at: r.at,
           });
         }
         switch (e.type) {
@@ -274,7 +280,34 @@ export function makeAccountHandler(h: ActorHandle, deps: ActorDeps) {
           case 'Debited': {
             const t = r.transfer;
             if (!t) throw new Error('a Debit without its transfer record');
-            ws.newTransfers.push({ id: e.transferId, tenantId: t.tenantId, kind: t.kind, sourceId: h.id, destinationId: t.destinationId, amount: e.amount, currency: s!.currency, metadata: t.metadata, at: r.at });
+            ws.newTransfers.push({ id: e.transferId, tenantId: t.tenantId, kind: t.kind, sourceId: h.id, destinationId: t.destinationId, amount: e.amount, currency: s.currency, metadata: t.metadata, at: r.at, holdId: null, refundOf: null });
+            break;
+          }
+          case 'RefundDebited': {
+            const t = r.transfer;
+            if (!t) throw new Error('a Refund without its transfer record');
+            ws.newTransfers.push({ id: e.transferId, tenantId: t.tenantId, kind: 'refund', sourceId: h.id, destinationId: t.destinationId, amount: e.amount, currency: s.currency, metadata: t.metadata, at: r.at, holdId: null, refundOf: e.originalId });
+            ws.refundClaims.push({ originalId: e.originalId, amount: e.amount });
+            refundsTaken.set(e.originalId, (refundsTaken.get(e.originalId) ?? 0n) + e.amount);
+            break;
+          }
+          case 'HoldPlaced':
+            ws.newHolds.push({
+              id: e.holdId, tenantId: r.hold?.tenantId ?? null, sourceId: h.id, destinationId: e.destinationId, amount: e.amount, currency: s.currency,
+              multiCapture: e.multiCapture, expiresAt: e.expiresAt, metadata: r.hold?.metadata ?? null, at: r.at,
+            });
+            break;
+          case 'HoldCaptured': {
+            const t = r.transfer;
+            const hold = before!.holds[e.holdId]!;
+            ws.newTransfers.push({ id: e.transferId, tenantId: t?.tenantId ?? null, kind: 'capture', sourceId: h.id, destinationId: e.destinationId, amount: e.amount, currency: s.currency, metadata: t?.metadata ?? null, at: r.at, holdId: e.holdId, refundOf: null });
+            const after = s.holds[e.holdId];
+            holdUpdates.set(e.holdId, { id: e.holdId, captured: hold.amount - hold.remaining + e.amount, state: after ? 'held' : 'captured', at: r.at });
+            break;
+          }
+          case 'HoldReleased': {
+            const hold = before!.holds[e.holdId]!;
+            holdUpdates.set(e.holdId, { id: e.holdId, captured: hold.amount - hold.remaining, state: e.reason, at: r.at });
             break;
           }
           case 'Credited':
@@ -298,12 +331,14 @@ export function makeAccountHandler(h: ActorHandle, deps: ActorDeps) {
       }
       results.push({ type: 'done', reply: d.reply });
     }
+    ws.holdUpdates.push(...holdUpdates.values());
     let snapshotSeq: number | undefined;
     if (s && s.seq - lastSnapshotSeq >= deps.snapshotEvery) {
       ws.snapshot = { accountId: h.id, seq: s.seq, state: s };
       snapshotSeq = s.seq;
     }
-    const writes = ws.accounts.length + ws.journal.length + ws.newTransfers.length + ws.transferUpdates.length + ws.idempotency.length;
+    const writes = ws.accounts.length + ws.journal.length + ws.newTransfers.length + ws.transferUpdates.length + ws.idempotency.length
+      + ws.newHolds.length + ws.holdUpdates.length + ws.refundClaims.length;
     if (writes === 0) return { state: s, results, wss: [], snapshotSeq: undefined };
     await deps.commit(ws);
     return { state: s, results, wss: [ws], snapshotSeq };

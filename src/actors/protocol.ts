@@ -1,7 +1,7 @@
 // What travels to and from an account actor. Cluster concerns (shard, epoch) stay in the
 // registry and the write path; a request carries the domain command plus what the write
 // needs beside it: the idempotency record and, for a debit, the transfer's outbox row.
-import type { AccountCommand, AccountReply } from '../domain/account.ts';
+import type { AccountCommand, AccountReply, TransferKind } from '../domain/account.ts';
 import type { AccountId, TenantId } from '../domain/ids.ts';
 import type { GeopayError } from '../domain/errors.ts';
 import type { StoredKey } from '../persistence/journal.ts';
@@ -18,7 +18,13 @@ export interface IdempotencyClaim {
 
 export interface OutboxTransfer {
   destinationId: AccountId;
-  kind: 'transfer' | 'deposit' | 'withdrawal';
+  kind: TransferKind;
+  tenantId: TenantId | null;
+  metadata: Record<string, unknown> | null;
+}
+
+/** What the holds row of an Authorize carries beside the domain command. */
+export interface HoldRecord {
   tenantId: TenantId | null;
   metadata: Record<string, unknown> | null;
 }
@@ -26,8 +32,10 @@ export interface OutboxTransfer {
 export interface AccountRequest {
   cmd: AccountCommand;
   idem?: IdempotencyClaim;
-  /** Present on a Debit: the transfer record committed with it. */
+  /** Present on a Debit, Capture or Refund: the transfer record committed with it. */
   transfer?: OutboxTransfer;
+  /** Present on an Authorize. */
+  hold?: HoldRecord;
   /** A redelivery (relay): read transfer states and keys before deciding. */
   careful?: boolean;
 }

@@ -82,7 +82,7 @@ describe('Open', () => {
     const d = run(undefined, openCmd({ overdraftLimit: 500n }));
     const expected: AccountState = {
       id: ACC, kind: 'customer', tenantId: TENANT, currency: 'EUR', region: REGION, status: 'open',
-      balance: 0n, overdraftLimit: 500n, seq: 1, metadata: { ref: 'x' }, createdAt: AT,
+      balance: 0n, held: 0n, holds: {}, overdraftLimit: 500n, seq: 1, metadata: { ref: 'x' }, createdAt: AT,
     };
     expect(d.events).toEqual([{
       type: 'Opened', id: ACC, kind: 'customer', tenantId: TENANT, currency: 'EUR', region: REGION,

@@ -1,7 +1,7 @@
 // The account model, pure: decide(state, command) -> { reply, events } and
 // evolve(state, event) -> state. The actor only sequences these with persistence, so every
 // rule about money lives here and is tested without I/O.
-import type { AccountId, Region, TenantId, TransferId } from './ids.ts';
+import type { AccountId, HoldId, Region, TenantId, TransferId } from './ids.ts';
 import type { Currency } from './money.ts';
 import { MAX_AMOUNT } from './money.ts';
 import assert from 'node:assert/strict';
@@ -18,6 +18,10 @@ export interface AccountState {
   readonly region: Region;
   readonly status: AccountStatus;
   readonly balance: bigint;
+  /** Sum of the active holds' remaining amounts: reserved, not spendable. */
+  readonly held: bigint;
+  /** Active holds by id; a hold leaves when captured in full, voided or expired. */
+  readonly holds: Readonly<Record<string, Hold>>;
   /** How far below zero the balance may go; external accounts have no limit. */
   readonly overdraftLimit: bigint;
   /** Seq of the last journal entry applied. */
@@ -26,7 +30,20 @@ export interface AccountState {
   readonly createdAt: string;
 }
 
-export type TransferKind = 'transfer' | 'deposit' | 'withdrawal';
+export type TransferKind = 'transfer' | 'deposit' | 'withdrawal' | 'capture' | 'refund';
+
+export interface Hold {
+  readonly id: HoldId;
+  readonly destinationId: AccountId;
+  readonly amount: bigint;
+  /** What is still reserved and capturable. */
+  readonly remaining: bigint;
+  readonly multiCapture: boolean;
+  /** ISO 8601; at or after it the hold can only be released. */
+  readonly expiresAt: string;
+}
+
+export type HoldReleaseReason = 'voided' | 'expired';
 
 // Commands: imperative.
 export type AccountCommand =
@@ -40,7 +57,15 @@ export type AccountCommand =
   /** Destination leg; `alreadyApplied` says the transfer left `debited` before (delivered twice). */
   | { type: 'Credit'; transferId: TransferId; amount: bigint; currency: Currency; alreadyApplied: boolean }
   /** The destination refused: the money comes back to the source. */
-  | { type: 'Return'; transferId: TransferId; amount: bigint; alreadyApplied: boolean };
+  | { type: 'Return'; transferId: TransferId; amount: bigint; alreadyApplied: boolean }
+  /** Reserve an amount for a later capture. */
+  | { type: 'Authorize'; holdId: HoldId; destinationId: AccountId; amount: bigint; currency: Currency; multiCapture: boolean; expiresAt: string }
+  /** Send all (amount undefined) or part of a hold's remaining amount; `at` decides expiry. */
+  | { type: 'Capture'; holdId: HoldId; transferId: TransferId; amount: bigint | undefined; at: string }
+  | { type: 'Void'; holdId: HoldId }
+  | { type: 'Expire'; holdId: HoldId; at: string }
+  /** Send money of a settled transfer back to its source; `refundable` is what is left of it. */
+  | { type: 'Refund'; transferId: TransferId; originalId: TransferId; amount: bigint; currency: Currency; refundable: bigint };
 
 // Events: past tense. Each journaled event is one row of the journal with the next seq.
 export type AccountEvent =
@@ -53,7 +78,12 @@ export type AccountEvent =
   | { type: 'Credited'; transferId: TransferId; amount: bigint }
   | { type: 'Returned'; transferId: TransferId; amount: bigint }
   /** Not journaled on the account: it moves the transfer to `refused`. */
-  | { type: 'CreditRefused'; transferId: TransferId; reason: ErrorCode };
+  | { type: 'CreditRefused'; transferId: TransferId; reason: ErrorCode }
+  | { type: 'HoldPlaced'; holdId: HoldId; destinationId: AccountId; amount: bigint; multiCapture: boolean; expiresAt: string }
+  /** `released` is what a final capture frees beyond the captured amount. */
+  | { type: 'HoldCaptured'; holdId: HoldId; transferId: TransferId; destinationId: AccountId; amount: bigint; released: bigint }
+  | { type: 'HoldReleased'; holdId: HoldId; amount: bigint; reason: HoldReleaseReason }
+  | { type: 'RefundDebited'; transferId: TransferId; originalId: TransferId; amount: bigint };
 
 export type AccountReply =
   | { ok: true; state: AccountState }
@@ -64,7 +94,7 @@ export interface Decision {
   events: AccountEvent[];
 }
 
-export type JournalKind = 'open' | 'freeze' | 'unfreeze' | 'close' | 'debit' | 'credit' | 'return';
+export type JournalKind = 'open' | 'freeze' | 'unfreeze' | 'close' | 'debit' | 'credit' | 'return' | 'hold' | 'capture' | 'release';
 
 export function journalKind(e: AccountEvent): JournalKind | undefined {
   switch (e.type) {
@@ -75,26 +105,45 @@ export function journalKind(e: AccountEvent): JournalKind | undefined {
     case 'Debited': return 'debit';
     case 'Credited': return 'credit';
     case 'Returned': return 'return';
+    case 'HoldPlaced': return 'hold';
+    case 'HoldCaptured': return 'capture';
+    case 'HoldReleased': return 'release';
+    case 'RefundDebited': return 'debit';
     case 'CreditRefused': return undefined;
     default: return assertNever(e);
+  }
+}
+
+/** The signed change an event makes to the held total. */
+export function heldDelta(e: AccountEvent): bigint {
+  switch (e.type) {
+    case 'HoldPlaced': return e.amount;
+    case 'HoldCaptured': return -(e.amount + e.released);
+    case 'HoldReleased': return -e.amount;
+    default: return 0n;
   }
 }
 
 /** The signed amount an event moves on the account's balance. */
 export function signedAmount(e: AccountEvent): bigint {
   switch (e.type) {
-    case 'Debited': return -e.amount;
+    case 'Debited':
+    case 'RefundDebited':
+    case 'HoldCaptured': return -e.amount;
     case 'Credited':
     case 'Returned': return e.amount;
-    case 'Opened': case 'Frozen': case 'Unfrozen': case 'Closed': case 'CreditRefused': return 0n;
+    case 'Opened': case 'Frozen': case 'Unfrozen': case 'Closed': case 'CreditRefused': case 'HoldPlaced': case 'HoldReleased': return 0n;
     default: return assertNever(e);
   }
 }
 
-/** Funds the account can spend now: balance plus overdraft. */
+/** Funds the account can spend now: balance, less what holds reserve, plus overdraft. */
 export function available(s: AccountState): bigint {
-  return s.balance + s.overdraftLimit;
+  return s.balance - s.held + s.overdraftLimit;
 }
+
+/** May a customer account spend `amount` now? External accounts have no limit. */
+const canSpend = (s: AccountState, amount: bigint): boolean => s.kind === 'external' || available(s) >= amount;
 
 const rejected = (code: ErrorCode): Decision => ({ reply: { ok: false, code }, events: [] });
 
@@ -109,7 +158,10 @@ export function decide(state: AccountState | undefined, cmd: AccountCommand): De
     return { reply: { ok: true, state: evolve(undefined, event) }, events: [event] };
   }
   // Amounts were validated at the edge; a non-positive one here is our own bug.
-  if (cmd.type === 'Debit' || cmd.type === 'Credit' || cmd.type === 'Return') assert.ok(cmd.amount > 0n, 'amount must be positive');
+  if (cmd.type === 'Debit' || cmd.type === 'Credit' || cmd.type === 'Return' || cmd.type === 'Authorize' || cmd.type === 'Refund') {
+    assert.ok(cmd.amount > 0n, 'amount must be positive');
+  }
+  if (cmd.type === 'Capture' && cmd.amount !== undefined) assert.ok(cmd.amount > 0n, 'capture amount must be positive');
   const accepted = (...events: AccountEvent[]): Decision => {
     let s: AccountState = state;
     for (const e of events) s = evolve(s, e);
@@ -128,14 +180,51 @@ export function decide(state: AccountState | undefined, cmd: AccountCommand): De
       if (state.status === 'closed') return accepted();
       if (state.kind === 'external') return rejected('forbidden');
       if (state.balance !== 0n) return rejected('balance_not_zero');
+      if (state.held !== 0n) return rejected('holds_outstanding');
       return accepted({ type: 'Closed' });
     case 'Debit':
       if (state.status === 'frozen') return rejected('account_frozen');
       if (state.status === 'closed') return rejected('account_closed');
       if (cmd.currency !== state.currency) return rejected('currency_mismatch');
-      if (state.kind === 'customer' && available(state) < cmd.amount) return rejected('insufficient_funds');
+      if (!canSpend(state, cmd.amount)) return rejected('insufficient_funds');
       if (!fits(state.balance - cmd.amount)) return rejected('balance_out_of_range');
       return accepted({ type: 'Debited', transferId: cmd.transferId, amount: cmd.amount });
+    case 'Authorize':
+      if (state.status === 'frozen') return rejected('account_frozen');
+      if (state.status === 'closed') return rejected('account_closed');
+      if (cmd.currency !== state.currency) return rejected('currency_mismatch');
+      if (!canSpend(state, cmd.amount)) return rejected('insufficient_funds');
+      if (!fits(state.balance - state.held - cmd.amount)) return rejected('balance_out_of_range');
+      return accepted({ type: 'HoldPlaced', holdId: cmd.holdId, destinationId: cmd.destinationId, amount: cmd.amount, multiCapture: cmd.multiCapture, expiresAt: cmd.expiresAt });
+    case 'Capture': {
+      const hold = state.holds[cmd.holdId];
+      if (!hold) return rejected('hold_not_active');
+      // Past its deadline a hold is only ever released, never captured.
+      if (cmd.at >= hold.expiresAt) return rejected('hold_expired');
+      const amount = cmd.amount ?? hold.remaining;
+      if (amount > hold.remaining) return rejected('capture_exceeds_hold');
+      const released = hold.multiCapture ? 0n : hold.remaining - amount;
+      return accepted({ type: 'HoldCaptured', holdId: hold.id, transferId: cmd.transferId, destinationId: hold.destinationId, amount, released });
+    }
+    case 'Void': {
+      const hold = state.holds[cmd.holdId];
+      if (!hold) return rejected('hold_not_active');
+      return accepted({ type: 'HoldReleased', holdId: hold.id, amount: hold.remaining, reason: 'voided' });
+    }
+    case 'Expire': {
+      const hold = state.holds[cmd.holdId];
+      // Already gone (captured, voided, expired) or not yet due: nothing to do.
+      if (!hold || cmd.at < hold.expiresAt) return accepted();
+      return accepted({ type: 'HoldReleased', holdId: hold.id, amount: hold.remaining, reason: 'expired' });
+    }
+    case 'Refund':
+      if (state.status === 'frozen') return rejected('account_frozen');
+      if (state.status === 'closed') return rejected('account_closed');
+      if (cmd.currency !== state.currency) return rejected('currency_mismatch');
+      if (cmd.amount > cmd.refundable) return rejected('refund_exceeds_transfer');
+      if (!canSpend(state, cmd.amount)) return rejected('insufficient_funds');
+      if (!fits(state.balance - cmd.amount)) return rejected('balance_out_of_range');
+      return accepted({ type: 'RefundDebited', transferId: cmd.transferId, originalId: cmd.originalId, amount: cmd.amount });
     case 'Credit':
       // A repeated delivery is answered as applied and changes nothing: exactly once.
       if (cmd.alreadyApplied) return accepted();
@@ -163,7 +252,7 @@ export function evolve(state: AccountState | undefined, e: AccountEvent): Accoun
     if (state !== undefined) throw new Error('Opened applied to an existing account');
     return {
       id: e.id, kind: e.kind, tenantId: e.tenantId, currency: e.currency, region: e.region, status: 'open',
-      balance: 0n, overdraftLimit: e.overdraftLimit, seq: 1, metadata: e.metadata, createdAt: e.at,
+      balance: 0n, held: 0n, holds: {}, overdraftLimit: e.overdraftLimit, seq: 1, metadata: e.metadata, createdAt: e.at,
     };
   }
   if (state === undefined) throw new Error(`${e.type} applied before Opened`);
@@ -175,6 +264,27 @@ export function evolve(state: AccountState | undefined, e: AccountEvent): Accoun
     case 'Debited': return next({ balance: state.balance - e.amount });
     case 'Credited': return next({ balance: state.balance + e.amount });
     case 'Returned': return next({ balance: state.balance + e.amount });
+    case 'RefundDebited': return next({ balance: state.balance - e.amount });
+    case 'HoldPlaced':
+      return next({
+        held: state.held + e.amount,
+        holds: { ...state.holds, [e.holdId]: { id: e.holdId, destinationId: e.destinationId, amount: e.amount, remaining: e.amount, multiCapture: e.multiCapture, expiresAt: e.expiresAt } },
+      });
+    case 'HoldCaptured': {
+      const hold = state.holds[e.holdId];
+      if (!hold) throw new Error(`capture of unknown hold ${e.holdId}`);
+      const remaining = hold.remaining - e.amount - e.released;
+      const { [e.holdId]: _gone, ...others } = state.holds;
+      return next({
+        balance: state.balance - e.amount,
+        held: state.held - e.amount - e.released,
+        holds: remaining === 0n ? others : { ...others, [e.holdId]: { ...hold, remaining } },
+      });
+    }
+    case 'HoldReleased': {
+      const { [e.holdId]: _gone, ...others } = state.holds;
+      return next({ held: state.held - e.amount, holds: others });
+    }
     case 'CreditRefused': return state;
     default: return assertNever(e);
   }

@@ -9,6 +9,7 @@ type Brand<T, B extends string> = T & { readonly [brand]: B };
 export type AccountId = Brand<string, 'AccountId'>;
 export type TransferId = Brand<string, 'TransferId'>;
 export type TenantId = Brand<string, 'TenantId'>;
+export type HoldId = Brand<string, 'HoldId'>;
 export type Region = Brand<string, 'Region'>;
 
 const REGION = /^[a-z][a-z0-9-]{0,15}$/;
@@ -17,6 +18,7 @@ const CUSTOMER = new RegExp(`^acc_([a-z][a-z0-9-]{0,15})_${HEX32}$`);
 const EXTERNAL = /^ext_([a-z][a-z0-9-]{0,15})_([A-Z]{3})$/;
 const TRANSFER = new RegExp(`^tr_${HEX32}$`);
 const TENANT = new RegExp(`^ten_${HEX32}$`);
+const HOLD = new RegExp(`^hold_${HEX32}$`);
 
 export function parseRegion(raw: unknown): Region | undefined {
   return typeof raw === 'string' && REGION.test(raw) ? (raw as Region) : undefined;
@@ -32,6 +34,14 @@ export function parseAccountId(raw: unknown): AccountId | undefined {
 
 export function parseTransferId(raw: unknown): TransferId | undefined {
   return typeof raw === 'string' && TRANSFER.test(raw) ? (raw as TransferId) : undefined;
+}
+
+export function parseHoldId(raw: unknown): HoldId | undefined {
+  return typeof raw === 'string' && HOLD.test(raw) ? (raw as HoldId) : undefined;
+}
+
+export function makeHoldId(hex: string): HoldId {
+  return `hold_${hex}` as HoldId;
 }
 
 export function parseTenantId(raw: unknown): TenantId | undefined {

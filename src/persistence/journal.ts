@@ -2,9 +2,9 @@
 // one transaction that starts with the shard's epoch guard; recovery is the latest snapshot
 // plus the postings after it, replayed through the same evolve as the live path.
 import type { Pool } from './db.ts';
-import type { AccountEvent, AccountState, JournalKind } from '../domain/account.ts';
+import type { AccountEvent, AccountState, Hold, JournalKind, TransferKind } from '../domain/account.ts';
 import { evolve } from '../domain/account.ts';
-import type { AccountId, Region, TenantId, TransferId } from '../domain/ids.ts';
+import type { AccountId, HoldId, Region, TenantId, TransferId } from '../domain/ids.ts';
 import type { Currency } from '../domain/money.ts';
 import { GeopayError } from '../domain/errors.ts';
 
@@ -15,6 +15,9 @@ export interface JournalRow {
   transferId: TransferId | null;
   amount: bigint;
   balanceAfter: bigint;
+  holdId: HoldId | null;
+  heldDelta: bigint;
+  heldAfter: bigint;
   at: string;
 }
 
@@ -24,10 +27,20 @@ export interface NewAccountRow {
 }
 
 export interface NewTransferRow {
-  id: TransferId; tenantId: TenantId | null; kind: 'transfer' | 'deposit' | 'withdrawal';
+  id: TransferId; tenantId: TenantId | null; kind: TransferKind;
   sourceId: AccountId; destinationId: AccountId; amount: bigint; currency: Currency;
-  metadata: Record<string, unknown> | null; at: string;
+  metadata: Record<string, unknown> | null; at: string; holdId: HoldId | null; refundOf: TransferId | null;
 }
+
+export interface NewHoldRow {
+  id: HoldId; tenantId: TenantId | null; sourceId: AccountId; destinationId: AccountId; amount: bigint; currency: Currency;
+  multiCapture: boolean; expiresAt: string; metadata: Record<string, unknown> | null; at: string;
+}
+
+export interface HoldUpdate { id: HoldId; captured: bigint; state: 'held' | 'captured' | 'voided' | 'expired'; at: string }
+
+/** Takes `amount` of a settled transfer's refundable rest; the commit fails if it is not there. */
+export interface RefundClaim { originalId: TransferId; amount: bigint }
 
 export interface TransferUpdate {
   id: TransferId;
@@ -51,7 +64,17 @@ export interface WriteSet {
   newTransfers: NewTransferRow[];
   transferUpdates: TransferUpdate[];
   idempotency: IdempotencyRow[];
+  newHolds: NewHoldRow[];
+  holdUpdates: HoldUpdate[];
+  refundClaims: RefundClaim[];
   snapshot: { accountId: AccountId; seq: number; state: AccountState } | undefined;
+}
+
+export function emptyWriteSet(shard: string, epoch: bigint, nodeId: string): WriteSet {
+  return {
+    shard, epoch, nodeId, accounts: [], journal: [], newTransfers: [], transferUpdates: [], idempotency: [],
+    newHolds: [], holdUpdates: [], refundClaims: [], snapshot: undefined,
+  };
 }
 
 /** A write lost a race it must not win (a key or a transfer claimed elsewhere): redo the batch. */
@@ -60,59 +83,22 @@ export class WriteConflict extends Error {}
 /** Observes each actor's committed write set. */
 export interface CommitObserver { (ws: WriteSet): void }
 
-// One statement, so one round trip and one transaction, for the write sets of one or many
-// actors (node-level group commit). Every write is conditional on the guards (each shard
-// touched still at the writer's epoch, locked FOR SHARE so an epoch bump waits for this
-// write); the final check aborts the whole statement when a guard or a conditional write did
-// not hold.
-const COMMIT_SQL = `
-WITH guard AS (
-  SELECT s.id FROM shards s JOIN unnest($1::text[], $2::bigint[]) AS g(id, ep) ON s.id = g.id AND s.epoch = g.ep
-  FOR SHARE OF s
-), held AS (
-  SELECT count(*) = cardinality($1::text[]) AS ok FROM guard
-), acc AS (
-  INSERT INTO accounts (id, tenant_id, kind, currency, region, shard, overdraft_limit, metadata, created_at)
-  SELECT i, tn, k, c, r, sh, o, md, at
-  FROM unnest($3::text[], $4::text[], $5::text[], $6::text[], $7::text[], $8::bigint[], $9::jsonb[], $10::timestamptz[], $11::text[])
-    AS x(i, tn, k, c, r, o, md, at, sh)
-  WHERE (SELECT ok FROM held)
-), jr AS (
-  INSERT INTO journal (account_id, seq, kind, transfer_id, amount, balance_after, epoch, node_id, created_at)
-  SELECT a, s, k, t, m, b, ep, $44, c
-  FROM unnest($12::text[], $13::bigint[], $14::text[], $15::text[], $16::bigint[], $17::bigint[], $18::timestamptz[], $45::bigint[])
-    AS x(a, s, k, t, m, b, c, ep)
-  WHERE (SELECT ok FROM held)
-), tr AS (
-  INSERT INTO transfers (id, tenant_id, kind, source_id, destination_id, amount, currency, state, metadata, created_at, updated_at)
-  SELECT i, tn, k, s, d, m, c, 'debited', md, at, at
-  FROM unnest($19::text[], $20::text[], $21::text[], $22::text[], $23::text[], $24::bigint[], $25::text[], $26::jsonb[], $27::timestamptz[])
-    AS x(i, tn, k, s, d, m, c, md, at)
-  WHERE (SELECT ok FROM held)
-), tu AS (
-  UPDATE transfers t SET state = x.st, refusal_code = COALESCE(x.rc, t.refusal_code), updated_at = x.at
-  FROM unnest($28::text[], $29::text[], $30::text[], $31::text[], $32::timestamptz[]) AS x(i, fr, st, rc, at)
-  WHERE t.id = x.i AND t.state = x.fr AND (SELECT ok FROM held)
-  RETURNING 1
-), ik AS (
-  INSERT INTO idempotency_keys (tenant_id, key, request_hash, resource_id, status_code, response)
-  SELECT tn, k, h, r, sc, rs
-  FROM unnest($33::text[], $34::text[], $35::text[], $36::text[], $37::int[], $38::jsonb[]) AS x(tn, k, h, r, sc, rs)
-  WHERE (SELECT ok FROM held)
-  ON CONFLICT DO NOTHING
-  RETURNING 1
-), sn AS (
-  INSERT INTO snapshots (account_id, seq, state, epoch)
-  SELECT a, s, st, ep FROM unnest($39::text[], $40::bigint[], $41::jsonb[], $46::bigint[]) AS x(a, s, st, ep)
-  WHERE (SELECT ok FROM held)
-  ON CONFLICT (account_id) DO UPDATE SET seq = EXCLUDED.seq, state = EXCLUDED.state, epoch = EXCLUDED.epoch, created_at = now()
-  WHERE snapshots.seq < EXCLUDED.seq
-)
-SELECT geopay_commit_check(CASE WHEN (SELECT ok FROM held) THEN 1 ELSE 0 END, (SELECT count(*) FROM tu), $42, (SELECT count(*) FROM ik), $43) AS ok`;
+/** Positional parameters by name of use: `p(value, 'bigint[]')` answers `$n::bigint[]`. */
+function params(): { p: (v: unknown, type: string) => string; values: unknown[] } {
+  const values: unknown[] = [];
+  return { values, p: (v, type) => `$${values.push(v)}::${type}` };
+}
 
 const json = (v: unknown): string | null => (v === null || v === undefined ? null : JSON.stringify(v));
+const big = (v: bigint): string => v.toString();
 
-/** Commits the write sets of one or more actors in one transaction, or none of them. */
+/**
+ * Commits the write sets of one or many actors (node-level group commit) in ONE statement:
+ * one round trip, one transaction. Every write is conditional on the guards (each shard
+ * touched still at the writer's epoch, locked FOR SHARE so an epoch bump waits for this
+ * write); the final check aborts the whole statement when a guard or a conditional write did
+ * not hold (GP001 fenced, GP002 a lost race), so it commits all of it or none.
+ */
 export async function commitSets(pool: Pool, sets: WriteSet[]): Promise<void> {
   const shards = new Map<string, bigint>();
   for (const ws of sets) {
@@ -126,39 +112,112 @@ export async function commitSets(pool: Pool, sets: WriteSet[]): Promise<void> {
   const t = sets.flatMap((ws) => ws.newTransfers);
   const u = sets.flatMap((ws) => ws.transferUpdates);
   const k = sets.flatMap((ws) => ws.idempotency);
+  const hn = sets.flatMap((ws) => ws.newHolds);
+  const hu = sets.flatMap((ws) => ws.holdUpdates);
+  const rc = sets.flatMap((ws) => ws.refundClaims);
   const sn = sets.flatMap((ws) => (ws.snapshot ? [{ s: ws.snapshot, epoch: ws.epoch }] : []));
-  const nodeId = sets[0]!.nodeId;
+  const { p, values } = params();
+  const ok = 'WHERE (SELECT ok FROM held)';
+  const sql = `
+WITH guard AS (
+  SELECT s.id FROM shards s JOIN unnest(${p([...shards.keys()], 'text[]')}, ${p([...shards.values()].map(big), 'bigint[]')}) AS g(id, ep)
+    ON s.id = g.id AND s.epoch = g.ep
+  FOR SHARE OF s
+), held AS (
+  SELECT count(*) = ${p(shards.size, 'int')} AS ok FROM guard
+), acc AS (
+  INSERT INTO accounts (id, tenant_id, kind, currency, region, shard, overdraft_limit, metadata, created_at)
+  SELECT * FROM unnest(${p(a.map((r) => r.id), 'text[]')}, ${p(a.map((r) => r.tenantId), 'text[]')}, ${p(a.map((r) => r.kind), 'text[]')},
+    ${p(a.map((r) => r.currency), 'text[]')}, ${p(a.map((r) => r.region), 'text[]')}, ${p(a.map((r) => r.shard), 'text[]')},
+    ${p(a.map((r) => big(r.overdraftLimit)), 'bigint[]')}, ${p(a.map((r) => JSON.stringify(r.metadata)), 'jsonb[]')}, ${p(a.map((r) => r.at), 'timestamptz[]')})
+  ${ok}
+), jr AS (
+  INSERT INTO journal (account_id, seq, kind, transfer_id, amount, balance_after, hold_id, held_delta, held_after, epoch, node_id, created_at)
+  SELECT a, s, kd, tr, m, b, h, hd, ha, ep, ${p(sets[0]!.nodeId, 'text')}, c
+  FROM unnest(${p(j.map(({ r }) => r.accountId), 'text[]')}, ${p(j.map(({ r }) => String(r.seq)), 'bigint[]')},
+    ${p(j.map(({ r }) => r.kind), 'text[]')}, ${p(j.map(({ r }) => r.transferId), 'text[]')}, ${p(j.map(({ r }) => big(r.amount)), 'bigint[]')},
+    ${p(j.map(({ r }) => big(r.balanceAfter)), 'bigint[]')}, ${p(j.map(({ r }) => r.holdId), 'text[]')}, ${p(j.map(({ r }) => big(r.heldDelta)), 'bigint[]')},
+    ${p(j.map(({ r }) => big(r.heldAfter)), 'bigint[]')}, ${p(j.map(({ epoch }) => big(epoch)), 'bigint[]')}, ${p(j.map(({ r }) => r.at), 'timestamptz[]')})
+    AS x(a, s, kd, tr, m, b, h, hd, ha, ep, c)
+  ${ok}
+), tr AS (
+  INSERT INTO transfers (id, tenant_id, kind, source_id, destination_id, amount, currency, state, metadata, created_at, updated_at, hold_id, refund_of)
+  SELECT i, tn, kd, s, d, m, c, 'debited', md, at, at, h, rf
+  FROM unnest(${p(t.map((r) => r.id), 'text[]')}, ${p(t.map((r) => r.tenantId), 'text[]')}, ${p(t.map((r) => r.kind), 'text[]')},
+    ${p(t.map((r) => r.sourceId), 'text[]')}, ${p(t.map((r) => r.destinationId), 'text[]')}, ${p(t.map((r) => big(r.amount)), 'bigint[]')},
+    ${p(t.map((r) => r.currency), 'text[]')}, ${p(t.map((r) => json(r.metadata)), 'jsonb[]')}, ${p(t.map((r) => r.at), 'timestamptz[]')},
+    ${p(t.map((r) => r.holdId), 'text[]')}, ${p(t.map((r) => r.refundOf), 'text[]')}) AS x(i, tn, kd, s, d, m, c, md, at, h, rf)
+  ${ok}
+), tu AS (
+  UPDATE transfers t SET state = x.st, refusal_code = COALESCE(x.rc, t.refusal_code), updated_at = x.at
+  FROM unnest(${p(u.map((r) => r.id), 'text[]')}, ${p(u.map((r) => r.from), 'text[]')}, ${p(u.map((r) => r.to), 'text[]')},
+    ${p(u.map((r) => r.refusalCode), 'text[]')}, ${p(u.map((r) => r.at), 'timestamptz[]')}) AS x(i, fr, st, rc, at)
+  WHERE t.id = x.i AND t.state = x.fr AND (SELECT ok FROM held)
+  RETURNING 1
+), rf AS (
+  UPDATE transfers t SET refunded = t.refunded + x.m
+  FROM (SELECT i, sum(m) AS m FROM unnest(${p(rc.map((r) => r.originalId), 'text[]')}, ${p(rc.map((r) => big(r.amount)), 'bigint[]')}) AS y(i, m) GROUP BY i) AS x
+  WHERE t.id = x.i AND t.state = 'settled' AND t.refunded + x.m <= t.amount AND (SELECT ok FROM held)
+  RETURNING 1
+), hn AS (
+  INSERT INTO holds (id, tenant_id, source_id, destination_id, amount, currency, multi_capture, state, expires_at, metadata, created_at, updated_at)
+  SELECT i, tn, s, d, m, c, mc, 'held', ex, md, at, at
+  FROM unnest(${p(hn.map((r) => r.id), 'text[]')}, ${p(hn.map((r) => r.tenantId), 'text[]')}, ${p(hn.map((r) => r.sourceId), 'text[]')},
+    ${p(hn.map((r) => r.destinationId), 'text[]')}, ${p(hn.map((r) => big(r.amount)), 'bigint[]')}, ${p(hn.map((r) => r.currency), 'text[]')},
+    ${p(hn.map((r) => r.multiCapture), 'boolean[]')}, ${p(hn.map((r) => r.expiresAt), 'timestamptz[]')}, ${p(hn.map((r) => json(r.metadata)), 'jsonb[]')},
+    ${p(hn.map((r) => r.at), 'timestamptz[]')}) AS x(i, tn, s, d, m, c, mc, ex, md, at)
+  ${ok}
+), hu AS (
+  UPDATE holds h SET captured = x.cp, state = x.st, updated_at = x.at
+  FROM unnest(${p(hu.map((r) => r.id), 'text[]')}, ${p(hu.map((r) => big(r.captured)), 'bigint[]')}, ${p(hu.map((r) => r.state), 'text[]')},
+    ${p(hu.map((r) => r.at), 'timestamptz[]')}) AS x(i, cp, st, at)
+  WHERE h.id = x.i AND h.state = 'held' AND (SELECT ok FROM held)
+  RETURNING 1
+), ik AS (
+  INSERT INTO idempotency_keys (tenant_id, key, request_hash, resource_id, status_code, response)
+  SELECT * FROM unnest(${p(k.map((r) => r.tenantId), 'text[]')}, ${p(k.map((r) => r.key), 'text[]')}, ${p(k.map((r) => r.requestHash), 'text[]')},
+    ${p(k.map((r) => r.resourceId), 'text[]')}, ${p(k.map((r) => r.statusCode), 'int[]')}, ${p(k.map((r) => json(r.response)), 'jsonb[]')})
+  ${ok}
+  ON CONFLICT DO NOTHING
+  RETURNING 1
+), sn AS (
+  INSERT INTO snapshots (account_id, seq, state, epoch)
+  SELECT * FROM unnest(${p(sn.map(({ s }) => s.accountId), 'text[]')}, ${p(sn.map(({ s }) => String(s.seq)), 'bigint[]')},
+    ${p(sn.map(({ s }) => JSON.stringify(stateToJson(s.state))), 'jsonb[]')}, ${p(sn.map(({ epoch }) => big(epoch)), 'bigint[]')})
+  ${ok}
+  ON CONFLICT (account_id) DO UPDATE SET seq = EXCLUDED.seq, state = EXCLUDED.state, epoch = EXCLUDED.epoch, created_at = now()
+  WHERE snapshots.seq < EXCLUDED.seq
+)
+SELECT geopay_commit_check(CASE WHEN (SELECT ok FROM held) THEN 1 ELSE 0 END,
+  (SELECT count(*) FROM tu) + (SELECT count(*) FROM hu) + (SELECT count(*) FROM rf),
+  ${p(u.length + hu.length + new Set(rc.map((r) => r.originalId)).size, 'int')},
+  (SELECT count(*) FROM ik), ${p(k.length, 'int')}) AS ok`;
   try {
-    await pool.query(COMMIT_SQL, [
-      [...shards.keys()], [...shards.values()].map(String),
-      a.map((r) => r.id), a.map((r) => r.tenantId), a.map((r) => r.kind), a.map((r) => r.currency), a.map((r) => r.region),
-      a.map((r) => r.overdraftLimit.toString()), a.map((r) => JSON.stringify(r.metadata)), a.map((r) => r.at), a.map((r) => r.shard),
-      j.map(({ r }) => r.accountId), j.map(({ r }) => String(r.seq)), j.map(({ r }) => r.kind), j.map(({ r }) => r.transferId),
-      j.map(({ r }) => r.amount.toString()), j.map(({ r }) => r.balanceAfter.toString()), j.map(({ r }) => r.at),
-      t.map((r) => r.id), t.map((r) => r.tenantId), t.map((r) => r.kind), t.map((r) => r.sourceId), t.map((r) => r.destinationId),
-      t.map((r) => r.amount.toString()), t.map((r) => r.currency), t.map((r) => json(r.metadata)), t.map((r) => r.at),
-      u.map((r) => r.id), u.map((r) => r.from), u.map((r) => r.to), u.map((r) => r.refusalCode), u.map((r) => r.at),
-      k.map((r) => r.tenantId), k.map((r) => r.key), k.map((r) => r.requestHash), k.map((r) => r.resourceId),
-      k.map((r) => r.statusCode), k.map((r) => json(r.response)),
-      sn.map(({ s }) => s.accountId), sn.map(({ s }) => String(s.seq)), sn.map(({ s }) => JSON.stringify(stateToJson(s.state))),
-      u.length, k.length, nodeId, j.map(({ epoch }) => epoch.toString()), sn.map(({ epoch }) => epoch.toString()),
-    ]);
+    await pool.query(sql, values);
   } catch (err) {
     const { code, constraint } = err as { code?: string; constraint?: string };
     // A leg applied already (an optimistic redelivery): redo the batch with fresh reads.
     if (code === '23505' && constraint === 'journal_transfer_once') throw new WriteConflict('a transfer leg was applied already', { cause: err });
     if (code === 'GP001') throw new GeopayError('shard_unavailable', `a shard moved past the epoch of this write (${[...shards.keys()].join(', ')})`, { cause: err });
-    if (code === 'GP002') throw new WriteConflict('a key or a transfer was claimed under this batch', { cause: err });
+    if (code === 'GP002') throw new WriteConflict('a key, a transfer or a hold was claimed under this batch', { cause: err });
     throw err;
   }
 }
 
 export function stateToJson(s: AccountState): Record<string, unknown> {
-  return { ...s, balance: s.balance.toString(), overdraftLimit: s.overdraftLimit.toString() };
+  const holds = Object.fromEntries(Object.entries(s.holds).map(([id, h]) => [id, { ...h, amount: h.amount.toString(), remaining: h.remaining.toString() }]));
+  return { ...s, balance: s.balance.toString(), held: s.held.toString(), overdraftLimit: s.overdraftLimit.toString(), holds };
 }
 
 export function stateFromJson(j: Record<string, unknown>): AccountState {
-  return { ...(j as unknown as AccountState), balance: BigInt(j.balance as string), overdraftLimit: BigInt(j.overdraftLimit as string) };
+  const raw = (j.holds ?? {}) as Record<string, Record<string, unknown>>;
+  const holds: Record<string, Hold> = Object.fromEntries(Object.entries(raw).map(([id, h]) => [id, {
+    ...(h as unknown as Hold), amount: BigInt(h.amount as string), remaining: BigInt(h.remaining as string),
+  }]));
+  return {
+    ...(j as unknown as AccountState), balance: BigInt(j.balance as string), held: BigInt((j.held as string | undefined) ?? '0'),
+    overdraftLimit: BigInt(j.overdraftLimit as string), holds,
+  };
 }
 
 export interface Loaded {
@@ -171,7 +230,12 @@ interface AccountDbRow {
   overdraft_limit: bigint; metadata: Record<string, unknown>; created_at: Date;
 }
 
-interface JournalDbRow { seq: bigint; kind: JournalKind; transfer_id: string | null; amount: bigint; balance_after: bigint; created_at: Date }
+interface JournalDbRow {
+  seq: bigint; kind: JournalKind; transfer_id: string | null; amount: bigint; balance_after: bigint;
+  hold_id: string | null; held_delta: bigint; held_after: bigint; created_at: Date;
+}
+
+interface HoldDbRow { id: string; destination_id: string; multi_capture: boolean; expires_at: Date; state: string }
 
 /** Recovery: the latest snapshot plus the postings after it, checked against balance_after. */
 export async function loadAccount(pool: Pool, id: AccountId): Promise<Loaded> {
@@ -183,7 +247,7 @@ export async function loadAccount(pool: Pool, id: AccountId): Promise<Loaded> {
     lastSnapshotSeq = Number(snap.rows[0].seq);
   }
   const { rows } = await pool.query<JournalDbRow>(
-    'SELECT seq, kind, transfer_id, amount, balance_after, created_at FROM journal WHERE account_id = $1 AND seq > $2 ORDER BY seq',
+    'SELECT seq, kind, transfer_id, amount, balance_after, hold_id, held_delta, held_after, created_at FROM journal WHERE account_id = $1 AND seq > $2 ORDER BY seq',
     [id, lastSnapshotSeq],
   );
   if (rows.length === 0) return { state, lastSnapshotSeq };
@@ -192,17 +256,29 @@ export async function loadAccount(pool: Pool, id: AccountId): Promise<Loaded> {
     const a = await pool.query<AccountDbRow>('SELECT * FROM accounts WHERE id = $1', [id]);
     account = a.rows[0];
   }
+  const holdIds = [...new Set(rows.flatMap((r) => (r.hold_id ? [r.hold_id] : [])))];
+  const holds = new Map<string, HoldDbRow>();
+  if (holdIds.length > 0) {
+    const hr = await pool.query<HoldDbRow>('SELECT id, destination_id, multi_capture, expires_at, state FROM holds WHERE id = ANY($1::text[])', [holdIds]);
+    for (const h of hr.rows) holds.set(h.id, h);
+  }
   for (const r of rows) {
-    state = evolve(state, rowToEvent(id, r, account));
-    if (state.seq !== Number(r.seq) || state.balance !== r.balance_after) {
+    state = evolve(state, rowToEvent(id, r, account, holds));
+    if (state.seq !== Number(r.seq) || state.balance !== r.balance_after || state.held !== r.held_after) {
       throw new Error(`journal of ${id} disagrees with replay at seq ${r.seq}`);
     }
   }
   return { state, lastSnapshotSeq };
 }
 
-function rowToEvent(id: AccountId, r: JournalDbRow, a: AccountDbRow | undefined): AccountEvent {
+function rowToEvent(id: AccountId, r: JournalDbRow, a: AccountDbRow | undefined, holds: Map<string, HoldDbRow>): AccountEvent {
   const transferId = r.transfer_id as TransferId;
+  const holdId = r.hold_id as HoldId;
+  const hold = (): HoldDbRow => {
+    const h = holds.get(holdId);
+    if (!h) throw new Error(`hold ${holdId} of ${id} missing at seq ${r.seq}`);
+    return h;
+  };
   switch (r.kind) {
     case 'open':
       if (!a) throw new Error(`account row missing for ${id}`);
@@ -216,12 +292,20 @@ function rowToEvent(id: AccountId, r: JournalDbRow, a: AccountDbRow | undefined)
     case 'debit': return { type: 'Debited', transferId, amount: -r.amount };
     case 'credit': return { type: 'Credited', transferId, amount: r.amount };
     case 'return': return { type: 'Returned', transferId, amount: r.amount };
+    case 'hold': {
+      const h = hold();
+      return { type: 'HoldPlaced', holdId, destinationId: h.destination_id as AccountId, amount: r.held_delta, multiCapture: h.multi_capture, expiresAt: h.expires_at.toISOString() };
+    }
+    case 'capture':
+      return { type: 'HoldCaptured', holdId, transferId, destinationId: hold().destination_id as AccountId, amount: -r.amount, released: -r.held_delta + r.amount };
+    case 'release':
+      return { type: 'HoldReleased', holdId, amount: -r.held_delta, reason: hold().state === 'expired' ? 'expired' : 'voided' };
     default: throw new Error(`unknown journal kind ${String(r.kind)}`);
   }
 }
 
 export interface Prefetched {
-  transferStates: Map<string, string>;
+  transfers: Map<string, { state: string; amount: bigint; refunded: bigint }>;
   keys: Map<string, StoredKey>;
 }
 
@@ -234,10 +318,11 @@ export const keyOf = (tenantId: string, key: string): string => `${tenantId}\u00
 /** What a batch must know before deciding: states of transfers it would credit or return,
  * and idempotency keys already used. The actor is the only writer of these transitions. */
 export async function prefetch(pool: Pool, transferIds: string[], keys: { tenantId: string; key: string }[]): Promise<Prefetched> {
-  const out: Prefetched = { transferStates: new Map(), keys: new Map() };
+  const out: Prefetched = { transfers: new Map(), keys: new Map() };
   if (transferIds.length > 0) {
-    const { rows } = await pool.query<{ id: string; state: string }>('SELECT id, state FROM transfers WHERE id = ANY($1::text[])', [transferIds]);
-    for (const r of rows) out.transferStates.set(r.id, r.state);
+    const { rows } = await pool.query<{ id: string; state: string; amount: bigint; refunded: bigint }>(
+      'SELECT id, state, amount, refunded FROM transfers WHERE id = ANY($1::text[])', [transferIds]);
+    for (const r of rows) out.transfers.set(r.id, { state: r.state, amount: r.amount, refunded: r.refunded });
   }
   if (keys.length > 0) {
     const { rows } = await pool.query<{ tenant_id: string; key: string; request_hash: string; resource_id: string | null; status_code: number | null; response: unknown }>(
