@@ -15,6 +15,8 @@ const int = (min: number, max: number) => (raw: string): number | undefined => {
 };
 const str = (re: RegExp) => (raw: string): string | undefined => (re.test(raw) ? raw : undefined);
 const optional = (raw: string): string | undefined => raw;
+const redisUrls = (raw: string): string | undefined =>
+  raw.split(',').every((u) => URL.canParse(u.trim()) && /^rediss?:$/.test(new URL(u.trim()).protocol)) ? raw : undefined;
 
 export const SETTINGS = {
   port: { env: 'PORT', default: 3000, parse: int(0, 65535), doc: 'HTTP port; 0 picks a free one.' },
@@ -35,6 +37,8 @@ export const SETTINGS = {
   maxBatch: { env: 'MAX_BATCH', default: 500, parse: int(1, 10_000), doc: 'Commands of one account committed in one transaction at most.' },
   writerLanes: { env: 'WRITER_LANES', default: 2, parse: int(1, 64), doc: 'Commit statements in flight at once; more queue and are merged (node-level group commit). Few lanes, big statements: on the 2-core bench machine 1-2 lanes carried 1.7x what 8 did.' },
   writerMaxSets: { env: 'WRITER_MAX_SETS', default: 256, parse: int(1, 10_000), doc: 'Actor write sets merged into one commit statement at most.' },
+  holdDefaultTtlMs: { env: 'HOLD_DEFAULT_TTL_MS', default: 604_800_000, parse: int(1_000, 31_536_000_000), doc: 'Deadline of a hold that names none (7 days).' },
+  holdMaxTtlMs: { env: 'HOLD_MAX_TTL_MS', default: 2_592_000_000, parse: int(1_000, 31_536_000_000), doc: 'Latest deadline a hold may ask for (30 days).' },
   askTimeoutMs: { env: 'ASK_TIMEOUT_MS', default: 10_000, parse: int(100, 600_000), doc: 'How long a request waits for its actor before request_timeout.' },
   transferWaitMs: { env: 'TRANSFER_WAIT_MS', default: 2_000, parse: int(0, 60_000), doc: 'How long POST /v1/transfers waits for the credit before answering 202.' },
   relayIntervalMs: { env: 'RELAY_INTERVAL_MS', default: 1_000, parse: int(10, 600_000), doc: 'How often the relay looks for transfers left debited or refused.' },
@@ -44,6 +48,11 @@ export const SETTINGS = {
   bodyLimitBytes: { env: 'BODY_LIMIT_BYTES', default: 65_536, parse: int(1_024, 10_485_760), doc: 'Largest request body accepted.' },
   requestTimeoutMs: { env: 'REQUEST_TIMEOUT_MS', default: 30_000, parse: int(1_000, 600_000), doc: 'Whole-request bound enforced by the HTTP server.' },
   shutdownTimeoutMs: { env: 'SHUTDOWN_TIMEOUT_MS', default: 15_000, parse: int(100, 600_000), doc: 'Bound on draining at SIGTERM before the process exits anyway.' },
+  rateLimitReadsPerS: { env: 'RATE_LIMIT_READS_PER_S', default: 100, parse: int(1, 1_000_000), doc: 'GET requests per second per tenant (the admin key counts as one tenant) unless the tenant has an override; past it, 429 rate_limited. Counted across nodes with REDIS_URLS, per node without.' },
+  rateLimitWritesPerS: { env: 'RATE_LIMIT_WRITES_PER_S', default: 100, parse: int(1, 1_000_000), doc: 'POST/PUT/DELETE requests per second per tenant, a budget separate from reads so a write burst never blocks reading balances.' },
+  redisUrls: { env: 'REDIS_URLS', default: '', parse: redisUrls, doc: 'Comma-separated redis:// (or rediss://) URLs; the rate limiter uses the first. Empty: rate limits are counted in memory, per node.' },
+  redisKeyPrefix: { env: 'REDIS_KEY_PREFIX', default: 'geopay:', parse: str(/^[A-Za-z0-9:_.-]{0,64}$/), doc: 'Prefix of every Redis key, so deployments (or test runs) can share one Redis.' },
+  redisCommandTimeoutMs: { env: 'REDIS_COMMAND_TIMEOUT_MS', default: 200, parse: int(10, 10_000), doc: 'Bound on one Redis command. Past it (or with Redis down) the rate limiter lets the request through: limits fail open, payments do not stop.' },
 } satisfies Record<string, Setting<number> | Setting<string>>;
 
 type Settings = typeof SETTINGS;
@@ -62,7 +71,8 @@ export function loadConfig(env: Record<string, string | undefined>, overrides: P
       continue;
     }
     const v = s.parse(raw);
-    if (v === undefined) bad.push(`${s.env}=${s.env === 'ADMIN_API_KEY' ? '<redacted>' : raw}`);
+    // Keys and URLs (which may carry a password) are never echoed.
+    if (v === undefined) bad.push(`${s.env}=${s.env === 'ADMIN_API_KEY' || s.env === 'REDIS_URLS' ? '<redacted>' : raw}`);
     else out[key] = v;
   }
   if (bad.length > 0) throw new ConfigError(`invalid settings: ${bad.join(', ')}`);

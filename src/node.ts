@@ -13,6 +13,7 @@ import type { Pool } from './persistence/db.ts';
 import type { CommitObserver } from './persistence/journal.ts';
 import { countAdminKeys, deleteExpiredKeys, insertKey } from './persistence/queries.ts';
 import { startEmbeddedPostgres } from './persistence/embedded.ts';
+import { connectRedis, createRedis } from './persistence/redis.ts';
 import type { EmbeddedPostgres } from './persistence/embedded.ts';
 import { SingleNodeOwnership } from './cluster/ownership.ts';
 import { AccountRegistry } from './actors/registry.ts';
@@ -43,7 +44,8 @@ export function rootLogger(cfg: Config): Logger {
   });
 }
 
-export async function startNode(cfg: Config, opts: { logger?: Logger; onCommit?: CommitObserver } = {}): Promise<GeopayNode> {
+export async function startNode(cfg: Config, opts: { logger?: Logger; onCommit?: CommitObserver; clock?: () => number } = {}): Promise<GeopayNode> {
+  const clock = opts.clock ?? Date.now;
   const logger = opts.logger ?? rootLogger(cfg);
   let embedded: EmbeddedPostgres | undefined;
   let connectionString = cfg.databaseUrl;
@@ -66,8 +68,8 @@ export async function startNode(cfg: Config, opts: { logger?: Logger; onCommit?:
   const ownership = new SingleNodeOwnership(pool, cfg.nodeId, cfg.region, logger);
   await ownership.start(cfg.shardBuckets);
   const writer = new GroupWriter(pool, { lanes: embedded ? 1 : Math.min(cfg.writerLanes, cfg.pgPoolMax), maxSets: cfg.writerMaxSets }, opts.onCommit);
-  const registry = new AccountRegistry(pool, ownership, cfg, logger, writer);
-  const relay = new Relay(pool, registry, { intervalMs: cfg.relayIntervalMs, minAgeMs: cfg.relayMinAgeMs, batch: 500 }, logger);
+  const registry = new AccountRegistry(pool, ownership, cfg, logger, writer, clock);
+  const relay = new Relay(pool, registry, { intervalMs: cfg.relayIntervalMs, minAgeMs: cfg.relayMinAgeMs, batch: 500, clock }, logger);
 
   let accepting = true;
   const metrics = () => ({
@@ -77,7 +79,11 @@ export async function startNode(cfg: Config, opts: { logger?: Logger; onCommit?:
     relay_redelivered_total: { help: 'Transfer legs re-delivered by the relay.', type: 'counter' as const, value: relay.redelivered },
     pg_pool_waiting: { help: 'Requests waiting for a PostgreSQL connection.', type: 'gauge' as const, value: pool.waitingCount },
   });
-  const app = await buildApp({ config: cfg, pool, registry, ownership, logger, ready: () => accepting, metrics });
+  // The first URL carries the rate-limit counters; a Redis that is down does not stop the node.
+  const redisUrl = cfg.redisUrls.split(',')[0]?.trim();
+  const redis = redisUrl ? createRedis(redisUrl, { commandTimeoutMs: cfg.redisCommandTimeoutMs, logger }) : undefined;
+  if (redis && !(await connectRedis(redis, 2_000))) logger.warn('redis not reachable at start, rate limits fail open until it is');
+  const app = await buildApp({ config: cfg, pool, registry, ownership, logger, ready: () => accepting, metrics, clock, redis });
   await app.listen({ port: cfg.port, host: cfg.host });
   const addr = app.server.address();
   const port = typeof addr === 'object' && addr ? addr.port : cfg.port;
@@ -100,6 +106,7 @@ export async function startNode(cfg: Config, opts: { logger?: Logger; onCommit?:
       clearInterval(cleanup);
       // Stop taking requests; those in progress finish (bounded by the request timeout).
       await app.close();
+      redis?.disconnect();
       await registry.drain(cfg.shutdownTimeoutMs);
       await pool.end();
       if (embedded) await embedded.close();

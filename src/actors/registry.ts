@@ -46,6 +46,8 @@ export class AccountRegistry {
     private readonly cfg: RegistryConfig,
     private readonly logger: Logger,
     private readonly writer: GroupWriter,
+    /** Business time (command `at`, hold expiry); tests control it. */
+    private readonly clock: () => number = Date.now,
   ) {
     this.system = startSystem(`geopay-${cfg.nodeId}-${process.pid}-${Date.now()}`);
     const every = Math.max(10, Math.floor(cfg.actorIdleMs / 2));
@@ -62,7 +64,7 @@ export class AccountRegistry {
     if (this.draining) return Promise.resolve({ type: 'error', error: new GeopayError('draining') });
     const h = this.handleFor(id);
     h.queued++;
-    const at = opts.at ?? new Date().toISOString();
+    const at = opts.at ?? new Date(this.clock()).toISOString();
     return ask<AccountMsg, CommandResult>(h.ref, (reply) => ({ type: 'Command', req: { ...req, reply, at } }), opts.timeoutMs ?? this.cfg.askTimeoutMs)
       .catch((error: unknown) => ({ type: 'error', error: error instanceof GeopayError ? error : new GeopayError('internal_error', undefined, { cause: error }) }));
   }

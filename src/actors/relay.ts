@@ -4,7 +4,7 @@
 import type { Logger } from 'pino';
 import type { Pool } from '../persistence/db.ts';
 import { inFlightTransfers } from '../persistence/queries.ts';
-import type { AccountId, TransferId } from '../domain/ids.ts';
+import type { AccountId, HoldId, TransferId } from '../domain/ids.ts';
 import type { Currency } from '../domain/money.ts';
 import type { AccountRegistry } from './registry.ts';
 
@@ -17,14 +17,32 @@ export class Relay {
   constructor(
     private readonly pool: Pool,
     private readonly registry: AccountRegistry,
-    private readonly opts: { intervalMs: number; minAgeMs: number; batch: number },
+    private readonly opts: { intervalMs: number; minAgeMs: number; batch: number; clock: () => number },
     private readonly logger: Logger,
   ) {}
 
   start(): void {
-    this.timer = setInterval(() => void this.runOnce(), this.opts.intervalMs);
+    const pass = () => void this.runOnce().then(() => this.expireHolds());
+    this.timer = setInterval(pass, this.opts.intervalMs);
     this.timer.unref();
-    void this.runOnce();
+    pass();
+  }
+
+  /** Releases holds past their deadline, on their source actor. Returns how many it sent. */
+  async expireHolds(): Promise<number> {
+    try {
+      const now = new Date(this.opts.clock()).toISOString();
+      const { rows } = await this.pool.query<{ id: string; source_id: string }>(
+        "SELECT id, source_id FROM holds WHERE state = 'held' AND expires_at <= $1 ORDER BY expires_at LIMIT $2", [now, this.opts.batch]);
+      await Promise.all(rows.map(async (h) => {
+        const r = await this.registry.send(h.source_id as AccountId, { cmd: { type: 'Expire', holdId: h.id as HoldId, at: now } });
+        if (r.type === 'error') this.logger.warn({ hold: h.id, code: r.error.code }, 'hold expiry failed; next pass retries');
+      }));
+      return rows.length;
+    } catch (err) {
+      this.logger.warn({ err }, 'hold expiry pass failed');
+      return 0;
+    }
   }
 
   stop(): void {

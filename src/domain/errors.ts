@@ -20,6 +20,8 @@ export const ERRORS = {
   // Idempotency.
   idempotency_key_reused: { status: 422, title: 'The Idempotency-Key was used with a different request' },
   idempotency_key_in_progress: { status: 409, title: 'A request with this Idempotency-Key is still in progress' },
+  // Throttling: retryable after Retry-After.
+  rate_limited: { status: 429, title: 'Too many requests from this tenant; retry later' },
   // Business outcomes.
   insufficient_funds: { status: 422, title: 'The source account lacks available funds' },
   currency_mismatch: { status: 422, title: 'The currencies of the accounts and the amount differ' },

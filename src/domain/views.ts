@@ -7,14 +7,14 @@ import { ERRORS } from './errors.ts';
 
 export interface AccountView {
   id: string; tenantId: string | null; currency: string; region: string; status: string;
-  balance: string; available: string; overdraftLimit: string; seq: number;
+  balance: string; held: string; available: string; overdraftLimit: string; seq: number;
   metadata: Record<string, unknown>; createdAt: string;
 }
 
 export function accountView(s: AccountState): AccountView {
   return {
     id: s.id, tenantId: s.tenantId, currency: s.currency, region: s.region, status: s.status,
-    balance: s.balance.toString(),
+    balance: s.balance.toString(), held: s.held.toString(),
     available: s.kind === 'external' ? s.balance.toString() : available(s).toString(),
     overdraftLimit: s.overdraftLimit.toString(), seq: s.seq, metadata: s.metadata, createdAt: s.createdAt,
   };
@@ -23,6 +23,14 @@ export function accountView(s: AccountState): AccountView {
 export interface TransferView {
   id: string; kind: string; sourceAccountId: string; destinationAccountId: string; amount: string;
   currency: string; state: string; refusalCode: string | null; metadata: Record<string, unknown> | null;
+  /** The hold a capture came from, the transfer a refund gives back, and what was refunded of this one. */
+  holdId: string | null; refundOf: string | null; refunded: string;
+  createdAt: string; updatedAt: string;
+}
+
+export interface HoldView {
+  id: string; sourceAccountId: string; destinationAccountId: string; amount: string; captured: string; remaining: string;
+  currency: string; multiCapture: boolean; state: string; expiresAt: string; metadata: Record<string, unknown> | null;
   createdAt: string; updatedAt: string;
 }
 

@@ -15,12 +15,13 @@ import { ERRORS, GeopayError } from '../domain/errors.ts';
 import { problem } from '../domain/views.ts';
 import type { Principal } from '../persistence/queries.ts';
 import { findPrincipal, hashKey } from '../persistence/queries.ts';
-import { accountSchema, postingSchema, problemSchema, tenantSchema, transferSchema } from './schemas.ts';
+import { accountSchema, holdSchema, postingSchema, problemSchema, tenantSchema, transferSchema } from './schemas.ts';
 import { InFlightKeys } from './idempotency.ts';
 import { jsonProblem, jsonbOrder } from './json-guard.ts';
 import { accountRoutes } from './routes/accounts.ts';
 import { transferRoutes } from './routes/transfers.ts';
 import { adminRoutes } from './routes/admin.ts';
+import { holdRoutes } from './routes/holds.ts';
 
 export interface AppDeps {
   config: Config;
@@ -31,6 +32,8 @@ export interface AppDeps {
   /** False while starting or draining: /readyz answers 503. */
   ready: () => boolean;
   metrics: () => Record<string, { help: string; type: 'counter' | 'gauge'; value: number }>;
+  /** Business time in ms (command times, hold deadlines). */
+  clock: () => number;
 }
 
 export interface Ctx extends AppDeps {
@@ -60,7 +63,7 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
   const { Directory } = await import('./directory.ts');
   const ctx: Ctx = { ...deps, keys: new InFlightKeys(deps.config.askTimeoutMs + deps.config.transferWaitMs), directory: new Directory(deps.pool) };
 
-  for (const s of [problemSchema, accountSchema, transferSchema, postingSchema, tenantSchema]) app.addSchema(s);
+  for (const s of [problemSchema, accountSchema, transferSchema, holdSchema, postingSchema, tenantSchema]) app.addSchema(s);
 
   await app.register(swagger, {
     openapi: {
@@ -136,6 +139,7 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
     adminRoutes(scope, ctx);
     accountRoutes(scope, ctx);
     transferRoutes(scope, ctx);
+    holdRoutes(scope, ctx);
   });
 
   return app;

@@ -4,6 +4,7 @@
 // the one stable code invalid_amount, rather than a schema message.
 export const amountString = { type: 'string', maxLength: 40, description: 'Integer minor units, 1 to 2^63-1, no sign or leading zeros' } as const;
 export const amountOut = { type: 'string', pattern: '^[0-9]{1,19}$' } as const;
+const amountOutOrZero = amountOut;
 export const signedAmountString = { type: 'string', pattern: '^-?[0-9]{1,20}$' } as const;
 export const currencyCode = { type: 'string', pattern: '^[A-Z]{3}$', description: 'ISO 4217 code' } as const;
 export const idString = { type: 'string', minLength: 1, maxLength: 80 } as const;
@@ -24,7 +25,7 @@ export const accountSchema = {
   type: 'object',
   properties: {
     id: { type: 'string' }, tenantId: { type: ['string', 'null'] }, currency: { type: 'string' }, region: { type: 'string' },
-    status: { type: 'string', enum: ['open', 'frozen', 'closed'] }, balance: signedAmountString, available: signedAmountString,
+    status: { type: 'string', enum: ['open', 'frozen', 'closed'] }, balance: signedAmountString, held: signedAmountString, available: signedAmountString,
     overdraftLimit: amountOut, seq: { type: 'integer' }, metadata, createdAt: { type: 'string' },
   },
   required: ['id', 'currency', 'region', 'status', 'balance', 'available', 'overdraftLimit', 'seq', 'createdAt'],
@@ -34,12 +35,25 @@ export const transferSchema = {
   $id: 'Transfer',
   type: 'object',
   properties: {
-    id: { type: 'string' }, kind: { type: 'string', enum: ['transfer', 'deposit', 'withdrawal'] },
+    id: { type: 'string' }, kind: { type: 'string', enum: ['transfer', 'deposit', 'withdrawal', 'capture', 'refund'] },
     sourceAccountId: { type: 'string' }, destinationAccountId: { type: 'string' }, amount: amountOut, currency: { type: 'string' },
     state: { type: 'string', enum: ['debited', 'settled', 'refused', 'returned'] }, refusalCode: { type: ['string', 'null'] },
+    holdId: { type: ['string', 'null'] }, refundOf: { type: ['string', 'null'] }, refunded: amountOutOrZero,
     metadata: { type: ['object', 'null'], additionalProperties: true }, createdAt: { type: 'string' }, updatedAt: { type: 'string' },
   },
   required: ['id', 'kind', 'sourceAccountId', 'destinationAccountId', 'amount', 'currency', 'state', 'createdAt', 'updatedAt'],
+} as const;
+
+export const holdSchema = {
+  $id: 'Hold',
+  type: 'object',
+  properties: {
+    id: { type: 'string' }, sourceAccountId: { type: 'string' }, destinationAccountId: { type: 'string' }, amount: amountOut,
+    captured: amountOut, remaining: amountOut, currency: { type: 'string' }, multiCapture: { type: 'boolean' },
+    state: { type: 'string', enum: ['held', 'captured', 'voided', 'expired'] }, expiresAt: { type: 'string' },
+    metadata: { type: ['object', 'null'], additionalProperties: true }, createdAt: { type: 'string' }, updatedAt: { type: 'string' },
+  },
+  required: ['id', 'sourceAccountId', 'destinationAccountId', 'amount', 'captured', 'remaining', 'currency', 'multiCapture', 'state', 'expiresAt', 'createdAt', 'updatedAt'],
 } as const;
 
 export const postingSchema = {
@@ -47,6 +61,7 @@ export const postingSchema = {
   type: 'object',
   properties: {
     seq: { type: 'integer' }, kind: { type: 'string' }, amount: signedAmountString, balanceAfter: signedAmountString,
+    holdId: { type: ['string', 'null'] }, heldAfter: signedAmountString,
     transferId: { type: ['string', 'null'] }, createdAt: { type: 'string' },
   },
   required: ['seq', 'kind', 'amount', 'balanceAfter', 'createdAt'],

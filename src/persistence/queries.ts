@@ -2,7 +2,7 @@
 // the account directory, transfers, statements, idempotency records and their cleanup.
 import { createHash } from 'node:crypto';
 import type { Pool } from './db.ts';
-import type { TransferView } from '../domain/views.ts';
+import type { HoldView, TransferView } from '../domain/views.ts';
 
 export const hashKey = (key: string): string => createHash('sha256').update(key).digest('hex');
 
@@ -56,12 +56,14 @@ export async function findAccount(pool: Pool, id: string): Promise<DirectoryEntr
 interface TransferDbRow {
   id: string; tenant_id: string | null; kind: string; source_id: string; destination_id: string; amount: bigint; currency: string;
   state: string; refusal_code: string | null; metadata: Record<string, unknown> | null; created_at: Date; updated_at: Date;
+  hold_id: string | null; refund_of: string | null; refunded: bigint;
 }
 
 export function transferRowView(r: TransferDbRow): TransferView {
   return {
     id: r.id, kind: r.kind, sourceAccountId: r.source_id, destinationAccountId: r.destination_id, amount: r.amount.toString(),
     currency: r.currency, state: r.state, refusalCode: r.refusal_code, metadata: r.metadata,
+    holdId: r.hold_id, refundOf: r.refund_of, refunded: r.refunded.toString(),
     createdAt: r.created_at.toISOString(), updatedAt: r.updated_at.toISOString(),
   };
 }
@@ -83,18 +85,35 @@ export async function inFlightTransfers(pool: Pool, minAgeMs: number, limit: num
   return rows.map((r) => ({ id: r.id, state: r.state as 'debited' | 'refused', sourceId: r.source_id, destinationId: r.destination_id, amount: r.amount, currency: r.currency }));
 }
 
-export interface PostingView { seq: number; kind: string; amount: string; balanceAfter: string; transferId: string | null; createdAt: string }
+interface HoldDbRow {
+  id: string; tenant_id: string | null; source_id: string; destination_id: string; amount: bigint; captured: bigint; currency: string;
+  multi_capture: boolean; state: string; expires_at: Date; metadata: Record<string, unknown> | null; created_at: Date; updated_at: Date;
+}
+
+export async function getHold(pool: Pool, id: string): Promise<(HoldView & { tenantId: string | null }) | undefined> {
+  const { rows } = await pool.query<HoldDbRow>('SELECT * FROM holds WHERE id = $1', [id]);
+  const r = rows[0];
+  if (!r) return undefined;
+  return {
+    tenantId: r.tenant_id, id: r.id, sourceAccountId: r.source_id, destinationAccountId: r.destination_id, amount: r.amount.toString(),
+    captured: r.captured.toString(), remaining: (r.state === 'held' ? r.amount - r.captured : 0n).toString(), currency: r.currency,
+    multiCapture: r.multi_capture, state: r.state, expiresAt: r.expires_at.toISOString(), metadata: r.metadata,
+    createdAt: r.created_at.toISOString(), updatedAt: r.updated_at.toISOString(),
+  };
+}
+
+export interface PostingView { seq: number; kind: string; amount: string; balanceAfter: string; transferId: string | null; holdId: string | null; heldAfter: string; createdAt: string }
 
 /** Postings newest first; the cursor is the last seq seen. */
 export async function statement(pool: Pool, accountId: string, limit: number, beforeSeq: number | undefined): Promise<{ data: PostingView[]; nextCursor: string | null }> {
-  const { rows } = await pool.query<{ seq: bigint; kind: string; amount: bigint; balance_after: bigint; transfer_id: string | null; created_at: Date }>(
-    `SELECT seq, kind, amount, balance_after, transfer_id, created_at FROM journal
+  const { rows } = await pool.query<{ seq: bigint; kind: string; amount: bigint; balance_after: bigint; transfer_id: string | null; hold_id: string | null; held_after: bigint; created_at: Date }>(
+    `SELECT seq, kind, amount, balance_after, transfer_id, hold_id, held_after, created_at FROM journal
      WHERE account_id = $1 AND ($2::bigint IS NULL OR seq < $2) ORDER BY seq DESC LIMIT $3`,
     [accountId, beforeSeq ?? null, limit + 1],
   );
   const page = rows.slice(0, limit);
   return {
-    data: page.map((r) => ({ seq: Number(r.seq), kind: r.kind, amount: r.amount.toString(), balanceAfter: r.balance_after.toString(), transferId: r.transfer_id, createdAt: r.created_at.toISOString() })),
+    data: page.map((r) => ({ seq: Number(r.seq), kind: r.kind, amount: r.amount.toString(), balanceAfter: r.balance_after.toString(), transferId: r.transfer_id, holdId: r.hold_id, heldAfter: r.held_after.toString(), createdAt: r.created_at.toISOString() })),
     nextCursor: rows.length > limit ? String(page[page.length - 1]!.seq) : null,
   };
 }

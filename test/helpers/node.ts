@@ -25,11 +25,16 @@ export interface TestNode {
 let seq = 0;
 export const idem = (): string => `k-${Date.now()}-${++seq}-${randomBytes(4).toString('hex')}`;
 
-export async function startTestNode(prefix: string, overrides: Partial<Config> = {}, onCommit?: CommitObserver): Promise<TestNode> {
+export async function startTestNode(prefix: string, overrides: Partial<Config> = {}, onCommit?: CommitObserver, clock?: () => number): Promise<TestNode> {
   const db = await createTestDatabase(prefix);
   const adminKey = `gp_admin_${randomBytes(16).toString('hex')}`;
-  const cfg = loadConfig({}, { databaseUrl: db.url, port: 0, logLevel: 'silent', adminApiKey: adminKey, pgPoolMax: 6, ...overrides });
-  let node = await startNode(cfg, onCommit ? { onCommit } : {});
+  // Rate limits out of the way unless a test sets them (test/rate-limit.test.ts does).
+  const cfg = loadConfig({}, {
+    databaseUrl: db.url, port: 0, logLevel: 'silent', adminApiKey: adminKey, pgPoolMax: 6,
+    rateLimitReadsPerS: 1_000_000, rateLimitWritesPerS: 1_000_000, ...overrides,
+  });
+  const opts = { ...(onCommit ? { onCommit } : {}), ...(clock ? { clock } : {}) };
+  let node = await startNode(cfg, opts);
 
   const t: TestNode = {
     get node() { return node; },
@@ -64,7 +69,7 @@ export async function startTestNode(prefix: string, overrides: Partial<Config> =
     },
     async restart() {
       await node.stop();
-      node = await startNode(cfg, onCommit ? { onCommit } : {});
+      node = await startNode(cfg, opts);
     },
     async close() {
       await node.stop().catch(() => undefined);

@@ -3,7 +3,8 @@
 // credit exactly once; the request waits (bounded) for the credit: 201 settled, 202 in flight.
 import { randomBytes } from 'node:crypto';
 import type { FastifyInstance } from 'fastify';
-import type { AccountId, Region, TransferId } from '../../domain/ids.ts';
+import type { AccountId, Region, TenantId, TransferId } from '../../domain/ids.ts';
+import type { AccountCommand, TransferKind } from '../../domain/account.ts';
 import { externalAccountId, makeTransferId, parseTransferId, uuidv7Hex } from '../../domain/ids.ts';
 import type { Currency } from '../../domain/money.ts';
 import { parseAmount, parseCurrency } from '../../domain/money.ts';
@@ -21,7 +22,61 @@ import { amountString, currencyCode, errorResponses, idParams, idempotencyHeader
 
 type Kind = 'transfer' | 'deposit' | 'withdrawal';
 
-async function transferAnswer(ctx: Ctx, id: string, tenantId: string): Promise<HttpAnswer> {
+export interface MoveSpec {
+  kind: TransferKind;
+  tenantId: string;
+  key: string;
+  hash: string;
+  src: AccountId;
+  dst: AccountId;
+  currency: Currency;
+  metadata: Record<string, unknown> | null;
+  /** Known up front, or undefined when the source decides it (a capture of all that is left). */
+  amount: bigint | undefined;
+  /** The source actor's command that creates this transfer. */
+  command: (transferId: TransferId) => AccountCommand;
+  holdId?: string;
+  refundOf?: string;
+}
+
+/**
+ * Every movement of money is a transfer created by its source actor: it commits the debit,
+ * the transfer record and the idempotency key together; then the request waits (bounded)
+ * for the credit: 201 settled, 202 still in flight.
+ */
+export async function moveMoney(ctx: Ctx, m: MoveSpec): Promise<HttpAnswer> {
+  return ctx.keys.run(m.tenantId, m.key, m.hash, async () => {
+    const now = ctx.clock();
+    const transferId = makeTransferId(uuidv7Hex(now, randomBytes(10))) as TransferId;
+    const at = new Date(now).toISOString();
+    // Wait for the credit from before the debit is sent: it can land before we look.
+    const settled = ctx.registry.waitForTransfer(transferId, ctx.config.askTimeoutMs + ctx.config.transferWaitMs);
+    const r = await ctx.registry.send(m.src, {
+      cmd: m.command(transferId),
+      idem: { tenantId: m.tenantId, key: m.key, requestHash: m.hash, resourceId: transferId, respond: stored(null) },
+      transfer: { destinationId: m.dst, kind: m.kind, tenantId: m.tenantId as TenantId, metadata: m.metadata },
+    }, { at });
+    if (r.type !== 'done' || !r.reply.ok) settled.cancel();
+    return answer(r, m.hash, async () => {
+      let timer: NodeJS.Timeout | undefined;
+      const outcome = await Promise.race([settled.outcome, new Promise<undefined>((res) => { timer = setTimeout(() => res(undefined), ctx.config.transferWaitMs); })]);
+      clearTimeout(timer);
+      settled.cancel();
+      // A return carries the refusal code, and a capture of all that is left its amount,
+      // which only the row has: read it (rare).
+      if (outcome?.state === 'returned' || m.amount === undefined) return transferAnswer(ctx, transferId, m.tenantId);
+      // Otherwise the answer is what was committed, built here exactly as the row reads back.
+      const view: TransferView = {
+        id: transferId, kind: m.kind, sourceAccountId: m.src, destinationAccountId: m.dst, amount: m.amount.toString(), currency: m.currency,
+        state: outcome?.state ?? 'debited', refusalCode: null, metadata: m.metadata, holdId: m.holdId ?? null, refundOf: m.refundOf ?? null,
+        refunded: '0', createdAt: at, updatedAt: outcome?.at ?? at,
+      };
+      return { status: transferStatus(view.state), body: view };
+    }, async (s) => transferAnswer(ctx, s.resourceId!, m.tenantId));
+  });
+}
+
+export async function transferAnswer(ctx: Ctx, id: string, tenantId: string): Promise<HttpAnswer> {
   const t = await getTransfer(ctx.pool, id);
   if (!t || t.tenantId !== tenantId) throw new GeopayError('transfer_not_found');
   const { tenantId: _t, ...view } = t;
@@ -45,33 +100,7 @@ export function transferRoutes(app: FastifyInstance, ctx: Ctx): void {
   }
 
   async function move(kind: Kind, tenantId: string, key: string, hash: string, src: AccountId, dst: AccountId, amount: bigint, currency: Currency, md: Record<string, unknown> | null): Promise<HttpAnswer> {
-    return ctx.keys.run(tenantId, key, hash, async () => {
-      const now = Date.now();
-      const transferId = makeTransferId(uuidv7Hex(now, randomBytes(10))) as TransferId;
-      const at = new Date(now).toISOString();
-      // Wait for the credit from before the debit is sent: it can land before we look.
-      const settled = ctx.registry.waitForTransfer(transferId, ctx.config.askTimeoutMs + ctx.config.transferWaitMs);
-      const r = await ctx.registry.send(src, {
-        cmd: { type: 'Debit', transferId, amount, currency },
-        idem: { tenantId, key, requestHash: hash, resourceId: transferId, respond: stored(null) },
-        transfer: { destinationId: dst, kind, tenantId: tenantId as never, metadata: md },
-      }, { at });
-      if (r.type !== 'done' || !r.reply.ok) settled.cancel();
-      return answer(r, hash, async () => {
-        let timer: NodeJS.Timeout | undefined;
-        const outcome = await Promise.race([settled.outcome, new Promise<undefined>((res) => { timer = setTimeout(() => res(undefined), ctx.config.transferWaitMs); })]);
-        clearTimeout(timer);
-        settled.cancel();
-        // A return carries the refusal code, which only the row has: read it (rare).
-        if (outcome?.state === 'returned') return transferAnswer(ctx, transferId, tenantId);
-        // Otherwise the answer is what was committed, built here exactly as the row reads back.
-        const view: TransferView = {
-          id: transferId, kind, sourceAccountId: src, destinationAccountId: dst, amount: amount.toString(), currency,
-          state: outcome?.state ?? 'debited', refusalCode: null, metadata: md, createdAt: at, updatedAt: outcome?.at ?? at,
-        };
-        return { status: transferStatus(view.state), body: view };
-      }, async (s) => transferAnswer(ctx, s.resourceId!, tenantId));
-    });
+    return moveMoney(ctx, { kind, tenantId, key, hash, src, dst, currency, metadata: md, amount, command: (transferId) => ({ type: 'Debit', transferId, amount, currency }) });
   }
 
   const moneyBody = (fields: Record<string, unknown>, required: string[]) => ({
@@ -120,6 +149,40 @@ export function transferRoutes(app: FastifyInstance, ctx: Ctx): void {
       return send(reply, await move(kind, tenantId, key, hash, src, dst, amount, currency, body.metadata ?? null));
     });
   }
+
+  app.post('/v1/transfers/:id/refunds', {
+    schema: {
+      tags: ['money'], params: idParams, headers: idempotencyHeader,
+      body: { type: 'object', additionalProperties: false, properties: { amount: amountString, metadata } },
+      response: { 201: { $ref: 'Transfer#' }, 202: { $ref: 'Transfer#' }, ...errorResponses },
+    },
+  }, async (req, reply) => {
+    const tenantId = tenantOf(req);
+    const key = idempotencyKey(req, true)!;
+    const originalId = parseTransferId((req.params as { id: string }).id);
+    if (!originalId) throw new GeopayError('transfer_not_found');
+    const body = (req.body ?? {}) as { amount?: string; metadata?: Record<string, unknown> };
+    const orig = await getTransfer(ctx.pool, originalId);
+    if (!orig || orig.tenantId !== tenantId) throw new GeopayError('transfer_not_found');
+    if (orig.state !== 'settled' || orig.kind === 'refund') throw new GeopayError('transfer_not_refundable');
+    const left = BigInt(orig.amount) - BigInt(orig.refunded);
+    let amount = left;
+    if (body.amount !== undefined) {
+      const a = parseAmount(body.amount);
+      if (!a.ok) throw new GeopayError('invalid_amount');
+      amount = a.value;
+    }
+    if (amount <= 0n) throw new GeopayError('refund_exceeds_transfer');
+    const currency = orig.currency as Currency;
+    const hash = requestHash('POST /v1/transfers/:id/refunds', { originalId }, body);
+    // The refund's source is the original destination: its actor is the one writer of what
+    // is left to refund, so concurrent refunds can never add up to more than the amount.
+    return send(reply, await moveMoney(ctx, {
+      kind: 'refund', tenantId, key, hash, src: orig.destinationAccountId as AccountId, dst: orig.sourceAccountId as AccountId,
+      currency, metadata: body.metadata ?? null, amount, refundOf: originalId,
+      command: (transferId) => ({ type: 'Refund', transferId, originalId, amount, currency, refundable: left }),
+    }));
+  });
 
   app.get('/v1/transfers/:id', {
     schema: { tags: ['money'], params: idParams, response: { 200: { $ref: 'Transfer#' }, ...errorResponses } },
