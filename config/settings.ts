@@ -39,6 +39,8 @@ export const SETTINGS = {
   writerMaxSets: { env: 'WRITER_MAX_SETS', default: 256, parse: int(1, 10_000), doc: 'Actor write sets merged into one commit statement at most.' },
   holdDefaultTtlMs: { env: 'HOLD_DEFAULT_TTL_MS', default: 604_800_000, parse: int(1_000, 31_536_000_000), doc: 'Deadline of a hold that names none (7 days).' },
   holdMaxTtlMs: { env: 'HOLD_MAX_TTL_MS', default: 2_592_000_000, parse: int(1_000, 31_536_000_000), doc: 'Latest deadline a hold may ask for (30 days).' },
+  batchMaxItems: { env: 'BATCH_MAX_ITEMS', default: 1_000, parse: int(1, 10_000), doc: 'Items in one POST /v1/transfers/batch at most.' },
+  linkedHoldTtlMs: { env: 'LINKED_HOLD_TTL_MS', default: 60_000, parse: int(1_000, 3_600_000), doc: 'Deadline of the holds behind a linked batch group; an undecided group is aborted after it.' },
   askTimeoutMs: { env: 'ASK_TIMEOUT_MS', default: 10_000, parse: int(100, 600_000), doc: 'How long a request waits for its actor before request_timeout.' },
   transferWaitMs: { env: 'TRANSFER_WAIT_MS', default: 2_000, parse: int(0, 60_000), doc: 'How long POST /v1/transfers waits for the credit before answering 202.' },
   relayIntervalMs: { env: 'RELAY_INTERVAL_MS', default: 1_000, parse: int(10, 600_000), doc: 'How often the relay looks for transfers left debited or refused.' },

@@ -294,7 +294,7 @@ export function makeAccountHandler(h: ActorHandle, deps: ActorDeps) {
           case 'HoldPlaced':
             ws.newHolds.push({
               id: e.holdId, tenantId: r.hold?.tenantId ?? null, sourceId: h.id, destinationId: e.destinationId, amount: e.amount, currency: s.currency,
-              multiCapture: e.multiCapture, expiresAt: e.expiresAt, metadata: r.hold?.metadata ?? null, at: r.at,
+              multiCapture: e.multiCapture, expiresAt: e.expiresAt, metadata: r.hold?.metadata ?? null, at: r.at, groupId: r.hold?.groupId ?? null,
             });
             break;
           case 'HoldCaptured': {

@@ -27,6 +27,8 @@ export interface OutboxTransfer {
 export interface HoldRecord {
   tenantId: TenantId | null;
   metadata: Record<string, unknown> | null;
+  /** The linked batch group the hold belongs to, if any. */
+  groupId?: string;
 }
 
 export interface AccountRequest {

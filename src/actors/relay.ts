@@ -4,7 +4,10 @@
 import type { Logger } from 'pino';
 import type { Pool } from '../persistence/db.ts';
 import { inFlightTransfers } from '../persistence/queries.ts';
-import type { AccountId, HoldId, TransferId } from '../domain/ids.ts';
+import { randomBytes } from 'node:crypto';
+import type { AccountId, HoldId, TenantId, TransferId } from '../domain/ids.ts';
+import { makeTransferId, uuidv7Hex } from '../domain/ids.ts';
+import { decideGroup } from '../persistence/queries.ts';
 import type { Currency } from '../domain/money.ts';
 import type { AccountRegistry } from './registry.ts';
 
@@ -32,10 +35,20 @@ export class Relay {
   async expireHolds(): Promise<number> {
     try {
       const now = new Date(this.opts.clock()).toISOString();
-      const { rows } = await this.pool.query<{ id: string; source_id: string }>(
-        "SELECT id, source_id FROM holds WHERE state = 'held' AND expires_at <= $1 ORDER BY expires_at LIMIT $2", [now, this.opts.batch]);
+      const { rows } = await this.pool.query<{ id: string; source_id: string; destination_id: string; tenant_id: string | null; group_id: string | null }>(
+        `SELECT id, source_id, destination_id, tenant_id, group_id FROM holds WHERE state = 'held' AND expires_at <= $1
+         ORDER BY expires_at LIMIT $2`, [now, this.opts.batch]);
       await Promise.all(rows.map(async (h) => {
-        const r = await this.registry.send(h.source_id as AccountId, { cmd: { type: 'Expire', holdId: h.id as HoldId, at: now } });
+        const holdId = h.id as HoldId;
+        // A linked group's hold follows the group's decision; an undecided group is aborted
+        // here, and the coordinator, finding 'abort', releases the rest.
+        const decision = h.group_id ? await decideGroup(this.pool, h.group_id, 'abort') : 'abort';
+        const r = decision === 'commit'
+          ? await this.registry.send(h.source_id as AccountId, {
+            cmd: { type: 'Capture', holdId, transferId: makeTransferId(uuidv7Hex(this.opts.clock(), randomBytes(10))), amount: undefined, at: now, decided: true },
+            transfer: { destinationId: h.destination_id as AccountId, kind: 'capture', tenantId: h.tenant_id as TenantId | null, metadata: null },
+          })
+          : await this.registry.send(h.source_id as AccountId, { cmd: { type: 'Expire', holdId, at: now } });
         if (r.type === 'error') this.logger.warn({ hold: h.id, code: r.error.code }, 'hold expiry failed; next pass retries');
       }));
       return rows.length;

@@ -61,7 +61,7 @@ export type AccountCommand =
   /** Reserve an amount for a later capture. */
   | { type: 'Authorize'; holdId: HoldId; destinationId: AccountId; amount: bigint; currency: Currency; multiCapture: boolean; expiresAt: string }
   /** Send all (amount undefined) or part of a hold's remaining amount; `at` decides expiry. */
-  | { type: 'Capture'; holdId: HoldId; transferId: TransferId; amount: bigint | undefined; at: string }
+  | { type: 'Capture'; holdId: HoldId; transferId: TransferId; amount: bigint | undefined; at: string; decided?: boolean }
   | { type: 'Void'; holdId: HoldId }
   | { type: 'Expire'; holdId: HoldId; at: string }
   /** Send money of a settled transfer back to its source; `refundable` is what is left of it. */
@@ -199,8 +199,9 @@ export function decide(state: AccountState | undefined, cmd: AccountCommand): De
     case 'Capture': {
       const hold = state.holds[cmd.holdId];
       if (!hold) return rejected('hold_not_active');
-      // Past its deadline a hold is only ever released, never captured.
-      if (cmd.at >= hold.expiresAt) return rejected('hold_expired');
+      // Past its deadline a hold is only ever released, never captured; unless the capture
+      // was decided before the deadline (a committed linked group), which it must complete.
+      if (cmd.at >= hold.expiresAt && cmd.decided !== true) return rejected('hold_expired');
       const amount = cmd.amount ?? hold.remaining;
       if (amount > hold.remaining) return rejected('capture_exceeds_hold');
       const released = hold.multiCapture ? 0n : hold.remaining - amount;

@@ -38,6 +38,7 @@ export const ERRORS = {
   invalid_expiry: { status: 400, title: 'The hold expiry is outside the allowed range' },
   refund_exceeds_transfer: { status: 422, title: 'The refunds would exceed the amount of the transfer' },
   transfer_not_refundable: { status: 422, title: 'Only a settled transfer can be refunded' },
+  linked_group_failed: { status: 422, title: 'Another item of this linked group failed, so none of the group was applied' },
   balance_not_zero: { status: 422, title: 'Only an account with a zero balance can be closed' },
   // Operational failures: retryable unless noted.
   mailbox_full: { status: 503, title: 'The account is overloaded; retry later' },

@@ -6,6 +6,7 @@ import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import swagger from '@fastify/swagger';
 import swaggerUi from '@fastify/swagger-ui';
 import type { Logger } from 'pino';
+import type { Redis } from 'ioredis';
 import type { Config } from '../../config/settings.ts';
 import type { Pool } from '../persistence/db.ts';
 import type { AccountRegistry } from '../actors/registry.ts';
@@ -21,7 +22,10 @@ import { jsonProblem, jsonbOrder } from './json-guard.ts';
 import { accountRoutes } from './routes/accounts.ts';
 import { transferRoutes } from './routes/transfers.ts';
 import { adminRoutes } from './routes/admin.ts';
+import { limitRoutes } from './routes/limits.ts';
+import { registerRateLimit } from './rate-limit.ts';
 import { holdRoutes } from './routes/holds.ts';
+import { batchRoutes } from './routes/batch.ts';
 
 export interface AppDeps {
   config: Config;
@@ -32,6 +36,8 @@ export interface AppDeps {
   /** False while starting or draining: /readyz answers 503. */
   ready: () => boolean;
   metrics: () => Record<string, { help: string; type: 'counter' | 'gauge'; value: number }>;
+  /** Shared rate-limit counters; without it they are kept in memory, per node. */
+  redis?: Redis | undefined;
   /** Business time in ms (command times, hold deadlines). */
   clock: () => number;
 }
@@ -136,10 +142,14 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
   });
 
   await app.register(async (scope) => {
+    // First, so it limits every /v1 route; its hook runs after authentication.
+    const limits = await registerRateLimit(scope, ctx);
     adminRoutes(scope, ctx);
+    limitRoutes(scope, ctx, limits);
     accountRoutes(scope, ctx);
     transferRoutes(scope, ctx);
     holdRoutes(scope, ctx);
+    batchRoutes(scope, ctx);
   });
 
   return app;

@@ -34,7 +34,7 @@ export interface NewTransferRow {
 
 export interface NewHoldRow {
   id: HoldId; tenantId: TenantId | null; sourceId: AccountId; destinationId: AccountId; amount: bigint; currency: Currency;
-  multiCapture: boolean; expiresAt: string; metadata: Record<string, unknown> | null; at: string;
+  multiCapture: boolean; expiresAt: string; metadata: Record<string, unknown> | null; at: string; groupId: string | null;
 }
 
 export interface HoldUpdate { id: HoldId; captured: bigint; state: 'held' | 'captured' | 'voided' | 'expired'; at: string }
@@ -160,12 +160,12 @@ WITH guard AS (
   WHERE t.id = x.i AND t.state = 'settled' AND t.refunded + x.m <= t.amount AND (SELECT ok FROM held)
   RETURNING 1
 ), hn AS (
-  INSERT INTO holds (id, tenant_id, source_id, destination_id, amount, currency, multi_capture, state, expires_at, metadata, created_at, updated_at)
-  SELECT i, tn, s, d, m, c, mc, 'held', ex, md, at, at
+  INSERT INTO holds (id, tenant_id, source_id, destination_id, amount, currency, multi_capture, state, expires_at, metadata, created_at, updated_at, group_id)
+  SELECT i, tn, s, d, m, c, mc, 'held', ex, md, at, at, g
   FROM unnest(${p(hn.map((r) => r.id), 'text[]')}, ${p(hn.map((r) => r.tenantId), 'text[]')}, ${p(hn.map((r) => r.sourceId), 'text[]')},
     ${p(hn.map((r) => r.destinationId), 'text[]')}, ${p(hn.map((r) => big(r.amount)), 'bigint[]')}, ${p(hn.map((r) => r.currency), 'text[]')},
     ${p(hn.map((r) => r.multiCapture), 'boolean[]')}, ${p(hn.map((r) => r.expiresAt), 'timestamptz[]')}, ${p(hn.map((r) => json(r.metadata)), 'jsonb[]')},
-    ${p(hn.map((r) => r.at), 'timestamptz[]')}) AS x(i, tn, s, d, m, c, mc, ex, md, at)
+    ${p(hn.map((r) => r.at), 'timestamptz[]')}, ${p(hn.map((r) => r.groupId), 'text[]')}) AS x(i, tn, s, d, m, c, mc, ex, md, at, g)
   ${ok}
 ), hu AS (
   UPDATE holds h SET captured = x.cp, state = x.st, updated_at = x.at

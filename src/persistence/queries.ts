@@ -137,3 +137,24 @@ export async function deleteExpiredKeys(pool: Pool, retentionMs: number): Promis
   const res = await pool.query("DELETE FROM idempotency_keys WHERE created_at < now() - make_interval(secs => $1::float8 / 1000)", [retentionMs]);
   return res.rowCount ?? 0;
 }
+
+/** Records a linked group's decision unless one exists, and answers the one that stands. */
+export async function decideGroup(pool: Pool, groupId: string, want: 'commit' | 'abort'): Promise<'commit' | 'abort'> {
+  // A rival insert that commits while this statement runs is invisible to its snapshot:
+  // the statement then finds nothing, and the next attempt reads the rival's decision.
+  for (let attempt = 0; attempt < 3; attempt++) {
+    const { rows } = await pool.query<{ decision: 'commit' | 'abort' }>(
+      `WITH ins AS (INSERT INTO linked_groups (id, decision) VALUES ($1, $2) ON CONFLICT (id) DO NOTHING RETURNING decision)
+       SELECT decision FROM ins UNION ALL SELECT decision FROM linked_groups WHERE id = $1 LIMIT 1`, [groupId, want]);
+    const d = rows[0]?.decision;
+    if (d) return d;
+  }
+  throw new Error(`linked group ${groupId} has no decision`);
+}
+
+/** The capture transfer of a hold, if it was captured. */
+export async function captureOfHold(pool: Pool, holdId: string): Promise<(TransferView & { tenantId: string | null }) | undefined> {
+  const { rows } = await pool.query<TransferDbRow>("SELECT * FROM transfers WHERE hold_id = $1 AND kind = 'capture' ORDER BY created_at LIMIT 1", [holdId]);
+  const r = rows[0];
+  return r ? { ...transferRowView(r), tenantId: r.tenant_id } : undefined;
+}
