@@ -48,6 +48,9 @@ export function startServer(opts: StartServerOptions): Promise<ServerProcess> {
       ...process.env,
       HOST: '127.0.0.1',
       LOG_LEVEL: 'warn',
+      // Crash tests and the bench drive one tenant far past any production rate limit.
+      RATE_LIMIT_READS_PER_S: '1000000',
+      RATE_LIMIT_WRITES_PER_S: '1000000',
       ...opts.env,
       // Not overridable: a fixed port would make parallel test files collide.
       PORT: '0',
