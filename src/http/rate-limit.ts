@@ -88,11 +88,8 @@ export async function registerRateLimit(scope: FastifyInstance, deps: RateLimitD
   const { config, logger, redis } = deps;
   const overrides = new LimitOverrides(deps.pool, logger);
 
-  const principalOf = (req: FastifyRequest) => {
-    // Our hook sits in the /v1 scope, after the root's authentication hook.
-    assert.ok(req.principal, 'rate limiter runs after authentication');
-    return req.principal;
-  };
+  // Set for every request that reaches the hook below (asserted there).
+  const principalOf = (req: FastifyRequest) => req.principal!;
   await scope.register(rateLimit, {
     // No hook of the plugin's own: ours below runs it and decides what a store failure means.
     global: false,
@@ -120,6 +117,8 @@ export async function registerRateLimit(scope: FastifyInstance, deps: RateLimitD
   let unlimited = 0;
   let loggedAt = 0;
   scope.addHook('onRequest', async (req, reply) => {
+    // The hook sits in the /v1 scope, so it runs after the root's authentication hook.
+    assert.ok(req.principal, 'rate limiter runs after authentication');
     let r: Awaited<ReturnType<typeof limit>>;
     try {
       r = await limit(req);
