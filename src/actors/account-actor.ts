@@ -5,12 +5,14 @@ import type { Logger } from 'pino';
 import type { AccountState } from '../domain/account.ts';
 import { decide, evolve, heldDelta, journalKind, signedAmount } from '../domain/account.ts';
 import type { AccountId, TransferId } from '../domain/ids.ts';
-import { GeopayError } from '../domain/errors.ts';
+import { ERRORS, GeopayError } from '../domain/errors.ts';
+import { accountView, problem } from '../domain/views.ts';
+import type { AccountReply } from '../domain/account.ts';
 import type { Pool } from '../persistence/db.ts';
 import type { HoldUpdate, Loaded, Prefetched, StoredKey, WriteSet } from '../persistence/journal.ts';
 import { WriteConflict, emptyWriteSet, keyOf, loadAccount, prefetch } from '../persistence/journal.ts';
 import type { Ownership } from '../cluster/ownership.ts';
-import type { AccountRequest, CommandResult } from './protocol.ts';
+import type { AccountRequest, CommandResult, OkAnswer } from './protocol.ts';
 import type { ActorRef } from './nact.ts';
 import { tell } from './nact.ts';
 
@@ -108,6 +110,14 @@ function failureFor(err: unknown): GeopayError {
 }
 
 const MAX_CONFLICT_RETRIES = 3;
+
+/** The answer an idempotency key keeps for this reply. */
+function storedAnswer(onOk: OkAnswer, reply: AccountReply): { status: number; body: unknown } | null {
+  if (!reply.ok) return { status: ERRORS[reply.code].status, body: problem(reply.code) };
+  if (onOk === null) return null;
+  if ('accountView' in onOk) return { status: onOk.status, body: accountView(reply.state) };
+  return onOk;
+}
 const NOTHING_KNOWN: Prefetched = { transfers: new Map(), keys: new Map() };
 
 export function makeAccountHandler(h: ActorHandle, deps: ActorDeps) {
@@ -324,7 +334,7 @@ export function makeAccountHandler(h: ActorHandle, deps: ActorDeps) {
         }
       }
       if (r.idem && k !== undefined) {
-        const resp = r.idem.respond(d.reply);
+        const resp = storedAnswer(r.idem.onOk, d.reply);
         const row = { tenantId: r.idem.tenantId, key: r.idem.key, requestHash: r.idem.requestHash, resourceId: r.idem.resourceId, statusCode: resp?.status ?? null, response: resp?.body ?? null };
         ws.idempotency.push(row);
         seenKeys.set(k, { requestHash: row.requestHash, resourceId: row.resourceId, statusCode: row.statusCode, response: row.response });

@@ -12,9 +12,15 @@ export interface IdempotencyClaim {
   requestHash: string;
   /** The resource the request creates or acts on (account or transfer id). */
   resourceId: string | null;
-  /** The exact response to store with the key, or null when a replay reads the resource. */
-  respond: (reply: AccountReply) => { status: number; body: unknown } | null;
+  /**
+   * What the key stores when the command succeeds: a fixed answer, the account's view after
+   * the command, or nothing (a replay reads the resource). A rejection always stores its
+   * problem. Data, not a function, so a request can travel to another node.
+   */
+  onOk: OkAnswer;
 }
+
+export type OkAnswer = null | { status: number; body: unknown } | { status: number; accountView: true };
 
 export interface OutboxTransfer {
   destinationId: AccountId;

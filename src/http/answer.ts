@@ -40,7 +40,3 @@ export function send(reply: FastifyReply, a: HttpAnswer): FastifyReply {
   return reply.code(a.status).send(a.body);
 }
 
-/** What an idempotency key stores with the write: the answer, or null to replay from the resource. */
-export function stored(onOk: ((reply: Extract<AccountReply, { ok: true }>) => HttpAnswer) | null): (reply: AccountReply) => HttpAnswer | null {
-  return (reply) => (reply.ok ? (onOk ? onOk(reply) : null) : rejection(reply)!);
-}

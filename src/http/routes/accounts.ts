@@ -13,7 +13,7 @@ import type { Ctx } from '../app.ts';
 import { idempotencyKey, tenantOf } from '../app.ts';
 import { requestHash } from '../idempotency.ts';
 import type { HttpAnswer } from '../idempotency.ts';
-import { answer, send, stored } from '../answer.ts';
+import { answer, send } from '../answer.ts';
 import { amountString, currencyCode, errorResponses, idParams, idempotencyHeader, metadata } from '../schemas.ts';
 
 /** The account if it exists and belongs to the tenant; 404 otherwise, whatever the reason. */
@@ -54,7 +54,7 @@ export function accountRoutes(app: FastifyInstance, ctx: Ctx): void {
       };
       const r = await ctx.registry.send(id, {
         cmd,
-        idem: { tenantId, key, requestHash: hash, resourceId: id, respond: stored((rep) => ({ status: 201, body: accountView(rep.state) })) },
+        idem: { tenantId, key, requestHash: hash, resourceId: id, onOk: { status: 201, accountView: true } },
       });
       return answer(r, hash, (rep) => {
         ctx.directory.remember({ id, tenantId, currency: currency.value, kind: 'customer', region });
@@ -88,7 +88,7 @@ export function accountRoutes(app: FastifyInstance, ctx: Ctx): void {
       const exec = async (): Promise<HttpAnswer> => {
         const r = await ctx.registry.send(id, {
           cmd,
-          ...(key ? { idem: { tenantId, key, requestHash: hash, resourceId: id, respond: stored((rep) => ({ status: 200, body: accountView(rep.state) })) } } : {}),
+          ...(key ? { idem: { tenantId, key, requestHash: hash, resourceId: id, onOk: { status: 200, accountView: true } } } : {}),
         });
         return answer(r, hash, (rep) => ({ status: 200, body: accountView(rep.state) }), async () => {
           throw new GeopayError('idempotency_key_in_progress');

@@ -17,7 +17,6 @@ import type { Ctx } from '../app.ts';
 import { idempotencyKey, tenantOf } from '../app.ts';
 import type { HttpAnswer } from '../idempotency.ts';
 import { requestHash } from '../idempotency.ts';
-import { stored } from '../answer.ts';
 import { ownedAccount } from './accounts.ts';
 import { moveMoney } from './transfers.ts';
 import { amountString, currencyCode, errorResponses, idempotencyHeader, idString, metadata } from '../schemas.ts';
@@ -75,7 +74,7 @@ export function batchRoutes(app: FastifyInstance, ctx: Ctx): void {
     const placed = await Promise.all(items.map(async (it): Promise<ErrorCode | undefined> => {
       const r = await ctx.registry.send(it.src, {
         cmd: { type: 'Authorize', holdId: holdIdOf(it), destinationId: it.dst, amount: it.amount, currency: it.currency, multiCapture: false, expiresAt },
-        idem: { tenantId, key: `${key}${SEP}hold${SEP}${it.index}`, requestHash: it.hash, resourceId: holdIdOf(it), respond: stored(() => ({ status: 201, body: null })) },
+        idem: { tenantId, key: `${key}${SEP}hold${SEP}${it.index}`, requestHash: it.hash, resourceId: holdIdOf(it), onOk: { status: 201, body: null } },
         hold: { tenantId: tenantId as TenantId, metadata: it.metadata, groupId },
       });
       if (r.type === 'error') return r.error.code;

@@ -14,7 +14,7 @@ import type { Ctx } from '../app.ts';
 import { idempotencyKey, tenantOf } from '../app.ts';
 import type { HttpAnswer } from '../idempotency.ts';
 import { requestHash } from '../idempotency.ts';
-import { answer, send, stored } from '../answer.ts';
+import { answer, send } from '../answer.ts';
 import { ownedAccount } from './accounts.ts';
 import { moveMoney } from './transfers.ts';
 import { amountString, currencyCode, errorResponses, idParams, idempotencyHeader, idString, metadata } from '../schemas.ts';
@@ -73,7 +73,7 @@ export function holdRoutes(app: FastifyInstance, ctx: Ctx): void {
       });
       const r = await ctx.registry.send(src.id, {
         cmd: { type: 'Authorize', holdId, destinationId: dst.id, amount: amount.value, currency: currency.value, multiCapture, expiresAt },
-        idem: { tenantId, key, requestHash: hash, resourceId: holdId, respond: stored(built) },
+        idem: { tenantId, key, requestHash: hash, resourceId: holdId, onOk: built() },
         hold: { tenantId: tenantId as TenantId, metadata: md },
       }, { at });
       return answer(r, hash, built, async () => { throw new GeopayError('idempotency_key_in_progress'); });
@@ -124,7 +124,7 @@ export function holdRoutes(app: FastifyInstance, ctx: Ctx): void {
     const exec = async (): Promise<HttpAnswer> => {
       const r = await ctx.registry.send(hold.sourceAccountId as never, {
         cmd: { type: 'Void', holdId },
-        ...(key ? { idem: { tenantId, key, requestHash: hash, resourceId: holdId, respond: stored(null) } } : {}),
+        ...(key ? { idem: { tenantId, key, requestHash: hash, resourceId: holdId, onOk: null } } : {}),
       });
       const readBack = async (): Promise<HttpAnswer> => ({ status: 200, body: view(await holdOf(ctx, tenantId, holdId)) });
       return answer(r, hash, readBack, readBack);

@@ -16,7 +16,7 @@ import type { Ctx } from '../app.ts';
 import { idempotencyKey, tenantOf } from '../app.ts';
 import type { HttpAnswer } from '../idempotency.ts';
 import { requestHash } from '../idempotency.ts';
-import { answer, send, stored } from '../answer.ts';
+import { answer, send } from '../answer.ts';
 import { ownedAccount } from './accounts.ts';
 import { amountString, currencyCode, errorResponses, idParams, idempotencyHeader, idString, metadata } from '../schemas.ts';
 
@@ -53,7 +53,7 @@ export async function moveMoney(ctx: Ctx, m: MoveSpec): Promise<HttpAnswer> {
     const settled = ctx.registry.waitForTransfer(transferId, ctx.config.askTimeoutMs + ctx.config.transferWaitMs);
     const r = await ctx.registry.send(m.src, {
       cmd: m.command(transferId),
-      idem: { tenantId: m.tenantId, key: m.key, requestHash: m.hash, resourceId: transferId, respond: stored(null) },
+      idem: { tenantId: m.tenantId, key: m.key, requestHash: m.hash, resourceId: transferId, onOk: null },
       transfer: { destinationId: m.dst, kind: m.kind, tenantId: m.tenantId as TenantId, metadata: m.metadata },
     }, { at });
     if (r.type !== 'done' || !r.reply.ok) settled.cancel();
