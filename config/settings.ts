@@ -41,6 +41,8 @@ export const SETTINGS = {
   holdMaxTtlMs: { env: 'HOLD_MAX_TTL_MS', default: 2_592_000_000, parse: int(1_000, 31_536_000_000), doc: 'Latest deadline a hold may ask for (30 days).' },
   batchMaxItems: { env: 'BATCH_MAX_ITEMS', default: 1_000, parse: int(1, 10_000), doc: 'Items in one POST /v1/transfers/batch at most.' },
   linkedHoldTtlMs: { env: 'LINKED_HOLD_TTL_MS', default: 60_000, parse: int(1_000, 3_600_000), doc: 'Deadline of the holds behind a linked batch group; an undecided group is aborted after it.' },
+  clusterSecret: { env: 'CLUSTER_SECRET', default: '', parse: str(/^$|^[\x21-\x7E]{16,256}$/), doc: 'Shared by the nodes of a cluster to authenticate forwarded requests; empty: no node-to-node endpoint.' },
+  forwardTimeoutMs: { env: 'FORWARD_TIMEOUT_MS', default: 10_000, parse: int(100, 600_000), doc: 'Bound on a request forwarded to the owner of a shard.' },
   askTimeoutMs: { env: 'ASK_TIMEOUT_MS', default: 10_000, parse: int(100, 600_000), doc: 'How long a request waits for its actor before request_timeout.' },
   transferWaitMs: { env: 'TRANSFER_WAIT_MS', default: 2_000, parse: int(0, 60_000), doc: 'How long POST /v1/transfers waits for the credit before answering 202.' },
   relayIntervalMs: { env: 'RELAY_INTERVAL_MS', default: 1_000, parse: int(10, 600_000), doc: 'How often the relay looks for transfers left debited or refused.' },
@@ -74,7 +76,7 @@ export function loadConfig(env: Record<string, string | undefined>, overrides: P
     }
     const v = s.parse(raw);
     // Keys and URLs (which may carry a password) are never echoed.
-    if (v === undefined) bad.push(`${s.env}=${s.env === 'ADMIN_API_KEY' || s.env === 'REDIS_URLS' ? '<redacted>' : raw}`);
+    if (v === undefined) bad.push(`${s.env}=${s.env === 'ADMIN_API_KEY' || s.env === 'REDIS_URLS' || s.env === 'CLUSTER_SECRET' ? '<redacted>' : raw}`);
     else out[key] = v;
   }
   if (bad.length > 0) throw new ConfigError(`invalid settings: ${bad.join(', ')}`);

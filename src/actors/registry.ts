@@ -10,7 +10,8 @@ import type { AccountState } from '../domain/account.ts';
 import type { Pool } from '../persistence/db.ts';
 import type { WriteSet } from '../persistence/journal.ts';
 import type { GroupWriter } from '../persistence/writer.ts';
-import type { Ownership } from '../cluster/ownership.ts';
+import type { Ownership, Route } from '../cluster/ownership.ts';
+import type { Forwarder } from '../cluster/forward.ts';
 import type { ActorSystem } from './nact.ts';
 import { ask, spawn, startSystem, stopActor, stopSystem, tell } from './nact.ts';
 import type { AccountMsg, ActorHandle, Inspection } from './account-actor.ts';
@@ -48,6 +49,8 @@ export class AccountRegistry {
     private readonly writer: GroupWriter,
     /** Business time (command `at`, hold expiry); tests control it. */
     private readonly clock: () => number = Date.now,
+    /** Carries requests for shards owned elsewhere (cluster mode only). */
+    private readonly forwarder?: Forwarder,
   ) {
     this.system = startSystem(`geopay-${cfg.nodeId}-${process.pid}-${Date.now()}`);
     const every = Math.max(10, Math.floor(cfg.actorIdleMs / 2));
@@ -60,18 +63,42 @@ export class AccountRegistry {
   }
 
   /** Sends a request to the account's actor and waits for its reply (bounded). */
-  send(id: AccountId, req: AccountRequest, opts: { timeoutMs?: number; at?: string } = {}): Promise<CommandResult> {
+  send(id: AccountId, req: AccountRequest, opts: { timeoutMs?: number; at?: string; hops?: number } = {}): Promise<CommandResult> {
     if (this.draining) return Promise.resolve({ type: 'error', error: new GeopayError('draining') });
+    const route = this.ownership.route(this.shardOf(id));
+    // The single-node route is known at once; a cluster route may need a lookup.
+    if (route instanceof Promise) return route.then((r) => this.sendVia(r, id, req, opts));
+    return this.sendVia(route, id, req, opts);
+  }
+
+  private sendVia(route: Route, id: AccountId, req: AccountRequest, opts: { timeoutMs?: number; at?: string; hops?: number }): Promise<CommandResult> {
+    const at = opts.at ?? new Date(this.clock()).toISOString();
+    if (route.kind === 'unavailable') return Promise.resolve({ type: 'error', error: new GeopayError('shard_unavailable', route.reason) });
+    if (route.kind === 'remote') {
+      if (!this.forwarder) return Promise.resolve({ type: 'error', error: new GeopayError('shard_unavailable', 'owned by another node') });
+      return this.forwarder.send(route.url, id, req, at, opts.hops ?? 0);
+    }
+    return this.sendLocal(id, req, at, opts.timeoutMs);
+  }
+
+  private sendLocal(id: AccountId, req: AccountRequest, at: string, timeoutMs?: number): Promise<CommandResult> {
     const h = this.handleFor(id);
     h.queued++;
-    const at = opts.at ?? new Date(this.clock()).toISOString();
-    return ask<AccountMsg, CommandResult>(h.ref, (reply) => ({ type: 'Command', req: { ...req, reply, at } }), opts.timeoutMs ?? this.cfg.askTimeoutMs)
+    return ask<AccountMsg, CommandResult>(h.ref, (reply) => ({ type: 'Command', req: { ...req, reply, at } }), timeoutMs ?? this.cfg.askTimeoutMs)
       .catch((error: unknown) => ({ type: 'error', error: error instanceof GeopayError ? error : new GeopayError('internal_error', undefined, { cause: error }) }));
   }
 
   /** The account's committed state, through its actor (spawned and loaded if need be). */
-  async read(id: AccountId): Promise<AccountState | undefined> {
+  async read(id: AccountId, hops = 0): Promise<AccountState | undefined> {
     if (this.draining) throw new GeopayError('draining');
+    const route = await this.ownership.route(this.shardOf(id));
+    if (route.kind === 'unavailable') throw new GeopayError('shard_unavailable', route.reason);
+    if (route.kind === 'remote') {
+      if (!this.forwarder) throw new GeopayError('shard_unavailable', 'owned by another node');
+      const r = await this.forwarder.read(route.url, id, hops);
+      if ('error' in r) throw r.error;
+      return r.state as AccountState | undefined;
+    }
     const h = this.handleFor(id);
     h.queued++;
     const r = await ask<AccountMsg, { state: AccountState | undefined } | { error: GeopayError }>(h.ref, (reply) => ({ type: 'Read', reply }), this.cfg.askTimeoutMs);

@@ -15,6 +15,9 @@ export interface ShardInfo {
   leaseExpiresAt: string | null;
 }
 
+/** Where a shard's commands run now. */
+export type Route = { kind: 'local' } | { kind: 'remote'; url: string; nodeId: string } | { kind: 'unavailable'; reason: string };
+
 export interface Ownership {
   readonly nodeId: string;
   readonly region: string;
@@ -24,6 +27,8 @@ export interface Ownership {
   fenced(shard: string, epoch: bigint): void;
   info(shard: string): ShardInfo | undefined;
   shards(): ShardInfo[];
+  /** Here, at its owner, or nowhere for now (the caller answers 503 and the client retries). */
+  route(shard: string): Route | Promise<Route>;
 }
 
 export class SingleNodeOwnership implements Ownership {
@@ -81,5 +86,9 @@ export class SingleNodeOwnership implements Ownership {
 
   shards(): ShardInfo[] {
     return [...this.known.keys()].map((s) => this.info(s)!);
+  }
+
+  route(shard: string): Route {
+    return this.lost.has(shard) ? { kind: 'unavailable', reason: 'taken by another process' } : { kind: 'local' };
   }
 }

@@ -26,6 +26,7 @@ import { limitRoutes } from './routes/limits.ts';
 import { registerRateLimit } from './rate-limit.ts';
 import { holdRoutes } from './routes/holds.ts';
 import { batchRoutes } from './routes/batch.ts';
+import { internalRoutes } from './routes/internal.ts';
 
 export interface AppDeps {
   config: Config;
@@ -51,7 +52,7 @@ declare module 'fastify' {
   interface FastifyRequest { principal?: Principal }
 }
 
-const PUBLIC = /^\/(healthz|readyz|metrics|docs)(\/|$|\?)/;
+const PUBLIC = /^\/(healthz|readyz|metrics|docs|internal)(\/|$|\?)/;
 const PRINCIPAL_TTL_MS = 5_000;
 
 export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
@@ -140,6 +141,8 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
     ]);
     return reply.type('text/plain; version=0.0.4').send(`${lines.join('\n')}\n`);
   });
+
+  internalRoutes(app, ctx);
 
   await app.register(async (scope) => {
     // First, so it limits every /v1 route; its hook runs after authentication.

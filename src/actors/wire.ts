@@ -1,0 +1,47 @@
+// Account requests and their results as JSON, for the trip between nodes. bigint travels as
+// {"$bigint":"..."} and an operational error as its code and message; nothing else needs help.
+import type { AccountRequest, CommandResult } from './protocol.ts';
+import type { ErrorCode } from '../domain/errors.ts';
+import { ERRORS, GeopayError } from '../domain/errors.ts';
+
+const replacer = (_k: string, v: unknown): unknown => (typeof v === 'bigint' ? { $bigint: v.toString() } : v);
+const reviver = (_k: string, v: unknown): unknown => {
+  if (v !== null && typeof v === 'object' && !Array.isArray(v)) {
+    const o = v as Record<string, unknown>;
+    const keys = Object.keys(o);
+    if (keys.length === 1 && keys[0] === '$bigint' && typeof o.$bigint === 'string' && /^-?[0-9]{1,20}$/.test(o.$bigint)) return BigInt(o.$bigint);
+  }
+  return v;
+};
+
+export interface WireRequest { req: AccountRequest; at: string; hops: number }
+
+export function encodeRequest(w: WireRequest): string {
+  return JSON.stringify(w, replacer);
+}
+
+export function decodeRequest(text: string): WireRequest {
+  return JSON.parse(text, reviver) as WireRequest;
+}
+
+export function encodeResult(r: CommandResult): string {
+  if (r.type === 'error') return JSON.stringify({ type: 'error', code: r.error.code, message: r.error.message });
+  return JSON.stringify(r, replacer);
+}
+
+export function decodeResult(text: string): CommandResult {
+  const v = JSON.parse(text, reviver) as CommandResult | { type: 'error'; code: string; message: string };
+  if (v.type === 'error' && 'code' in v) {
+    const code = (Object.hasOwn(ERRORS, v.code) ? v.code : 'internal_error') as ErrorCode;
+    return { type: 'error', error: new GeopayError(code, v.message) };
+  }
+  return v as CommandResult;
+}
+
+export function encodeState(state: unknown): string {
+  return JSON.stringify({ state: state ?? null }, replacer);
+}
+
+export function decodeState(text: string): unknown {
+  return (JSON.parse(text, reviver) as { state: unknown }).state ?? undefined;
+}

@@ -1,0 +1,66 @@
+// Node-to-node forwarding of account requests to the shard's owner, authenticated with the
+// cluster secret, with a bounded number of hops and a bounded wait. An owner that cannot be
+// reached answers shard_unavailable (503, Retry-After): the caller retries, nobody guesses.
+import { Pool } from 'undici';
+import type { Logger } from 'pino';
+import { GeopayError } from '../domain/errors.ts';
+import type { AccountId } from '../domain/ids.ts';
+import type { AccountRequest, CommandResult } from '../actors/protocol.ts';
+import { decodeResult, decodeState, encodeRequest } from '../actors/wire.ts';
+
+export const CLUSTER_SECRET_HEADER = 'x-geopay-cluster-secret';
+export const MAX_HOPS = 2;
+
+export class Forwarder {
+  private readonly peers = new Map<string, Pool>();
+
+  constructor(private readonly opts: { secret: string; timeoutMs: number; logger: Logger }) {}
+
+  private peer(url: string): Pool {
+    let p = this.peers.get(url);
+    if (!p) {
+      p = new Pool(url, { connections: 32, keepAliveTimeout: 30_000, headersTimeout: this.opts.timeoutMs, bodyTimeout: this.opts.timeoutMs });
+      this.peers.set(url, p);
+    }
+    return p;
+  }
+
+  async send(url: string, id: AccountId, req: AccountRequest, at: string, hops: number): Promise<CommandResult> {
+    if (hops >= MAX_HOPS) return { type: 'error', error: new GeopayError('shard_unavailable', 'too many forwarding hops') };
+    try {
+      const res = await this.peer(url).request({
+        path: `/internal/v1/accounts/${encodeURIComponent(id)}/commands`,
+        method: 'POST',
+        headers: { 'content-type': 'application/json', [CLUSTER_SECRET_HEADER]: this.opts.secret },
+        body: encodeRequest({ req, at, hops: hops + 1 }),
+      });
+      const text = await res.body.text();
+      if (res.statusCode !== 200) return { type: 'error', error: new GeopayError('shard_unavailable', `owner answered ${res.statusCode}`) };
+      return decodeResult(text);
+    } catch (err) {
+      this.opts.logger.warn({ err, url, account: id }, 'forward to owner failed');
+      return { type: 'error', error: new GeopayError('shard_unavailable', 'the owner of this account is unreachable', { cause: err }) };
+    }
+  }
+
+  /** The committed state of an account at its owner. */
+  async read(url: string, id: AccountId, hops: number): Promise<{ state: unknown } | { error: GeopayError }> {
+    if (hops >= MAX_HOPS) return { error: new GeopayError('shard_unavailable', 'too many forwarding hops') };
+    try {
+      const res = await this.peer(url).request({
+        path: `/internal/v1/accounts/${encodeURIComponent(id)}/state`,
+        method: 'GET',
+        headers: { [CLUSTER_SECRET_HEADER]: this.opts.secret, 'x-geopay-hops': String(hops + 1) },
+      });
+      const text = await res.body.text();
+      if (res.statusCode !== 200) return { error: new GeopayError(res.statusCode === 404 ? 'account_not_found' : 'shard_unavailable', `owner answered ${res.statusCode}`) };
+      return { state: decodeState(text) };
+    } catch (err) {
+      return { error: new GeopayError('shard_unavailable', 'the owner of this account is unreachable', { cause: err }) };
+    }
+  }
+
+  async close(): Promise<void> {
+    await Promise.all([...this.peers.values()].map((p) => p.close().catch(() => undefined)));
+  }
+}
