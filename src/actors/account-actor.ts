@@ -37,7 +37,9 @@ export type AccountMsg =
   | { type: 'Read'; reply: (r: { state: AccountState | undefined } | { error: GeopayError }) => void }
   /** Snapshot and stop once idle; `wait` holds the request until the mailbox drains. */
   | { type: 'Passivate'; wait: boolean; done: (passivated: boolean) => void }
-  | { type: 'Snapshotted'; seq: number; error?: unknown };
+  | { type: 'Snapshotted'; seq: number; error?: unknown }
+  /** The shard was lost: answer everything held with the error and stop taking commands. */
+  | { type: 'Retire'; error: GeopayError };
 
 type Phase = 'loading' | 'ready' | 'snapshotting' | 'retired';
 
@@ -415,6 +417,10 @@ export function makeAccountHandler(h: ActorHandle, deps: ActorDeps) {
           lastSnapshotSeq: s.lastSnapshotSeq, lastActivityAt: new Date(s.lastActivity).toISOString(),
         });
         return s;
+      case 'Retire':
+        if (s.phase === 'retired') return s;
+        log.warn({ code: msg.error.code }, 'actor retired: shard lost');
+        return retire(s, msg.error);
       case 'Passivate': {
         if (s.phase === 'retired') {
           msg.done(false);

@@ -245,6 +245,25 @@ export class AccountRegistry {
     }
   }
 
+  /** Hand-over: every actor of the shard finishes its mailbox, snapshots and stops. */
+  async drainShard(shard: string, timeoutMs: number): Promise<void> {
+    const all = [...this.actors.values()].filter((h) => h.shard === shard);
+    const done = Promise.all(all.map((h) => new Promise<void>((resolve) => {
+      tell(h.ref, { type: 'Passivate', wait: true, done: () => resolve() });
+    })));
+    let timer: NodeJS.Timeout | undefined;
+    await Promise.race([done, new Promise<void>((r) => { timer = setTimeout(r, timeoutMs); })]);
+    clearTimeout(timer);
+  }
+
+  /** The shard's lease is gone: its actors stop at once and answer what they hold, retryable. */
+  retireShard(shard: string): void {
+    for (const h of [...this.actors.values()]) {
+      if (h.shard !== shard) continue;
+      tell(h.ref, { type: 'Retire', error: new GeopayError('shard_unavailable', `shard ${shard} lost its lease`) });
+    }
+  }
+
   /** Shutdown: refuse new commands, let every actor finish its mailbox, snapshot, stop. */
   async drain(timeoutMs: number): Promise<void> {
     this.draining = true;

@@ -59,15 +59,7 @@ export class SingleNodeOwnership implements Ownership {
   }
 
   private async take(shard: string): Promise<bigint> {
-    const [region, bucket] = shard.split('/');
-    // The row lock of this UPDATE waits for any write of the previous owner still in flight.
-    const { rows } = await this.pool.query<{ epoch: bigint }>(
-      `INSERT INTO shards (id, region, bucket, epoch, owner) VALUES ($1, $2, $3, 1, $4)
-       ON CONFLICT (id) DO UPDATE SET epoch = shards.epoch + 1, owner = EXCLUDED.owner, updated_at = now()
-       RETURNING epoch`,
-      [shard, region, Number(bucket), this.nodeId],
-    );
-    const epoch = rows[0]!.epoch;
+    const epoch = await bumpEpoch(this.pool, shard, this.nodeId);
     this.known.set(shard, epoch);
     return epoch;
   }
@@ -91,4 +83,16 @@ export class SingleNodeOwnership implements Ownership {
   route(shard: string): Route {
     return this.lost.has(shard) ? { kind: 'unavailable', reason: 'taken by another process' } : { kind: 'local' };
   }
+}
+
+/** Takes a shard's next fencing epoch. The row lock waits for any write of the previous owner still in flight. */
+export async function bumpEpoch(pool: Pool, shard: string, nodeId: string): Promise<bigint> {
+  const [region, bucket] = shard.split('/');
+  const { rows } = await pool.query<{ epoch: bigint }>(
+    `INSERT INTO shards (id, region, bucket, epoch, owner) VALUES ($1, $2, $3, 1, $4)
+     ON CONFLICT (id) DO UPDATE SET epoch = shards.epoch + 1, owner = EXCLUDED.owner, updated_at = now()
+     RETURNING epoch`,
+    [shard, region, Number(bucket), nodeId],
+  );
+  return rows[0]!.epoch;
 }
