@@ -65,4 +65,21 @@ describe('contention on one account', () => {
     expect(txs).toBeLessThan(100);
     expect(sets).toBeLessThan(300);
   });
+
+  it('replays of finished requests, merged into commits with fresh ones, spoil nothing', async () => {
+    const accounts = await Promise.all(Array.from({ length: 20 }, () => t.account(key)));
+    for (const a of accounts) await t.deposit(key, a, '1000');
+    const body = (i: number) => ({ sourceAccountId: accounts[i % 20], destinationAccountId: accounts[(i + 1) % 20], amount: '3', currency: 'USD' });
+    const keys = Array.from({ length: 60 }, () => idem());
+    const first = await Promise.all(keys.map((k, i) => t.call('POST', '/v1/transfers', { key, idem: k, body: body(i) })));
+    expect(first.every((r) => r.status === 201)).toBe(true);
+    // The replays take the optimistic path, lose their key to the stored one and are redone;
+    // the fresh transfers sharing their commit statements must not pay for it.
+    const mixed = await Promise.all([
+      ...keys.map((k, i) => t.call('POST', '/v1/transfers', { key, idem: k, body: body(i) })),
+      ...Array.from({ length: 60 }, (_, i) => t.call('POST', '/v1/transfers', { key, idem: idem(), body: body(i + 7) })),
+    ]);
+    expect(mixed.filter((r) => r.status !== 201).map((r) => `${r.status} ${r.body.code}`)).toEqual([]);
+    mixed.slice(0, 60).forEach((r, i) => expect(r.body.id).toBe(first[i]!.body.id));
+  });
 });

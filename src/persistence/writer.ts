@@ -4,12 +4,18 @@
 // throughput rises with load instead of transactions per second capping it.
 import type { Pool } from './db.ts';
 import type { CommitObserver, WriteSet } from './journal.ts';
-import { commitSets } from './journal.ts';
+import { WriteConflict, commitSets } from './journal.ts';
+import { GeopayError } from '../domain/errors.ts';
 
 interface Waiting { ws: WriteSet; resolve: () => void; reject: (err: unknown) => void }
 
-/** An error the server reported, so the statement rolled back for certain. */
+/**
+ * The statement rolled back for certain: the server reported an error (an SQLSTATE), or our
+ * own checks aborted it (a lost race, a fenced shard). Only then is redoing its sets alone safe.
+ */
 const rolledBack = (err: unknown): boolean => {
+  if (err instanceof WriteConflict) return true;
+  if (err instanceof GeopayError && err.code === 'shard_unavailable') return true;
   const code = (err as { code?: unknown }).code;
   return typeof code === 'string' && /^[0-9A-Z]{5}$/.test(code);
 };
