@@ -29,6 +29,7 @@ export const SETTINGS = {
   region: { env: 'REGION', default: 'local', parse: str(/^[a-z][a-z0-9-]{0,15}$/), doc: 'Home region of this node and of accounts opened through it.' },
   shardBuckets: { env: 'SHARD_BUCKETS', default: 64, parse: int(1, 4096), doc: 'Hash buckets per region; a shard is (region, bucket). Fixed for the life of a database.' },
   adminApiKey: { env: 'ADMIN_API_KEY', default: '', parse: str(/^$|^[A-Za-z0-9_-]{24,128}$/), doc: 'Admin key to install on first start; empty: one is generated and printed once.' },
+  engine: { env: 'ENGINE', default: 'geopay', parse: str(/^(geopay|baseline)$/), doc: 'What serves accounts and money movement: geopay (actors), or baseline, the row-locking design (one PostgreSQL transaction per request) kept as the comparison point of the benchmarks. Tenants and keys are the same for both.' },
   logLevel: { env: 'LOG_LEVEL', default: 'info', parse: str(/^(fatal|error|warn|info|debug|trace|silent)$/), doc: 'pino log level.' },
   snapshotEvery: { env: 'SNAPSHOT_EVERY', default: 1000, parse: int(1, 1_000_000), doc: 'Postings between snapshots of an account; bounds recovery time.' },
   actorIdleMs: { env: 'ACTOR_IDLE_MS', default: 60_000, parse: int(10, 86_400_000), doc: 'An actor idle this long is snapshotted and passivated.' },

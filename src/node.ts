@@ -20,6 +20,7 @@ import { AccountRegistry } from './actors/registry.ts';
 import { GroupWriter } from './persistence/writer.ts';
 import { Relay } from './actors/relay.ts';
 import { buildApp } from './http/app.ts';
+import { setupBaseline } from './baseline/engine.ts';
 import { newApiKey } from './http/routes/admin.ts';
 import { uuidv7Hex } from './domain/ids.ts';
 
@@ -57,6 +58,7 @@ export async function startNode(cfg: Config, opts: { logger?: Logger; onCommit?:
   // PGlite is one session shared by every connection: one connection, never more.
   const pool = createPool({ connectionString, max: embedded ? 1 : cfg.pgPoolMax, statementTimeoutMs: cfg.pgStatementTimeoutMs, logger });
   await migrate(pool, logger);
+  if (cfg.engine === 'baseline') await setupBaseline(pool, logger);
 
   const createdAdminKey = await ensureAdminKey(pool, cfg);
   if (createdAdminKey && embedded) {

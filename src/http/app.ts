@@ -27,6 +27,7 @@ import { registerRateLimit } from './rate-limit.ts';
 import { holdRoutes } from './routes/holds.ts';
 import { batchRoutes } from './routes/batch.ts';
 import { internalRoutes } from './routes/internal.ts';
+import { baselineRoutes } from '../baseline/routes.ts';
 
 export interface AppDeps {
   config: Config;
@@ -149,10 +150,15 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
     const limits = await registerRateLimit(scope, ctx);
     adminRoutes(scope, ctx);
     limitRoutes(scope, ctx, limits);
-    accountRoutes(scope, ctx);
-    transferRoutes(scope, ctx);
-    holdRoutes(scope, ctx);
-    batchRoutes(scope, ctx);
+    if (deps.config.engine === 'baseline') {
+      // The row-locking comparison engine serves accounts and money movement, nothing else.
+      baselineRoutes(scope, ctx);
+    } else {
+      accountRoutes(scope, ctx);
+      transferRoutes(scope, ctx);
+      holdRoutes(scope, ctx);
+      batchRoutes(scope, ctx);
+    }
   });
 
   return app;
