@@ -44,6 +44,9 @@ export const SETTINGS = {
   linkedHoldTtlMs: { env: 'LINKED_HOLD_TTL_MS', default: 60_000, parse: int(1_000, 3_600_000), doc: 'Deadline of the holds behind a linked batch group; an undecided group is aborted after it.' },
   clusterSecret: { env: 'CLUSTER_SECRET', default: '', parse: str(/^$|^[\x21-\x7E]{16,256}$/), doc: 'Shared by the nodes of a cluster to authenticate forwarded requests; empty: no node-to-node endpoint.' },
   forwardTimeoutMs: { env: 'FORWARD_TIMEOUT_MS', default: 10_000, parse: int(100, 600_000), doc: 'Bound on a request forwarded to the owner of a shard.' },
+  regions: { env: 'REGIONS', default: '', parse: str(/^$|^[a-z][a-z0-9-]{0,15}(,[a-z][a-z0-9-]{0,15})*$/), doc: 'Every region of the cluster, comma-separated; empty: this node\'s REGION alone.' },
+  regionFailover: { env: 'REGION_FAILOVER', default: 'deny', parse: str(/^(allow|deny)$/), doc: 'allow: nodes of other regions take the shards of a region with no live node for REGION_FAILOVER_GRACE_MS (availability, at the cost of cross-region latency); deny: those accounts wait for their region.' },
+  regionFailoverGraceMs: { env: 'REGION_FAILOVER_GRACE_MS', default: 30_000, parse: int(0, 3_600_000), doc: 'How long a region must have no live node before others may take its shards.' },
   askTimeoutMs: { env: 'ASK_TIMEOUT_MS', default: 10_000, parse: int(100, 600_000), doc: 'How long a request waits for its actor before request_timeout.' },
   transferWaitMs: { env: 'TRANSFER_WAIT_MS', default: 2_000, parse: int(0, 60_000), doc: 'How long POST /v1/transfers waits for the credit before answering 202.' },
   relayIntervalMs: { env: 'RELAY_INTERVAL_MS', default: 1_000, parse: int(10, 600_000), doc: 'How often the relay looks for transfers left debited or refused.' },
@@ -58,6 +61,9 @@ export const SETTINGS = {
   redisUrls: { env: 'REDIS_URLS', default: '', parse: redisUrls, doc: 'Comma-separated redis:// (or rediss://) URLs; the rate limiter uses the first. Empty: rate limits are counted in memory, per node.' },
   redisKeyPrefix: { env: 'REDIS_KEY_PREFIX', default: 'geopay:', parse: str(/^[A-Za-z0-9:_.-]{0,64}$/), doc: 'Prefix of every Redis key, so deployments (or test runs) can share one Redis.' },
   redisCommandTimeoutMs: { env: 'REDIS_COMMAND_TIMEOUT_MS', default: 200, parse: int(10, 10_000), doc: 'Bound on one Redis command. Past it (or with Redis down) the rate limiter lets the request through: limits fail open, payments do not stop.' },
+  leaseTtlMs: { env: 'LEASE_TTL_MS', default: 10_000, parse: int(300, 600_000), doc: 'TTL of a shard lease on the Redis masters (REDIS_URLS), extended every third of it. Also the longest a dead node\'s shards stay unowned; shorter means faster failover and more Redis traffic.' },
+  heartbeatMs: { env: 'HEARTBEAT_MS', default: 1_000, parse: int(50, 60_000), doc: 'How often a node writes its membership heartbeat to the Redis masters.' },
+  advertisedUrl: { env: 'ADVERTISED_URL', default: '', parse: (raw: string) => (URL.canParse(raw) && /^https?:$/.test(new URL(raw).protocol) ? raw : undefined), doc: 'http(s) URL other nodes use to forward requests to this one. Empty: derived from HOST and the bound port.' },
 } satisfies Record<string, Setting<number> | Setting<string>>;
 
 type Settings = typeof SETTINGS;

@@ -16,6 +16,12 @@ import { startEmbeddedPostgres } from './persistence/embedded.ts';
 import { connectRedis, createRedis } from './persistence/redis.ts';
 import type { EmbeddedPostgres } from './persistence/embedded.ts';
 import { SingleNodeOwnership } from './cluster/ownership.ts';
+import type { Ownership } from './cluster/ownership.ts';
+import { ClusterOwnership } from './cluster/cluster-ownership.ts';
+import { LeaseKeeper } from './cluster/leases.ts';
+import { Membership } from './cluster/membership.ts';
+import { Forwarder } from './cluster/forward.ts';
+import type { AccountId } from './domain/ids.ts';
 import { AccountRegistry } from './actors/registry.ts';
 import { GroupWriter } from './persistence/writer.ts';
 import { Relay } from './actors/relay.ts';
@@ -31,6 +37,8 @@ export interface GeopayNode {
   registry: AccountRegistry;
   relay: Relay;
   writer: GroupWriter;
+  ownership: Ownership;
+  membership: Membership | undefined;
   /** Set when this start created the admin key (printed once by main). */
   createdAdminKey: string | undefined;
   /** Graceful: stop intake, drain mailboxes, snapshot, close pools. */
@@ -67,11 +75,34 @@ export async function startNode(cfg: Config, opts: { logger?: Logger; onCommit?:
     writeFileSync(join(cfg.dataDir, 'admin-key.txt'), `${createdAdminKey}\n`, { mode: 0o600 });
   }
 
-  const ownership = new SingleNodeOwnership(pool, cfg.nodeId, cfg.region, logger);
-  await ownership.start(cfg.shardBuckets);
+  // Cluster mode: several Redis masters hold the shard leases, and a shared secret lets the
+  // nodes forward requests to each other. Otherwise this node owns every shard.
+  const redisUrls = cfg.redisUrls.split(',').map((u) => u.trim()).filter(Boolean);
+  const clustered = redisUrls.length > 0 && cfg.clusterSecret !== '';
+  let ownership: Ownership;
+  let cluster: { leases: LeaseKeeper; own: ClusterOwnership; forwarder: Forwarder } | undefined;
+  if (clustered) {
+    const leases = new LeaseKeeper({ redisUrls, nodeId: cfg.nodeId, ttlMs: cfg.leaseTtlMs, keyPrefix: cfg.redisKeyPrefix, commandTimeoutMs: cfg.redisCommandTimeoutMs, logger });
+    await leases.start();
+    const regions = cfg.regions ? cfg.regions.split(',') : [cfg.region];
+    if (!regions.includes(cfg.region)) regions.push(cfg.region);
+    const own = new ClusterOwnership(pool, leases, {
+      nodeId: cfg.nodeId, region: cfg.region, regions, buckets: cfg.shardBuckets, failover: cfg.regionFailover as 'allow' | 'deny',
+      failoverGraceMs: cfg.regionFailoverGraceMs, rebalanceMs: cfg.heartbeatMs, handOverTimeoutMs: cfg.shutdownTimeoutMs,
+    }, logger);
+    cluster = { leases, own, forwarder: new Forwarder({ secret: cfg.clusterSecret, timeoutMs: cfg.forwardTimeoutMs, logger }) };
+    ownership = own;
+  } else {
+    const single = new SingleNodeOwnership(pool, cfg.nodeId, cfg.region, logger);
+    await single.start(cfg.shardBuckets);
+    ownership = single;
+  }
   const writer = new GroupWriter(pool, { lanes: embedded ? 1 : Math.min(cfg.writerLanes, cfg.pgPoolMax), maxSets: cfg.writerMaxSets }, opts.onCommit);
-  const registry = new AccountRegistry(pool, ownership, cfg, logger, writer, clock);
-  const relay = new Relay(pool, registry, { intervalMs: cfg.relayIntervalMs, minAgeMs: cfg.relayMinAgeMs, batch: 500, clock }, logger);
+  const registry = new AccountRegistry(pool, ownership, cfg, logger, writer, clock, cluster?.forwarder);
+  cluster?.own.bind({ lost: (shard) => registry.retireShard(shard), drain: (shard) => registry.drainShard(shard, cfg.shutdownTimeoutMs) });
+  // The relay and the hold sweeper act on the shards this node owns; others have their owner.
+  const mine = (accountId: string) => ownership.isLocal(registry.shardOf(accountId as AccountId));
+  const relay = new Relay(pool, registry, { intervalMs: cfg.relayIntervalMs, minAgeMs: cfg.relayMinAgeMs, batch: 500, clock, mine }, logger);
 
   let accepting = true;
   const metrics = () => ({
@@ -90,6 +121,15 @@ export async function startNode(cfg: Config, opts: { logger?: Logger; onCommit?:
   const addr = app.server.address();
   const port = typeof addr === 'object' && addr ? addr.port : cfg.port;
   const url = `http://${cfg.host.includes(':') ? `[${cfg.host}]` : cfg.host}:${port}`;
+  let membership: Membership | undefined;
+  if (cluster) {
+    membership = new Membership({
+      masters: cluster.leases.masters, nodeId: cfg.nodeId, region: cfg.region, url: cfg.advertisedUrl || url,
+      heartbeatMs: cfg.heartbeatMs, ttlMs: Math.max(3 * cfg.heartbeatMs, 2_000), keyPrefix: cfg.redisKeyPrefix, logger,
+    });
+    await membership.start();
+    await cluster.own.start(membership);
+  }
 
   // The relay's first pass re-delivers what a crash left in flight, at once.
   relay.start();
@@ -110,6 +150,13 @@ export async function startNode(cfg: Config, opts: { logger?: Logger; onCommit?:
       await app.close();
       redis?.disconnect();
       await registry.drain(cfg.shutdownTimeoutMs);
+      // Leases go back only after the actors drained and snapshotted: the next owner starts clean.
+      if (cluster) {
+        await cluster.own.stop();
+        await membership?.stop();
+        await cluster.leases.stop();
+        await cluster.forwarder.close();
+      }
       await pool.end();
       if (embedded) await embedded.close();
       logger.info('node stopped');
@@ -117,7 +164,7 @@ export async function startNode(cfg: Config, opts: { logger?: Logger; onCommit?:
     return stopping;
   };
 
-  return { app, url, pool, registry, relay, writer, createdAdminKey, stop };
+  return { app, url, pool, registry, relay, writer, createdAdminKey, stop, ownership, membership };
 }
 
 /** On first start with no admin key: install ADMIN_API_KEY, or create one for main to print once. */

@@ -20,7 +20,7 @@ export class Relay {
   constructor(
     private readonly pool: Pool,
     private readonly registry: AccountRegistry,
-    private readonly opts: { intervalMs: number; minAgeMs: number; batch: number; clock: () => number },
+    private readonly opts: { intervalMs: number; minAgeMs: number; batch: number; clock: () => number; mine?: (accountId: string) => boolean },
     private readonly logger: Logger,
   ) {}
 
@@ -38,7 +38,8 @@ export class Relay {
       const { rows } = await this.pool.query<{ id: string; source_id: string; destination_id: string; tenant_id: string | null; group_id: string | null }>(
         `SELECT id, source_id, destination_id, tenant_id, group_id FROM holds WHERE state = 'held' AND expires_at <= $1
          ORDER BY expires_at LIMIT $2`, [now, this.opts.batch]);
-      await Promise.all(rows.map(async (h) => {
+      const mine = this.opts.mine ?? (() => true);
+      await Promise.all(rows.filter((h) => mine(h.source_id)).map(async (h) => {
         const holdId = h.id as HoldId;
         // A linked group's hold follows the group's decision; an undecided group is aborted
         // here, and the coordinator, finding 'abort', releases the rest.
@@ -67,7 +68,9 @@ export class Relay {
     if (this.running) return 0;
     this.running = true;
     try {
-      const todo = (await inFlightTransfers(this.pool, minAgeMs, this.opts.batch)).filter((t) => !this.inProgress.has(t.id));
+      const mine = this.opts.mine ?? (() => true);
+      // A debited transfer is the source owner's to finish, a refused one too (it returns to the source).
+      const todo = (await inFlightTransfers(this.pool, minAgeMs, this.opts.batch)).filter((t) => !this.inProgress.has(t.id) && mine(t.sourceId));
       await Promise.all(todo.map(async (t) => {
         this.inProgress.add(t.id);
         try {

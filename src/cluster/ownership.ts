@@ -29,6 +29,8 @@ export interface Ownership {
   shards(): ShardInfo[];
   /** Here, at its owner, or nowhere for now (the caller answers 503 and the client retries). */
   route(shard: string): Route | Promise<Route>;
+  /** Owned here and writable now (synchronous; for the relay and sweeper, which act only on their own shards). */
+  isLocal(shard: string): boolean;
 }
 
 export class SingleNodeOwnership implements Ownership {
@@ -78,6 +80,10 @@ export class SingleNodeOwnership implements Ownership {
 
   shards(): ShardInfo[] {
     return [...this.known.keys()].map((s) => this.info(s)!);
+  }
+
+  isLocal(shard: string): boolean {
+    return !this.lost.has(shard);
   }
 
   route(shard: string): Route {

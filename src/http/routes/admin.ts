@@ -103,6 +103,24 @@ export function adminRoutes(app: FastifyInstance, ctx: Ctx): void {
     return send(reply, a);
   });
 
+  app.get('/v1/cluster', {
+    schema: { tags: ['admin'], response: { 200: { type: 'object', additionalProperties: true }, ...errorResponses } },
+  }, async (req) => {
+    requireAdmin(req);
+    const { rows } = await ctx.pool.query<{ id: string; region: string; bucket: number; epoch: bigint; owner: string | null; updated_at: Date }>(
+      'SELECT id, region, bucket, epoch, owner, updated_at FROM shards ORDER BY region, bucket');
+    // The shards table says who bumped each epoch last; a live lease is what makes it an owner.
+    const members = 'live' in ctx.ownership ? (ctx.ownership as unknown as { live(): { nodeId: string; region: string; url: string; heartbeatAgeMs: number }[] }).live()
+      : [{ nodeId: ctx.ownership.nodeId, region: ctx.ownership.region, url: '', heartbeatAgeMs: 0 }];
+    const owned = new Map<string, number>();
+    for (const r of rows) if (r.owner) owned.set(r.owner, (owned.get(r.owner) ?? 0) + 1);
+    return {
+      self: { nodeId: ctx.ownership.nodeId, region: ctx.ownership.region, shardsHeld: ctx.ownership.shards().map((s) => ({ shard: s.shard, epoch: s.epoch.toString(), leaseExpiresAt: s.leaseExpiresAt })) },
+      nodes: members.map((m) => ({ ...m, shards: owned.get(m.nodeId) ?? 0 })),
+      shards: rows.map((r) => ({ id: r.id, region: r.region, bucket: r.bucket, epoch: r.epoch.toString(), owner: r.owner, updatedAt: r.updated_at.toISOString() })),
+    };
+  });
+
   app.get('/v1/actors/accounts/:id', {
     schema: { tags: ['admin'], params: idParams, response: { 200: { type: 'object', additionalProperties: true }, ...errorResponses } },
   }, async (req) => {

@@ -1,0 +1,263 @@
+// Shard ownership across nodes and regions. A node owns a shard while it holds the shard's
+// Redlock lease (LeaseKeeper) AND has bumped the shard's fencing epoch in PostgreSQL after
+// taking it; every journal write checks that epoch, so a paused or partitioned ex-owner can
+// never write. Shards are placed evenly over the live nodes of their region (balanced
+// rendezvous hashing); a region with no live node for the grace time fails over to the
+// others when allowed. Leaving shards are handed over: drain, snapshot, release.
+import { createHash } from 'node:crypto';
+import type { Logger } from 'pino';
+import type { Pool } from '../persistence/db.ts';
+import { GeopayError } from '../domain/errors.ts';
+import type { Ownership, Route, ShardInfo } from './ownership.ts';
+import { bumpEpoch } from './ownership.ts';
+import type { LeaseKeeper } from './leases.ts';
+import type { Member, Membership } from './membership.ts';
+
+export interface ClusterOwnershipOptions {
+  nodeId: string;
+  region: string;
+  regions: string[];
+  buckets: number;
+  failover: 'allow' | 'deny';
+  failoverGraceMs: number;
+  rebalanceMs: number;
+  handOverTimeoutMs: number;
+}
+
+interface Owned { epoch: bigint; takenAt: string }
+
+const score = (shard: string, node: string): string => createHash('sha256').update(`${shard}|${node}`).digest('hex');
+
+/** Balanced rendezvous: each shard goes to its best-ranked node that still has room. */
+export function place(shards: string[], nodes: string[]): Map<string, string> {
+  const out = new Map<string, string>();
+  if (nodes.length === 0) return out;
+  const cap = Math.ceil(shards.length / nodes.length);
+  const load = new Map(nodes.map((n) => [n, 0]));
+  for (const shard of shards) {
+    const ranked = [...nodes].sort((a, b) => (score(shard, b) < score(shard, a) ? -1 : 1));
+    const node = ranked.find((n) => load.get(n)! < cap) ?? ranked[0]!;
+    load.set(node, load.get(node)! + 1);
+    out.set(shard, node);
+  }
+  return out;
+}
+
+export class ClusterOwnership implements Ownership {
+  readonly nodeId: string;
+  readonly region: string;
+  private readonly owned = new Map<string, Owned>();
+  private readonly taking = new Map<string, Promise<boolean>>();
+  private readonly draining = new Set<string>();
+  private readonly holderCache = new Map<string, { holder: string | undefined; until: number }>();
+  private desired = new Map<string, string>();
+  private members = new Map<string, Member>();
+  private readonly regionLastLive = new Map<string, number>();
+  private timer: NodeJS.Timeout | undefined;
+  private rebalancing = false;
+  private stopped = false;
+  private lostHandlers: ((shard: string) => void)[] = [];
+  private drainShard: (shard: string) => Promise<void> = async () => undefined;
+
+  constructor(
+    private readonly pool: Pool,
+    private readonly leases: LeaseKeeper,
+    private readonly opts: ClusterOwnershipOptions,
+    private readonly logger: Logger,
+  ) {
+    this.nodeId = opts.nodeId;
+    this.region = opts.region;
+    this.leases.onLost((shard, reason) => this.lost(shard, reason));
+  }
+
+  /** Who to call when a shard is lost (retire its actors) or handed over (drain them). */
+  bind(hooks: { lost: (shard: string) => void; drain: (shard: string) => Promise<void> }): void {
+    this.lostHandlers.push(hooks.lost);
+    this.drainShard = hooks.drain;
+  }
+
+  allShards(): string[] {
+    const out: string[] = [];
+    for (const r of this.opts.regions) for (let b = 0; b < this.opts.buckets; b++) out.push(`${r}/${b}`);
+    return out;
+  }
+
+  private membership!: Membership;
+
+  /** Membership starts once the node listens (its URL is known then). */
+  async start(membership: Membership): Promise<void> {
+    this.membership = membership;
+    await this.rebalance();
+    this.timer = setInterval(() => void this.rebalance(), this.opts.rebalanceMs);
+    this.timer.unref();
+  }
+
+  /** One placement round: take what is ours and free, hand over what is no longer ours. */
+  async rebalance(): Promise<void> {
+    if (this.rebalancing || this.stopped) return;
+    this.rebalancing = true;
+    try {
+      const live = await this.membership.members();
+      this.members = new Map(live.map((m) => [m.nodeId, m]));
+      const now = performance.now();
+      const byRegion = new Map<string, string[]>();
+      for (const m of live) {
+        byRegion.set(m.region, [...(byRegion.get(m.region) ?? []), m.nodeId]);
+        this.regionLastLive.set(m.region, now);
+      }
+      if (!this.members.has(this.nodeId)) {
+        // Our own heartbeat is not visible (Redis majority down): place nothing new.
+        return;
+      }
+      const desired = new Map<string, string>();
+      for (const region of this.opts.regions) {
+        const shards = Array.from({ length: this.opts.buckets }, (_, b) => `${region}/${b}`);
+        let nodes = (byRegion.get(region) ?? []).sort();
+        if (nodes.length === 0 && this.opts.failover === 'allow') {
+          const last = this.regionLastLive.get(region);
+          // A region never seen live counts from our start, so a cold cluster does not fail over at once.
+          if (last === undefined) this.regionLastLive.set(region, now);
+          else if (now - last >= this.opts.failoverGraceMs) nodes = live.map((m) => m.nodeId).sort();
+        }
+        for (const [s, n] of place(shards, nodes)) desired.set(s, n);
+      }
+      this.desired = desired;
+      const mine = [...desired].filter(([, n]) => n === this.nodeId).map(([s]) => s);
+      for (const shard of mine) {
+        if (this.stopped) return;
+        if (!this.owned.has(shard)) await this.take(shard);
+      }
+      for (const shard of [...this.owned.keys()]) {
+        const want = desired.get(shard);
+        if (want !== this.nodeId && want !== undefined && this.members.has(want)) await this.handOver(shard);
+      }
+    } catch (err) {
+      this.logger.warn({ err }, 'rebalance failed');
+    } finally {
+      this.rebalancing = false;
+    }
+  }
+
+  /** Lease first, then the epoch bump: its row lock waits for any write of the old owner. */
+  private take(shard: string): Promise<boolean> {
+    let p = this.taking.get(shard);
+    if (p) return p;
+    p = (async () => {
+      try {
+        if (!(await this.leases.acquire(shard))) return false;
+        const epoch = await bumpEpoch(this.pool, shard, this.nodeId);
+        if (!this.leases.holds(shard)) return false; // lost while bumping: the next owner bumps again
+        this.owned.set(shard, { epoch, takenAt: new Date().toISOString() });
+        this.holderCache.delete(shard);
+        this.logger.info({ shard, epoch: epoch.toString() }, 'shard taken');
+        return true;
+      } catch (err) {
+        this.logger.warn({ err, shard }, 'taking shard failed');
+        await this.leases.release(shard);
+        return false;
+      } finally {
+        this.taking.delete(shard);
+      }
+    })();
+    this.taking.set(shard, p);
+    return p;
+  }
+
+  /** Graceful hand-over: stop intake, drain mailboxes, snapshot, then release the lease. */
+  private async handOver(shard: string): Promise<void> {
+    this.draining.add(shard);
+    try {
+      await Promise.race([this.drainShard(shard), new Promise((r) => setTimeout(r, this.opts.handOverTimeoutMs))]);
+      this.owned.delete(shard);
+      await this.leases.release(shard);
+      this.logger.info({ shard }, 'shard handed over');
+    } finally {
+      this.draining.delete(shard);
+    }
+  }
+
+  private lost(shard: string, reason: string): void {
+    if (!this.owned.delete(shard)) return;
+    this.logger.warn({ shard, reason }, 'shard lease lost; its actors stop');
+    for (const h of this.lostHandlers) h(shard);
+  }
+
+  async epochFor(shard: string): Promise<bigint> {
+    const o = this.owned.get(shard);
+    // Valid by the monotonic clock right now, or no write starts.
+    if (!o || !this.leases.holds(shard)) {
+      if (o) this.lost(shard, 'lease expired');
+      throw new GeopayError('shard_unavailable', `shard ${shard} is not owned by this node`);
+    }
+    return o.epoch;
+  }
+
+  fenced(shard: string, epoch: bigint): void {
+    const o = this.owned.get(shard);
+    if (o && o.epoch === epoch) {
+      this.owned.delete(shard);
+      void this.leases.release(shard);
+      this.logger.error({ shard, epoch: epoch.toString() }, 'shard fenced: a newer owner wrote it');
+      for (const h of this.lostHandlers) h(shard);
+    }
+  }
+
+  info(shard: string): ShardInfo | undefined {
+    const o = this.owned.get(shard);
+    if (!o) return undefined;
+    return { shard, owner: this.nodeId, epoch: o.epoch, region: shard.split('/')[0]!, nodeId: this.nodeId, leaseExpiresAt: this.leases.expiresAt(shard) ?? null };
+  }
+
+  shards(): ShardInfo[] {
+    return [...this.owned.keys()].flatMap((s) => this.info(s) ?? []);
+  }
+
+  isLocal(shard: string): boolean {
+    return this.owned.has(shard) && !this.draining.has(shard) && this.leases.holds(shard);
+  }
+
+  live(): Member[] {
+    return [...this.members.values()];
+  }
+
+  async route(shard: string): Promise<Route> {
+    if (this.draining.has(shard)) return { kind: 'unavailable', reason: 'shard handing over' };
+    if (this.owned.has(shard)) {
+      if (this.leases.holds(shard)) return { kind: 'local' };
+      this.lost(shard, 'lease expired');
+      return { kind: 'unavailable', reason: 'lease expired' };
+    }
+    const holder = await this.holderOf(shard);
+    if (holder === this.nodeId) return { kind: 'unavailable', reason: 'shard being taken' };
+    if (holder) {
+      const m = this.members.get(holder);
+      return m ? { kind: 'remote', url: m.url, nodeId: holder } : { kind: 'unavailable', reason: `owner ${holder} is not live` };
+    }
+    // Nobody holds it: its placed owner takes it on the first request.
+    const want = this.desired.get(shard);
+    if (want === this.nodeId || (want === undefined && shard.startsWith(`${this.region}/`))) {
+      return (await this.take(shard)) ? { kind: 'local' } : { kind: 'unavailable', reason: 'shard could not be taken' };
+    }
+    const m = want ? this.members.get(want) : undefined;
+    return m ? { kind: 'remote', url: m.url, nodeId: m.nodeId } : { kind: 'unavailable', reason: 'no live node may own this shard' };
+  }
+
+  private async holderOf(shard: string): Promise<string | undefined> {
+    const now = performance.now();
+    const hit = this.holderCache.get(shard);
+    if (hit && hit.until > now) return hit.holder;
+    const holder = await this.leases.holder(shard);
+    this.holderCache.set(shard, { holder, until: now + 250 });
+    return holder;
+  }
+
+  /** Shutdown, after the actors drained: give every lease back so others take over at once. */
+  async stop(): Promise<void> {
+    this.stopped = true;
+    if (this.timer) clearInterval(this.timer);
+    for (const shard of [...this.owned.keys()]) {
+      this.owned.delete(shard);
+      await this.leases.release(shard);
+    }
+  }
+}
