@@ -88,6 +88,11 @@ export class AccountRegistry {
       .catch((error: unknown) => ({ type: 'error', error: error instanceof GeopayError ? error : new GeopayError('internal_error', undefined, { cause: error }) }));
   }
 
+  /** Is the account's shard owned and writable here right now? */
+  isLocal(id: AccountId): boolean {
+    return this.ownership.isLocal(this.shardOf(id));
+  }
+
   /** The account's committed state, through its actor (spawned and loaded if need be). */
   async read(id: AccountId, hops = 0): Promise<AccountState | undefined> {
     if (this.draining) throw new GeopayError('draining');

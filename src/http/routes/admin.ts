@@ -139,6 +139,8 @@ export function adminRoutes(app: FastifyInstance, ctx: Ctx): void {
     ]);
     const row = seqs.rows[0]!;
     const info = ctx.ownership.info(shard);
+    // Owned elsewhere: the shards table names the last node to take it, at which epoch.
+    const shardRow = info ? undefined : (await ctx.pool.query<{ owner: string | null; epoch: bigint }>('SELECT owner, epoch FROM shards WHERE id = $1', [shard])).rows[0];
     return {
       accountId: id,
       resident: insp.resident,
@@ -150,8 +152,9 @@ export function adminRoutes(app: FastifyInstance, ctx: Ctx): void {
       lastSnapshotSeq: row.snapshot_seq === null ? 0 : Number(row.snapshot_seq),
       lastSnapshotAt: row.snapshot_at?.toISOString() ?? null,
       owner: {
-        node: info?.owner ?? ctx.ownership.nodeId, region: ctx.ownership.region, shard,
-        epoch: info ? info.epoch.toString() : null, leaseExpiresAt: info?.leaseExpiresAt ?? null,
+        node: info?.owner ?? shardRow?.owner ?? null, region: shard.split('/')[0], shard,
+        epoch: info ? info.epoch.toString() : (shardRow ? shardRow.epoch.toString() : null), leaseExpiresAt: info?.leaseExpiresAt ?? null,
+        local: info !== undefined,
       },
     };
   });

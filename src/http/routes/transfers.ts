@@ -5,6 +5,7 @@ import { randomBytes } from 'node:crypto';
 import type { FastifyInstance } from 'fastify';
 import type { AccountId, Region, TenantId, TransferId } from '../../domain/ids.ts';
 import type { AccountCommand, TransferKind } from '../../domain/account.ts';
+import type { TransferOutcome } from '../../actors/registry.ts';
 import { externalAccountId, makeTransferId, parseTransferId, uuidv7Hex } from '../../domain/ids.ts';
 import type { Currency } from '../../domain/money.ts';
 import { parseAmount, parseCurrency } from '../../domain/money.ts';
@@ -59,7 +60,12 @@ export async function moveMoney(ctx: Ctx, m: MoveSpec): Promise<HttpAnswer> {
     if (r.type !== 'done' || !r.reply.ok) settled.cancel();
     return answer(r, m.hash, async () => {
       let timer: NodeJS.Timeout | undefined;
-      const outcome = await Promise.race([settled.outcome, new Promise<undefined>((res) => { timer = setTimeout(() => res(undefined), ctx.config.transferWaitMs); })]);
+      let polling = true;
+      const waits: Promise<TransferOutcome | undefined>[] = [settled.outcome, new Promise<undefined>((res) => { timer = setTimeout(() => res(undefined), ctx.config.transferWaitMs); })];
+      // A leg committed on another node wakes no waiter here: read the row instead.
+      if (!ctx.registry.isLocal(m.src) || !ctx.registry.isLocal(m.dst)) waits.push(pollSettled(ctx, transferId, () => polling));
+      const outcome = await Promise.race(waits);
+      polling = false;
       clearTimeout(timer);
       settled.cancel();
       // A return carries the refusal code, and a capture of all that is left its amount,
@@ -74,6 +80,17 @@ export async function moveMoney(ctx: Ctx, m: MoveSpec): Promise<HttpAnswer> {
       return { status: transferStatus(view.state), body: view };
     }, async (s) => transferAnswer(ctx, s.resourceId!, m.tenantId));
   });
+}
+
+/** Resolves when the transfer's row leaves flight, while `go()` holds. */
+async function pollSettled(ctx: Ctx, id: TransferId, go: () => boolean): Promise<TransferOutcome | undefined> {
+  while (go()) {
+    await new Promise((r) => setTimeout(r, 25));
+    if (!go()) return undefined;
+    const t = await getTransfer(ctx.pool, id);
+    if (t && (t.state === 'settled' || t.state === 'returned')) return { id, state: t.state, at: t.updatedAt };
+  }
+  return undefined;
 }
 
 export async function transferAnswer(ctx: Ctx, id: string, tenantId: string): Promise<HttpAnswer> {
