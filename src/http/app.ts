@@ -118,7 +118,9 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
   app.setErrorHandler((err: unknown, req: FastifyRequest, reply: FastifyReply) => {
     const { code, detail, retryAfterS } = classify(err);
     const status = ERRORS[code].status;
-    if (status >= 500) req.log.error({ err }, 'request failed');
+    // A 500 is our bug; a 503 is load or an outage, expected and answered: no stack per request.
+    if (status === 500) req.log.error({ err }, 'request failed');
+    else if (status >= 500) req.log.info({ code }, 'request answered unavailable');
     if (retryAfterS !== undefined) reply.header('retry-after', String(retryAfterS));
     void reply.code(status).type('application/problem+json').send(problem(code, detail));
   });

@@ -1,0 +1,95 @@
+// Setup before any measurement: a tenant and its key, the customer accounts (currencies
+// round-robin), one merchant account per currency, and a deposit funding each customer. All
+// through the public API and the request log, so the funding deposits are checked too.
+import type { LoadClient } from './client.ts';
+import type { WorkloadSpec } from './options.ts';
+import type { AccountSet } from './workload.ts';
+
+/** With backoff capped at 2 s, about a minute of patience per setup request. */
+const SETUP_RETRIES = 30;
+
+export interface SetupResult {
+  tenantId: string;
+  tenantKey: string;
+  accounts: AccountSet;
+  seconds: number;
+}
+
+/** Runs `fn` over `items` with at most `limit` in flight; the first failure aborts the rest. */
+export async function inParallel<T, R>(items: readonly T[], limit: number, fn: (item: T, i: number) => Promise<R>): Promise<R[]> {
+  const out = new Array<R>(items.length);
+  let next = 0;
+  let failed = false;
+  const worker = async (): Promise<void> => {
+    while (!failed && next < items.length) {
+      const i = next++;
+      try {
+        out[i] = await fn(items[i]!, i);
+      } catch (err) {
+        failed = true;
+        throw err;
+      }
+    }
+  };
+  await Promise.all(Array.from({ length: Math.min(limit, items.length) }, worker));
+  return out;
+}
+
+export async function setup(
+  client: LoadClient,
+  opts: {
+    adminKey: string; run: string; spec: WorkloadSpec; concurrency: number; onProgress?: (what: string) => void;
+    /** Raise the tenant's rate limits out of the way (PUT /v1/tenants/:id/limits). */
+    liftRateLimits: boolean;
+  },
+): Promise<SetupResult> {
+  const t0 = performance.now();
+  const { spec, run } = opts;
+  let n = 0;
+  const key = (what: string): string => `${run}-setup-${what}-${n++}`;
+  const must = async (op: string, path: string, body: unknown, bearer: string, tenant: string, want: number[]): Promise<any> => {
+    // Setup has no latency to protect and must not fail on a passing overload (a small
+    // MAILBOX_LIMIT, the one external account taking every funding deposit): retry longer.
+    const r = await client.post({ op, path, body, key: key(op), bearer, tenant, phase: 'setup' }, undefined, SETUP_RETRIES);
+    if (r.status === null || !want.includes(r.status)) {
+      throw new Error(`setup: POST ${path} answered ${r.status ?? r.outcome.kind} ${JSON.stringify(r.answer)} after ${r.attempts} attempt(s)`);
+    }
+    return r.answer;
+  };
+
+  const tenant = await must('tenant', '/v1/tenants', { name: `loadtest ${run}` }, opts.adminKey, 'admin', [201]);
+  const tenantId = String(tenant.id);
+  const keyRow = await must('key', `/v1/tenants/${tenantId}/keys`, undefined, opts.adminKey, 'admin', [201]);
+  const tenantKey = String(keyRow.key);
+  if (opts.liftRateLimits) {
+    // The tenant is the load test's own: a per-tenant rate limit (100/s by default on
+    // geopay) would measure the limiter, not the payments. An engine without the endpoint
+    // (404) has no limits to lift.
+    const r = await client.put(`/v1/tenants/${tenantId}/limits`, { readsPerS: 1_000_000, writesPerS: 1_000_000 }, opts.adminKey);
+    if (r.status !== 200 && r.status !== 404) throw new Error(`setup: PUT /v1/tenants/${tenantId}/limits answered ${r.status ?? r.error} ${JSON.stringify(r.answer)}`);
+    opts.onProgress?.(r.status === 200 ? 'tenant rate limits lifted to 1000000/s' : 'no rate-limit endpoint (404): nothing to lift');
+  }
+
+  const overdraft = spec.overdraftMinor > 0n ? { overdraftLimit: spec.overdraftMinor.toString() } : {};
+  const currencies = Array.from({ length: spec.accounts }, (_, i) => spec.currencies[i % spec.currencies.length]!);
+  opts.onProgress?.(`opening ${spec.accounts} accounts`);
+  const opened = await inParallel(currencies, opts.concurrency, async (currency) => {
+    const a = await must('open', '/v1/accounts', { currency, ...overdraft }, tenantKey, tenantId, [201]);
+    return String(a.id);
+  });
+  const merchants = new Map<string, string>();
+  for (const currency of spec.currencies) {
+    const a = await must('open', '/v1/accounts', { currency, metadata: { role: 'merchant' } }, tenantKey, tenantId, [201]);
+    merchants.set(currency, String(a.id));
+  }
+  const byCurrency = new Map<string, string[]>(spec.currencies.map((c) => [c, []]));
+  opened.forEach((id, i) => byCurrency.get(currencies[i]!)!.push(id));
+
+  if (spec.fundingMinor > 0n) {
+    opts.onProgress?.(`funding ${spec.accounts} accounts`);
+    await inParallel(opened, opts.concurrency, (accountId, i) =>
+      must('deposit', '/v1/deposits', { accountId, amount: spec.fundingMinor.toString(), currency: currencies[i]! }, tenantKey, tenantId, [201, 202]),
+    );
+  }
+  return { tenantId, tenantKey, accounts: { byCurrency, merchants }, seconds: (performance.now() - t0) / 1000 };
+}

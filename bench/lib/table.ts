@@ -1,0 +1,14 @@
+// Plain-text tables for the terminal summary: left-aligned first column, numbers right-aligned.
+
+export function formatTable(header: string[], rows: string[][]): string {
+  const widths = header.map((h, i) => Math.max(h.length, ...rows.map((r) => (r[i] ?? '').length)));
+  const line = (cells: string[]): string =>
+    cells.map((c, i) => (i === 0 ? c.padEnd(widths[i]!) : c.padStart(widths[i]!))).join('  ').trimEnd();
+  return [line(header), widths.map((w) => '-'.repeat(w)).join('  '), ...rows.map(line)].join('\n');
+}
+
+export const fixed = (v: number | null | undefined, digits: number): string =>
+  v === null || v === undefined || !Number.isFinite(v) ? '-' : v.toFixed(digits);
+
+/** `2026-11-28T13-01-02Z`: sortable, and valid in a file name everywhere. */
+export const stamp = (d = new Date()): string => d.toISOString().replace(/\.\d+Z$/, 'Z').replace(/:/g, '-');
