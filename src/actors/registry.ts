@@ -158,6 +158,20 @@ export class AccountRegistry {
     return this.send(t.destinationId, { cmd: { type: 'Credit', transferId: t.id, amount: t.amount, currency: t.currency, alreadyApplied: false }, careful: redelivery });
   }
 
+  /** The first delivery, retried briefly when the destination is busy; after that the relay's. */
+  private async deliverCreditSoon(t: { id: TransferId; destinationId: AccountId; amount: bigint; currency: Currency }): Promise<void> {
+    for (const delayMs of [0, 50, 250]) {
+      if (delayMs > 0) await new Promise((r) => setTimeout(r, delayMs));
+      const r = await this.deliverCredit(t, delayMs > 0);
+      if (r.type !== 'error') return;
+      if (r.error.code !== 'mailbox_full' && r.error.code !== 'shard_unavailable') {
+        this.logger.warn({ transfer: t.id, code: r.error.code }, 'credit delivery failed; the relay will retry');
+        return;
+      }
+    }
+    this.logger.info({ transfer: t.id }, 'destination busy; the relay will deliver the credit');
+  }
+
   /** Gives refused money back to the source, exactly once. */
   deliverReturn(t: { id: TransferId; sourceId: AccountId; amount: bigint }, redelivery = false): Promise<CommandResult> {
     return this.send(t.sourceId, { cmd: { type: 'Return', transferId: t.id, amount: t.amount, alreadyApplied: false }, careful: redelivery });
@@ -166,9 +180,7 @@ export class AccountRegistry {
   private afterCommit(ws: WriteSet): void {
     this.commits++;
     for (const t of ws.newTransfers) {
-      void this.deliverCredit({ id: t.id, destinationId: t.destinationId, amount: t.amount, currency: t.currency }).then((r) => {
-        if (r.type === 'error') this.logger.warn({ transfer: t.id, code: r.error.code }, 'credit delivery failed; the relay will retry');
-      });
+      void this.deliverCreditSoon({ id: t.id, destinationId: t.destinationId, amount: t.amount, currency: t.currency });
     }
     for (const u of ws.transferUpdates) {
       if (u.to === 'refused') {

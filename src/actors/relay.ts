@@ -71,7 +71,8 @@ export class Relay {
       const mine = this.opts.mine ?? (() => true);
       // A debited transfer is the source owner's to finish, a refused one too (it returns to the source).
       const todo = (await inFlightTransfers(this.pool, minAgeMs, this.opts.batch)).filter((t) => !this.inProgress.has(t.id) && mine(t.sourceId));
-      await Promise.all(todo.map(async (t) => {
+      // A bounded number at a time: a backlog aimed at one hot account must not fill its mailbox.
+      await inBatches(todo, 32, async (t) => {
         this.inProgress.add(t.id);
         try {
           const r = t.state === 'debited'
@@ -82,7 +83,7 @@ export class Relay {
         } finally {
           this.inProgress.delete(t.id);
         }
-      }));
+      });
       if (todo.length > 0) this.logger.info({ count: todo.length }, 'relay re-delivered transfers');
       return todo.length;
     } catch (err) {
@@ -92,4 +93,8 @@ export class Relay {
       this.running = false;
     }
   }
+}
+
+async function inBatches<T>(items: T[], size: number, fn: (item: T) => Promise<void>): Promise<void> {
+  for (let i = 0; i < items.length; i += size) await Promise.all(items.slice(i, i + size).map(fn));
 }

@@ -39,6 +39,11 @@ export class Forwarder {
       return decodeResult(text);
     } catch (err) {
       this.opts.logger.warn({ err, url, account: id }, 'forward to owner failed');
+      // Sent but unanswered: the command may have run. Say so; the client retries with its key.
+      const code = (err as { code?: string }).code ?? '';
+      if (code === 'UND_ERR_HEADERS_TIMEOUT' || code === 'UND_ERR_BODY_TIMEOUT' || code === 'UND_ERR_SOCKET') {
+        return { type: 'error', error: new GeopayError('request_timeout', 'the owner did not answer in time', { cause: err }) };
+      }
       return { type: 'error', error: new GeopayError('shard_unavailable', 'the owner of this account is unreachable', { cause: err }) };
     }
   }

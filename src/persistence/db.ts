@@ -30,10 +30,11 @@ export async function migrate(pool: pg.Pool, logger: Logger): Promise<void> {
   const files = readdirSync(MIGRATIONS_DIR).filter((f) => /^\d{3}_.*\.sql$/.test(f)).sort();
   const client = await pool.connect();
   try {
-    await client.query('CREATE TABLE IF NOT EXISTS schema_migrations (version integer PRIMARY KEY, name text NOT NULL, applied_at timestamptz NOT NULL DEFAULT now())');
     await client.query('BEGIN');
-    // Two nodes starting together must not apply the same migration twice.
-    await client.query('LOCK TABLE schema_migrations IN EXCLUSIVE MODE');
+    // Nodes starting together on a fresh database: the lock comes first, even before the
+    // bookkeeping table exists (a racing CREATE TABLE IF NOT EXISTS can still collide).
+    await client.query('SELECT pg_advisory_xact_lock(7243901)');
+    await client.query('CREATE TABLE IF NOT EXISTS schema_migrations (version integer PRIMARY KEY, name text NOT NULL, applied_at timestamptz NOT NULL DEFAULT now())');
     const { rows } = await client.query<{ version: number }>('SELECT version FROM schema_migrations');
     const applied = new Set(rows.map((r) => r.version));
     for (const f of files) {

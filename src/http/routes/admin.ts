@@ -117,7 +117,12 @@ export function adminRoutes(app: FastifyInstance, ctx: Ctx): void {
     return {
       self: { nodeId: ctx.ownership.nodeId, region: ctx.ownership.region, shardsHeld: ctx.ownership.shards().map((s) => ({ shard: s.shard, epoch: s.epoch.toString(), leaseExpiresAt: s.leaseExpiresAt })) },
       nodes: members.map((m) => ({ ...m, shards: owned.get(m.nodeId) ?? 0 })),
-      shards: rows.map((r) => ({ id: r.id, region: r.region, bucket: r.bucket, epoch: r.epoch.toString(), owner: r.owner, updatedAt: r.updated_at.toISOString() })),
+      // `owner` is the node that took the shard last (it bumped `epoch`); it owns it now only
+      // while it is live and its lease holds, which `ownerLive` tells from the heartbeats.
+      shards: rows.map((r) => ({
+        id: r.id, region: r.region, bucket: r.bucket, epoch: r.epoch.toString(), owner: r.owner,
+        ownerLive: members.some((m) => m.nodeId === r.owner), updatedAt: r.updated_at.toISOString(),
+      })),
     };
   });
 
@@ -152,7 +157,7 @@ export function adminRoutes(app: FastifyInstance, ctx: Ctx): void {
       lastSnapshotSeq: row.snapshot_seq === null ? 0 : Number(row.snapshot_seq),
       lastSnapshotAt: row.snapshot_at?.toISOString() ?? null,
       owner: {
-        node: info?.owner ?? shardRow?.owner ?? null, region: shard.split('/')[0], shard,
+        node: info?.owner ?? shardRow?.owner ?? null, region: info ? ctx.ownership.region : null, shardRegion: shard.split('/')[0], shard,
         epoch: info ? info.epoch.toString() : (shardRow ? shardRow.epoch.toString() : null), leaseExpiresAt: info?.leaseExpiresAt ?? null,
         local: info !== undefined,
       },
