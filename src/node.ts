@@ -123,9 +123,11 @@ export async function startNode(cfg: Config, opts: { logger?: Logger; onCommit?:
   const url = `http://${cfg.host.includes(':') ? `[${cfg.host}]` : cfg.host}:${port}`;
   let membership: Membership | undefined;
   if (cluster) {
+    // A member is gone after min(lease TTL, 3 heartbeats): its shards are re-placed about when
+    // their leases expire, not later (at least 2 heartbeats, so one late beat moves nothing).
     membership = new Membership({
       masters: cluster.leases.masters, nodeId: cfg.nodeId, region: cfg.region, url: cfg.advertisedUrl || url,
-      heartbeatMs: cfg.heartbeatMs, ttlMs: Math.max(3 * cfg.heartbeatMs, 2_000), keyPrefix: cfg.redisKeyPrefix, logger,
+      heartbeatMs: cfg.heartbeatMs, ttlMs: Math.max(2 * cfg.heartbeatMs, Math.min(cfg.leaseTtlMs, 3 * cfg.heartbeatMs)), keyPrefix: cfg.redisKeyPrefix, logger,
     });
     await membership.start();
     await cluster.own.start(membership);
