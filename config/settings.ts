@@ -47,6 +47,7 @@ export const SETTINGS = {
   regions: { env: 'REGIONS', default: '', parse: str(/^$|^[a-z][a-z0-9-]{0,15}(,[a-z][a-z0-9-]{0,15})*$/), doc: 'Every region of the cluster, comma-separated; empty: this node\'s REGION alone.' },
   regionFailover: { env: 'REGION_FAILOVER', default: 'deny', parse: str(/^(allow|deny)$/), doc: 'allow: nodes of other regions take the shards of a region with no live node for REGION_FAILOVER_GRACE_MS (availability, at the cost of cross-region latency); deny: those accounts wait for their region.' },
   regionFailoverGraceMs: { env: 'REGION_FAILOVER_GRACE_MS', default: 30_000, parse: int(0, 3_600_000), doc: 'How long a region must have no live node before others may take its shards.' },
+  faultCommitDelayMs: { env: 'FAULT_COMMIT_DELAY_MS', default: 0, parse: int(0, 60_000), doc: 'Fault injection for tests only: wait this long between deciding a batch (its epoch taken) and sending its commit, to open the window a paused process would. Always 0 in production.' },
   askTimeoutMs: { env: 'ASK_TIMEOUT_MS', default: 10_000, parse: int(100, 600_000), doc: 'How long a request waits for its actor before request_timeout.' },
   transferWaitMs: { env: 'TRANSFER_WAIT_MS', default: 2_000, parse: int(0, 60_000), doc: 'How long POST /v1/transfers waits for the credit before answering 202.' },
   relayIntervalMs: { env: 'RELAY_INTERVAL_MS', default: 1_000, parse: int(10, 600_000), doc: 'How often the relay looks for transfers left debited or refused.' },

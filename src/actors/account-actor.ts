@@ -64,6 +64,8 @@ export interface ActorHandle {
   depth: number;
   lastActivity: number;
   retired: boolean;
+  /** A batch is being committed: its result is still to come back as a message. */
+  flushing: boolean;
 }
 
 export interface Committed {
@@ -80,6 +82,8 @@ export interface ActorDeps {
   mailboxLimit: number;
   logger: Logger;
   now: () => number;
+  /** Tests only: a pause between deciding and committing (see FAULT_COMMIT_DELAY_MS). */
+  faultCommitDelayMs: number;
   /** The node's group-commit writer: resolves after COMMIT, or rejects (nothing written). */
   commit: (ws: WriteSet) => Promise<void>;
   /** After a commit: the saga's next steps and the waiters of transfers. */
@@ -154,6 +158,7 @@ export function makeAccountHandler(h: ActorHandle, deps: ActorDeps) {
       (outcome) => tell(self, { type: 'Flushed', batch, outcome }),
       (error) => tell(self, { type: 'Flushed', batch, outcome: undefined, error }),
     );
+    h.flushing = true;
     return { ...s, pending: rest, inFlight: batch };
   }
 
@@ -352,6 +357,7 @@ export function makeAccountHandler(h: ActorHandle, deps: ActorDeps) {
     const writes = ws.accounts.length + ws.journal.length + ws.newTransfers.length + ws.transferUpdates.length + ws.idempotency.length
       + ws.newHolds.length + ws.holdUpdates.length + ws.refundClaims.length;
     if (writes === 0) return { state: s, results, wss: [], snapshotSeq: undefined };
+    if (deps.faultCommitDelayMs > 0) await new Promise((r) => setTimeout(r, deps.faultCommitDelayMs));
     await deps.commit(ws);
     return { state: s, results, wss: [ws], snapshotSeq };
   }
@@ -382,6 +388,7 @@ export function makeAccountHandler(h: ActorHandle, deps: ActorDeps) {
         return maybeFlush({ ...s, phase: 'ready', account: msg.result.state, lastSnapshotSeq: msg.result.lastSnapshotSeq, readers: [] }, self);
       }
       case 'Flushed': {
+        h.flushing = false;
         let next: ActorState = { ...s, inFlight: null };
         if (msg.error !== undefined || !msg.outcome) {
           const err = msg.error;

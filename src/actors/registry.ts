@@ -27,6 +27,7 @@ export interface RegistryConfig {
   askTimeoutMs: number;
   actorIdleMs: number;
   maxResidentActors: number;
+  faultCommitDelayMs: number;
 }
 
 export interface TransferOutcome { id: TransferId; state: 'settled' | 'refused' | 'returned'; at: string }
@@ -200,7 +201,7 @@ export class AccountRegistry {
     if (existing) return existing;
     if (this.actors.size >= this.cfg.maxResidentActors) this.passivateIdle(true);
     const shard = this.shardOf(id);
-    const h: ActorHandle = { id, shard, ref: undefined as never, queued: 0, depth: 0, lastActivity: Date.now(), retired: false };
+    const h: ActorHandle = { id, shard, ref: undefined as never, queued: 0, depth: 0, lastActivity: Date.now(), retired: false, flushing: false };
     const handler = makeAccountHandler(h, {
       pool: this.pool,
       ownership: this.ownership,
@@ -211,6 +212,7 @@ export class AccountRegistry {
       logger: this.logger,
       now: Date.now,
       commit: (ws) => this.writer.commit(ws),
+      faultCommitDelayMs: this.cfg.faultCommitDelayMs,
       afterCommit: (ws) => this.afterCommit(ws),
       retire: (x) => this.retire(x),
       passivated: (x) => this.remove(x),
@@ -233,9 +235,10 @@ export class AccountRegistry {
   private retire(h: ActorHandle): void {
     h.retired = true;
     if (this.actors.get(h.id) === h) this.actors.delete(h.id);
-    // Stop only once nact's mailbox is empty: a stop drops whatever it still holds.
+    // Stop only once nact's mailbox is empty and no commit is out: a stop drops whatever it
+    // still holds, including the result of a commit still to come back.
     const stopWhenEmpty = () => {
-      if (h.queued <= 0) stopActor(h.ref);
+      if (h.queued <= 0 && !h.flushing) stopActor(h.ref);
       else setTimeout(stopWhenEmpty, 50).unref();
     };
     stopWhenEmpty();
