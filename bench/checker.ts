@@ -140,7 +140,8 @@ export interface Acknowledged {
   body: Record<string, unknown>;
 }
 
-const MONEY_OPS = new Set(['transfer', 'deposit', 'withdraw']);
+// Requests whose 2xx answer is a transfer: captures and refunds create one of their own.
+const MONEY_OPS = new Set(['transfer', 'deposit', 'withdraw', 'capture', 'refund']);
 
 /**
  * Reads the log into the acknowledged transfers (last 2xx answer per key) and checks what

@@ -4,8 +4,9 @@
 
 export class UsageError extends Error {}
 
-export type OpKind = 'transfer' | 'deposit' | 'withdraw';
-export const OP_KINDS: readonly OpKind[] = ['transfer', 'deposit', 'withdraw'];
+/** hold: authorize, then capture (all or part) or void; refund: transfer, then refund part of it. */
+export type OpKind = 'transfer' | 'deposit' | 'withdraw' | 'hold' | 'refund';
+export const OP_KINDS: readonly OpKind[] = ['transfer', 'deposit', 'withdraw', 'hold', 'refund'];
 
 export type Mix = Record<OpKind, number>;
 
@@ -59,7 +60,7 @@ export function parseMinor(raw: string, what: string): bigint {
 
 /** `transfer=80,deposit=10,withdraw=10`; a kind left out has weight 0. */
 export function parseMix(raw: string): Mix {
-  const mix: Mix = { transfer: 0, deposit: 0, withdraw: 0 };
+  const mix: Mix = { transfer: 0, deposit: 0, withdraw: 0, hold: 0, refund: 0 };
   for (const part of raw.split(',')) {
     const m = /^\s*([a-z]+)\s*=\s*([0-9]+(?:\.[0-9]+)?)\s*$/.exec(part);
     const kind = m?.[1] === 'withdrawal' ? 'withdraw' : m?.[1];

@@ -63,8 +63,14 @@ export async function workloadPhase(
     const key = `${common.run}-${common.name}-${workload.generated}`;
     return {
       op: op.kind,
-      send: async (phase, onRetry) =>
-        (await common.client.post({ op: op.kind, path: op.path, body: op.body, key, bearer: tenantKey, tenant: tenantId, phase }, onRetry)).outcome,
+      send: async (phase, onRetry) => {
+        // A refund's first step is a plain transfer, and is logged (and checked) as one.
+        const first = await common.client.post({ op: op.kind === 'refund' ? 'transfer' : op.kind, path: op.path, body: op.body, key, bearer: tenantKey, tenant: tenantId, phase }, onRetry);
+        const id = (first.answer as { id?: unknown } | null)?.id;
+        if (!op.then || first.outcome.kind !== 'ok' || typeof id !== 'string') return first.outcome;
+        const second = await common.client.post({ op: op.then.op, path: op.then.path(id), body: op.then.body, key: `${key}-${op.then.op}`, bearer: tenantKey, tenant: tenantId, phase }, onRetry);
+        return second.outcome;
+      },
     };
   };
   const run = await tracked(common, `${common.engine} ${common.name}`, next, common.name);

@@ -9,7 +9,9 @@ import { Prng, WeightedChoice, ZipfSampler } from './prng.ts';
 export interface Op {
   kind: OpKind;
   path: string;
-  body: Record<string, string>;
+  body: Record<string, string | number>;
+  /** A second request made with the id the first one answered (capture or void a hold, refund a transfer). */
+  then?: { op: 'capture' | 'void' | 'refund'; path: (id: string) => string; body: Record<string, string> | undefined };
 }
 
 export interface AccountSet {
@@ -19,7 +21,7 @@ export interface AccountSet {
   merchants: Map<string, string>;
 }
 
-const PATHS: Record<OpKind, string> = { transfer: '/v1/transfers', deposit: '/v1/deposits', withdraw: '/v1/withdrawals' };
+const PATHS: Record<OpKind, string> = { transfer: '/v1/transfers', deposit: '/v1/deposits', withdraw: '/v1/withdrawals', hold: '/v1/holds', refund: '/v1/transfers' };
 
 interface CurrencyPool {
   currency: string;
@@ -89,6 +91,26 @@ export class Workload {
       case 'deposit':
       case 'withdraw':
         return { kind, path: PATHS[kind], body: { accountId: this.pickAccount(p), amount, currency } };
+      case 'hold': {
+        const source = this.pickAccount(p);
+        const body = { sourceAccountId: source, destinationAccountId: this.pickOther(p, source), amount, currency, expiresInSeconds: 300 };
+        const r = this.rng.next();
+        const part = String(this.rng.between(1, Number(amount)));
+        const then: Op['then'] = r < 0.5
+          ? { op: 'capture', path: (id) => `/v1/holds/${id}/capture`, body: { amount: part } }
+          : r < 0.8
+            ? { op: 'capture', path: (id) => `/v1/holds/${id}/capture`, body: {} }
+            : { op: 'void', path: (id) => `/v1/holds/${id}/void`, body: undefined };
+        return { kind, path: PATHS[kind], body, then };
+      }
+      case 'refund': {
+        const source = this.pickAccount(p);
+        const part = String(this.rng.between(1, Number(amount)));
+        return {
+          kind, path: PATHS[kind], body: { sourceAccountId: source, destinationAccountId: this.pickOther(p, source), amount, currency },
+          then: { op: 'refund', path: (id) => `/v1/transfers/${id}/refunds`, body: { amount: part } },
+        };
+      }
     }
   }
 }
