@@ -118,7 +118,7 @@ export function parseLoadtestArgs(argv: string[]): Parsed | 'help' {
     target = { kind: 'url', url: v.url, adminKey: v['admin-key'], databaseUrl: v['database-url'], engine: v.engine };
   } else {
     const start = v.start ?? 'postgres';
-    if (start !== 'postgres' && start !== 'embedded') throw new UsageError(`--start is postgres or embedded, got "${start}"`);
+    if (start !== 'postgres' && start !== 'embedded' && start !== 'cluster') throw new UsageError(`--start is postgres, embedded or cluster, got "${start}"`);
     if (v.engine !== 'geopay' && v.engine !== 'baseline') throw new UsageError(`--engine is geopay or baseline, got "${v.engine}"`);
     if (v['database-url']) throw new UsageError('--database-url is for --url mode; a started server\'s database is known');
     const serverEnv: Record<string, string> = {};
