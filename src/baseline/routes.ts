@@ -1,18 +1,18 @@
 // HTTP routes of the row-locking baseline (ENGINE=baseline): geopay's paths, headers, schemas,
 // request hashes and error codes for opening and reading accounts and moving money, served by
-// src/baseline/engine.ts. The bodies mirror src/http/routes/accounts.ts and transfers.ts.
+// src/baseline/engine.ts. Request schemas and parsing are shared with geopay (src/http/requests.ts).
 import type { FastifyInstance } from 'fastify';
 import type { AccountId } from '../domain/ids.ts';
-import { parseAccountId, parseRegion, parseTransferId } from '../domain/ids.ts';
-import type { Currency } from '../domain/money.ts';
-import { parseAmount, parseCurrency, parseNonNegativeAmount } from '../domain/money.ts';
+import { parseAccountId, parseTransferId } from '../domain/ids.ts';
 import { GeopayError } from '../domain/errors.ts';
 import type { Ctx } from '../http/app.ts';
 import { idempotencyKey, tenantOf } from '../http/app.ts';
 import { requestHash } from '../http/idempotency.ts';
 import { send } from '../http/answer.ts';
-import { amountString, currencyCode, errorResponses, idParams, idempotencyHeader, idString, metadata } from '../http/schemas.ts';
+import { errorResponses, idParams, idString } from '../http/schemas.ts';
 import { BaselineEngine } from './engine.ts';
+import type { OpenAccountBody } from '../http/requests.ts';
+import { moneyBody, moneySchema, openAccountSchema, parseMoney, parseOpenAccount } from '../http/requests.ts';
 
 /** Attempts of one request's transaction when PostgreSQL aborts it for a deadlock or serialization failure. */
 const MAX_ATTEMPTS = 5;
@@ -23,23 +23,6 @@ function customerId(raw: string): AccountId {
   if (!id || id.startsWith('ext_')) throw new GeopayError('account_not_found');
   return id;
 }
-
-function parseMoney(body: { amount: string; currency: string }): { amount: bigint; currency: Currency } {
-  const amount = parseAmount(body.amount);
-  if (!amount.ok) throw new GeopayError('invalid_amount');
-  const currency = parseCurrency(body.currency);
-  if (!currency.ok) throw new GeopayError('unknown_currency');
-  return { amount: amount.value, currency: currency.value };
-}
-
-const moneyBody = (fields: Record<string, unknown>, required: string[]) => ({
-  type: 'object', additionalProperties: false, required: [...required, 'amount', 'currency'],
-  properties: { ...fields, amount: amountString, currency: currencyCode, metadata },
-});
-const moneySchema = (body: object) => ({
-  tags: ['money'], headers: idempotencyHeader, body,
-  response: { 201: { $ref: 'Transfer#' }, 202: { $ref: 'Transfer#' }, ...errorResponses },
-});
 
 export function baselineRoutes(app: FastifyInstance, ctx: Ctx): void {
   const engine = new BaselineEngine(ctx.pool, { maxAttempts: MAX_ATTEMPTS, clock: ctx.clock });
@@ -55,28 +38,14 @@ export function baselineRoutes(app: FastifyInstance, ctx: Ctx): void {
     if (engine.conflictRetries > 0) ctx.logger.info({ retries: engine.conflictRetries }, 'baseline transactions retried after lock conflicts');
   });
 
-  app.post('/v1/accounts', {
-    schema: {
-      tags: ['accounts'], headers: idempotencyHeader,
-      body: {
-        type: 'object', additionalProperties: false, required: ['currency'],
-        properties: { currency: currencyCode, overdraftLimit: amountString, metadata, region: { type: 'string', maxLength: 16 } },
-      },
-      response: { 201: { $ref: 'Account#' }, ...errorResponses },
-    },
-  }, async (req, reply) => {
+  app.post('/v1/accounts', { schema: openAccountSchema }, async (req, reply) => {
     const tenantId = tenantOf(req);
     const key = idempotencyKey(req, true)!;
-    const body = req.body as { currency: string; overdraftLimit?: string; metadata?: Record<string, unknown>; region?: string };
-    const currency = parseCurrency(body.currency);
-    if (!currency.ok) throw new GeopayError('unknown_currency');
-    const overdraft = parseNonNegativeAmount(body.overdraftLimit ?? '0');
-    if (!overdraft.ok) throw new GeopayError('invalid_amount');
-    const region = parseRegion(body.region ?? ctx.config.region);
-    if (!region) throw new GeopayError('invalid_region');
+    const body = req.body as OpenAccountBody;
+    const { currency, overdraftLimit, region } = parseOpenAccount(body, ctx.config.region);
     const hash = requestHash('POST /v1/accounts', {}, body);
     return send(reply, await engine.openAccount({
-      tenantId, key, hash, currency: currency.value, region, overdraftLimit: overdraft.value, metadata: body.metadata ?? {},
+      tenantId, key, hash, currency, region, overdraftLimit, metadata: body.metadata ?? {},
     }));
   });
 

@@ -3,18 +3,19 @@
 import { randomBytes } from 'node:crypto';
 import type { FastifyInstance, FastifyRequest } from 'fastify';
 import type { AccountCommand } from '../../domain/account.ts';
-import type { AccountId, Region, TenantId } from '../../domain/ids.ts';
-import { makeAccountId, parseAccountId, parseRegion, uuidv7Hex } from '../../domain/ids.ts';
-import { parseCurrency, parseNonNegativeAmount } from '../../domain/money.ts';
+import type { AccountId, TenantId } from '../../domain/ids.ts';
+import { makeAccountId, parseAccountId, uuidv7Hex } from '../../domain/ids.ts';
 import { GeopayError } from '../../domain/errors.ts';
 import { accountView } from '../../domain/views.ts';
 import { statement } from '../../persistence/queries.ts';
 import type { Ctx } from '../app.ts';
 import { idempotencyKey, tenantOf } from '../app.ts';
 import { requestHash } from '../idempotency.ts';
+import type { OpenAccountBody } from '../requests.ts';
+import { openAccountSchema, parseOpenAccount } from '../requests.ts';
 import type { HttpAnswer } from '../idempotency.ts';
 import { answer, send } from '../answer.ts';
-import { amountString, currencyCode, errorResponses, idParams, idempotencyHeader, metadata } from '../schemas.ts';
+import { errorResponses, idParams, idempotencyHeader } from '../schemas.ts';
 
 /** The account if it exists and belongs to the tenant; 404 otherwise, whatever the reason. */
 export async function ownedAccount(ctx: Ctx, tenantId: string, raw: string): Promise<{ id: AccountId; currency: string; region: string }> {
@@ -26,38 +27,24 @@ export async function ownedAccount(ctx: Ctx, tenantId: string, raw: string): Pro
 }
 
 export function accountRoutes(app: FastifyInstance, ctx: Ctx): void {
-  app.post('/v1/accounts', {
-    schema: {
-      tags: ['accounts'], headers: idempotencyHeader,
-      body: {
-        type: 'object', additionalProperties: false, required: ['currency'],
-        properties: { currency: currencyCode, overdraftLimit: amountString, metadata, region: { type: 'string', maxLength: 16 } },
-      },
-      response: { 201: { $ref: 'Account#' }, ...errorResponses },
-    },
-  }, async (req, reply) => {
+  app.post('/v1/accounts', { schema: openAccountSchema }, async (req, reply) => {
     const tenantId = tenantOf(req);
     const key = idempotencyKey(req, true)!;
-    const body = req.body as { currency: string; overdraftLimit?: string; metadata?: Record<string, unknown>; region?: string };
-    const currency = parseCurrency(body.currency);
-    if (!currency.ok) throw new GeopayError('unknown_currency');
-    const overdraft = parseNonNegativeAmount(body.overdraftLimit ?? '0');
-    if (!overdraft.ok) throw new GeopayError('invalid_amount');
-    const region = body.region === undefined ? (ctx.config.region as Region) : parseRegion(body.region);
-    if (!region) throw new GeopayError('invalid_region');
+    const body = req.body as OpenAccountBody;
+    const { currency, overdraftLimit, region } = parseOpenAccount(body, ctx.config.region);
     const hash = requestHash('POST /v1/accounts', {}, body);
     const a = await ctx.keys.run(tenantId, key, hash, async () => {
       const id = makeAccountId(region, uuidv7Hex(Date.now(), randomBytes(10)));
       const cmd: AccountCommand = {
-        type: 'Open', id, kind: 'customer', tenantId: tenantId as TenantId, currency: currency.value, region,
-        overdraftLimit: overdraft.value, metadata: body.metadata ?? {}, at: new Date().toISOString(),
+        type: 'Open', id, kind: 'customer', tenantId: tenantId as TenantId, currency, region,
+        overdraftLimit, metadata: body.metadata ?? {}, at: new Date().toISOString(),
       };
       const r = await ctx.registry.send(id, {
         cmd,
         idem: { tenantId, key, requestHash: hash, resourceId: id, onOk: { status: 201, accountView: true } },
       });
       return answer(r, hash, (rep) => {
-        ctx.directory.remember({ id, tenantId, currency: currency.value, kind: 'customer', region });
+        ctx.directory.remember({ id, tenantId, currency, kind: 'customer', region });
         return { status: 201, body: accountView(rep.state) };
       }, async () => {
         throw new GeopayError('idempotency_key_in_progress');

@@ -8,7 +8,7 @@ import type { AccountCommand, TransferKind } from '../../domain/account.ts';
 import type { TransferOutcome } from '../../actors/registry.ts';
 import { externalAccountId, makeTransferId, parseTransferId, uuidv7Hex } from '../../domain/ids.ts';
 import type { Currency } from '../../domain/money.ts';
-import { parseAmount, parseCurrency } from '../../domain/money.ts';
+import { parseAmount } from '../../domain/money.ts';
 import { GeopayError } from '../../domain/errors.ts';
 import { transferStatus } from '../../domain/views.ts';
 import type { TransferView } from '../../domain/views.ts';
@@ -19,7 +19,8 @@ import type { HttpAnswer } from '../idempotency.ts';
 import { requestHash } from '../idempotency.ts';
 import { answer, send } from '../answer.ts';
 import { ownedAccount } from './accounts.ts';
-import { amountString, currencyCode, errorResponses, idParams, idempotencyHeader, idString, metadata } from '../schemas.ts';
+import { moneyBody, moneySchema, parseMoney } from '../requests.ts';
+import { amountString, errorResponses, idParams, idempotencyHeader, idString, metadata } from '../schemas.ts';
 
 type Kind = 'transfer' | 'deposit' | 'withdrawal';
 
@@ -118,23 +119,6 @@ export function transferRoutes(app: FastifyInstance, ctx: Ctx): void {
 
   async function move(kind: Kind, tenantId: string, key: string, hash: string, src: AccountId, dst: AccountId, amount: bigint, currency: Currency, md: Record<string, unknown> | null): Promise<HttpAnswer> {
     return moveMoney(ctx, { kind, tenantId, key, hash, src, dst, currency, metadata: md, amount, command: (transferId) => ({ type: 'Debit', transferId, amount, currency }) });
-  }
-
-  const moneyBody = (fields: Record<string, unknown>, required: string[]) => ({
-    type: 'object', additionalProperties: false, required: [...required, 'amount', 'currency'],
-    properties: { ...fields, amount: amountString, currency: currencyCode, metadata },
-  });
-  const moneySchema = (body: object) => ({
-    tags: ['money'], headers: idempotencyHeader, body,
-    response: { 201: { $ref: 'Transfer#' }, 202: { $ref: 'Transfer#' }, ...errorResponses },
-  });
-
-  function parseMoney(body: { amount: string; currency: string }): { amount: bigint; currency: Currency } {
-    const amount = parseAmount(body.amount);
-    if (!amount.ok) throw new GeopayError('invalid_amount');
-    const currency = parseCurrency(body.currency);
-    if (!currency.ok) throw new GeopayError('unknown_currency');
-    return { amount: amount.value, currency: currency.value };
   }
 
   app.post('/v1/transfers', {
