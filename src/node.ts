@@ -1,7 +1,6 @@
 // One geopay node, assembled: config -> PostgreSQL (or the embedded PGlite) -> migrations ->
 // shard ownership -> account actors and relay -> HTTP. main.ts runs it as a process; tests
 // run it in-process against their own database.
-import { randomBytes } from 'node:crypto';
 import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import type { FastifyInstance } from 'fastify';
@@ -11,7 +10,9 @@ import type { Config } from '../config/settings.ts';
 import { createPool, migrate } from './persistence/db.ts';
 import type { Pool } from './persistence/db.ts';
 import type { CommitObserver } from './persistence/journal.ts';
-import { countAdminKeys, deleteExpiredKeys, insertKey } from './persistence/queries.ts';
+import { makeRepositories } from './persistence/repositories.ts';
+import type { Repositories } from './persistence/repositories.ts';
+import type { Redis } from 'ioredis';
 import { startEmbeddedPostgres } from './persistence/embedded.ts';
 import { connectRedis, createRedis } from './persistence/redis.ts';
 import type { EmbeddedPostgres } from './persistence/embedded.ts';
@@ -24,11 +25,14 @@ import { Forwarder } from './cluster/forward.ts';
 import type { AccountId } from './domain/ids.ts';
 import { AccountRegistry } from './actors/registry.ts';
 import { GroupWriter } from './persistence/writer.ts';
-import { Relay } from './actors/relay.ts';
+import { Relay } from './payments/relay.ts';
+import { buildPayments } from './payments/index.ts';
+import type { Payments } from './payments/index.ts';
 import { buildApp } from './http/app.ts';
+import { rejectionAnswer } from './http/errors.ts';
+import { routesFor } from './http/routes/index.ts';
 import { setupBaseline } from './baseline/engine.ts';
-import { newApiKey } from './http/routes/admin.ts';
-import { uuidv7Hex } from './domain/ids.ts';
+import { baselineRoutes } from './baseline/routes.ts';
 
 export interface GeopayNode {
   app: FastifyInstance;
@@ -38,6 +42,7 @@ export interface GeopayNode {
   relay: Relay;
   writer: GroupWriter;
   ownership: Ownership;
+  payments: Payments;
   membership: Membership | undefined;
   /** Set when this start created the admin key (printed once by main). */
   createdAdminKey: string | undefined;
@@ -56,6 +61,95 @@ export function rootLogger(cfg: Config): Logger {
 export async function startNode(cfg: Config, opts: { logger?: Logger; onCommit?: CommitObserver; clock?: () => number } = {}): Promise<GeopayNode> {
   const clock = opts.clock ?? Date.now;
   const logger = opts.logger ?? rootLogger(cfg);
+  const { pool, embedded } = await openDatabase(cfg, logger);
+
+  const repos = makeRepositories(pool);
+  // Single node or cluster, the composition is the same from here: ownership -> actors ->
+  // payments -> HTTP; assemble() keeps this function to the order of the steps.
+  const parts = await assemble(cfg, pool, logger, clock, opts.onCommit, embedded !== undefined);
+  const { ownership, cluster, writer, registry } = parts;
+  const payments = buildPayments({ config: cfg, registry, ownership, repos, logger, clock });
+  const createdAdminKey = await payments.tenants.ensureAdminKey(cfg.adminApiKey);
+  if (createdAdminKey && embedded) {
+    // Embedded (development) mode only: keep the key beside the data it guards, readable by
+    // this user alone, so a newcomer's walk-through can read it back.
+    writeFileSync(join(cfg.dataDir, 'admin-key.txt'), `${createdAdminKey}\n`, { mode: 0o600 });
+  }
+
+  // The relay and the hold sweeper act on the shards this node owns; others have their owner.
+  const mine = (accountId: string) => ownership.isLocal(registry.shardOf(accountId as AccountId));
+  const relay = new Relay(repos, registry, { intervalMs: cfg.relayIntervalMs, minAgeMs: cfg.relayMinAgeMs, batch: 500, clock, mine }, logger);
+
+  let accepting = true;
+  const metrics = () => ({
+    commit_statements_total: { help: 'Commit statements sent (each one transaction).', type: 'counter' as const, value: writer.statements },
+    actor_batches_committed_total: { help: 'Actor write sets committed.', type: 'counter' as const, value: writer.sets },
+    actors_resident: { help: 'Account actors in memory.', type: 'gauge' as const, value: registry.residentCount() },
+    relay_redelivered_total: { help: 'Transfer legs re-delivered by the relay.', type: 'counter' as const, value: relay.redelivered },
+    pg_pool_waiting: { help: 'Requests waiting for a PostgreSQL connection.', type: 'gauge' as const, value: pool.waitingCount },
+  });
+  const redis = await rateLimitRedis(cfg, logger);
+  const routes = cfg.engine === 'baseline' ? routesFor([baselineRoutes(pool, clock)]) : routesFor('geopay');
+  const app = await buildApp({ config: cfg, logger, payments, ready: () => accepting, metrics, redis }, routes);
+  await app.listen({ port: cfg.port, host: cfg.host });
+  const addr = app.server.address();
+  const port = typeof addr === 'object' && addr ? addr.port : cfg.port;
+  const url = `http://${cfg.host.includes(':') ? `[${cfg.host}]` : cfg.host}:${port}`;
+  const membership = cluster ? await joinCluster(cluster, cfg, cfg.advertisedUrl || url, logger) : undefined;
+
+  // The relay's first pass re-delivers what a crash left in flight, at once.
+  relay.start();
+  const cleanup = startKeyCleanup(repos, cfg, logger);
+
+  let stopping: Promise<void> | undefined;
+  const stop = (): Promise<void> => {
+    stopping ??= (async () => {
+      accepting = false;
+      relay.stop();
+      clearInterval(cleanup);
+      // Stop taking requests; those in progress finish (bounded by the request timeout).
+      await app.close();
+      redis?.disconnect();
+      await registry.drain(cfg.shutdownTimeoutMs);
+      payments.saga.clear();
+      // Leases go back only after the actors drained and snapshotted: the next owner starts clean.
+      if (cluster) {
+        await cluster.own.stop();
+        await membership?.stop();
+        await cluster.leases.stop();
+        await cluster.forwarder.close();
+      }
+      await pool.end();
+      if (embedded) await embedded.close();
+      logger.info('node stopped');
+    })();
+    return stopping;
+  };
+
+  return { app, url, pool, registry, relay, writer, createdAdminKey, stop, ownership, payments, membership };
+}
+
+/** The first URL carries the rate-limit counters; a Redis that is down does not stop the node. */
+async function rateLimitRedis(cfg: Config, logger: Logger): Promise<Redis | undefined> {
+  const redisUrl = cfg.redisUrls.split(',')[0]?.trim();
+  const redis = redisUrl ? createRedis(redisUrl, { commandTimeoutMs: cfg.redisCommandTimeoutMs, logger }) : undefined;
+  if (redis && !(await connectRedis(redis, 2_000))) logger.warn('redis not reachable at start, rate limits fail open until it is');
+  return redis;
+}
+
+/** Idempotency keys past their retention are deleted in the background. */
+function startKeyCleanup(repos: Repositories, cfg: Config, logger: Logger): NodeJS.Timeout {
+  const cleanup = setInterval(() => {
+    repos.keys.deleteExpired(cfg.idempotencyRetentionMs)
+      .then((n) => { if (n > 0) logger.info({ deleted: n }, 'expired idempotency keys deleted'); })
+      .catch((err: unknown) => logger.warn({ err }, 'idempotency cleanup failed'));
+  }, cfg.idempotencyCleanupMs);
+  cleanup.unref();
+  return cleanup;
+}
+
+/** The embedded PGlite when no DATABASE_URL is set, the pool, and the migrations applied. */
+async function openDatabase(cfg: Config, logger: Logger): Promise<{ pool: Pool; embedded: EmbeddedPostgres | undefined }> {
   let embedded: EmbeddedPostgres | undefined;
   let connectionString = cfg.databaseUrl;
   if (!connectionString) {
@@ -67,20 +161,35 @@ export async function startNode(cfg: Config, opts: { logger?: Logger; onCommit?:
   const pool = createPool({ connectionString, max: embedded ? 1 : cfg.pgPoolMax, statementTimeoutMs: cfg.pgStatementTimeoutMs, logger });
   await migrate(pool, logger);
   if (cfg.engine === 'baseline') await setupBaseline(pool, logger);
+  return { pool, embedded };
+}
 
-  const createdAdminKey = await ensureAdminKey(pool, cfg);
-  if (createdAdminKey && embedded) {
-    // Embedded (development) mode only: keep the key beside the data it guards, readable by
-    // this user alone, so a newcomer's walk-through can read it back.
-    writeFileSync(join(cfg.dataDir, 'admin-key.txt'), `${createdAdminKey}\n`, { mode: 0o600 });
-  }
+/** Heartbeats this node's URL and starts placing shards; once the node listens. */
+async function joinCluster(cluster: ClusterParts, cfg: Config, url: string, logger: Logger): Promise<Membership> {
+  // A member is gone after min(lease TTL, 3 heartbeats): its shards are re-placed about when
+  // their leases expire, not later (at least 2 heartbeats, so one late beat moves nothing).
+  const membership = new Membership({
+    masters: cluster.leases.masters, nodeId: cfg.nodeId, region: cfg.region, url,
+    heartbeatMs: cfg.heartbeatMs, ttlMs: Math.max(2 * cfg.heartbeatMs, Math.min(cfg.leaseTtlMs, 3 * cfg.heartbeatMs)), keyPrefix: cfg.redisKeyPrefix, logger,
+  });
+  await membership.start();
+  await cluster.own.start(membership);
+  return membership;
+}
 
+interface ClusterParts { leases: LeaseKeeper; own: ClusterOwnership; forwarder: Forwarder }
+
+/**
+ * Shard ownership (this node alone, or Redis leases over several masters when REDIS_URLS and
+ * CLUSTER_SECRET are set), the node-wide writer and the account registry, wired together.
+ */
+async function assemble(cfg: Config, pool: Pool, logger: Logger, clock: () => number, onCommit: CommitObserver | undefined, embedded: boolean) {
   // Cluster mode: several Redis masters hold the shard leases, and a shared secret lets the
   // nodes forward requests to each other. Otherwise this node owns every shard.
   const redisUrls = cfg.redisUrls.split(',').map((u) => u.trim()).filter(Boolean);
   const clustered = redisUrls.length > 0 && cfg.clusterSecret !== '';
   let ownership: Ownership;
-  let cluster: { leases: LeaseKeeper; own: ClusterOwnership; forwarder: Forwarder } | undefined;
+  let cluster: ClusterParts | undefined;
   if (clustered) {
     const leases = new LeaseKeeper({ redisUrls, nodeId: cfg.nodeId, ttlMs: cfg.leaseTtlMs, keyPrefix: cfg.redisKeyPrefix, commandTimeoutMs: cfg.redisCommandTimeoutMs, logger });
     await leases.start();
@@ -97,86 +206,9 @@ export async function startNode(cfg: Config, opts: { logger?: Logger; onCommit?:
     await single.start(cfg.shardBuckets);
     ownership = single;
   }
-  const writer = new GroupWriter(pool, { lanes: embedded ? 1 : Math.min(cfg.writerLanes, cfg.pgPoolMax), maxSets: cfg.writerMaxSets }, opts.onCommit);
+  const writer = new GroupWriter(pool, { lanes: embedded ? 1 : Math.min(cfg.writerLanes, cfg.pgPoolMax), maxSets: cfg.writerMaxSets }, onCommit);
   const registry = new AccountRegistry(pool, ownership, cfg, logger, writer, clock, cluster?.forwarder);
   cluster?.own.bind({ lost: (shard) => registry.retireShard(shard), drain: (shard) => registry.drainShard(shard, cfg.shutdownTimeoutMs) });
-  // The relay and the hold sweeper act on the shards this node owns; others have their owner.
-  const mine = (accountId: string) => ownership.isLocal(registry.shardOf(accountId as AccountId));
-  const relay = new Relay(pool, registry, { intervalMs: cfg.relayIntervalMs, minAgeMs: cfg.relayMinAgeMs, batch: 500, clock, mine }, logger);
-
-  let accepting = true;
-  const metrics = () => ({
-    commit_statements_total: { help: 'Commit statements sent (each one transaction).', type: 'counter' as const, value: writer.statements },
-    actor_batches_committed_total: { help: 'Actor write sets committed.', type: 'counter' as const, value: writer.sets },
-    actors_resident: { help: 'Account actors in memory.', type: 'gauge' as const, value: registry.residentCount() },
-    relay_redelivered_total: { help: 'Transfer legs re-delivered by the relay.', type: 'counter' as const, value: relay.redelivered },
-    pg_pool_waiting: { help: 'Requests waiting for a PostgreSQL connection.', type: 'gauge' as const, value: pool.waitingCount },
-  });
-  // The first URL carries the rate-limit counters; a Redis that is down does not stop the node.
-  const redisUrl = cfg.redisUrls.split(',')[0]?.trim();
-  const redis = redisUrl ? createRedis(redisUrl, { commandTimeoutMs: cfg.redisCommandTimeoutMs, logger }) : undefined;
-  if (redis && !(await connectRedis(redis, 2_000))) logger.warn('redis not reachable at start, rate limits fail open until it is');
-  const app = await buildApp({ config: cfg, pool, registry, ownership, logger, ready: () => accepting, metrics, clock, redis });
-  await app.listen({ port: cfg.port, host: cfg.host });
-  const addr = app.server.address();
-  const port = typeof addr === 'object' && addr ? addr.port : cfg.port;
-  const url = `http://${cfg.host.includes(':') ? `[${cfg.host}]` : cfg.host}:${port}`;
-  let membership: Membership | undefined;
-  if (cluster) {
-    // A member is gone after min(lease TTL, 3 heartbeats): its shards are re-placed about when
-    // their leases expire, not later (at least 2 heartbeats, so one late beat moves nothing).
-    membership = new Membership({
-      masters: cluster.leases.masters, nodeId: cfg.nodeId, region: cfg.region, url: cfg.advertisedUrl || url,
-      heartbeatMs: cfg.heartbeatMs, ttlMs: Math.max(2 * cfg.heartbeatMs, Math.min(cfg.leaseTtlMs, 3 * cfg.heartbeatMs)), keyPrefix: cfg.redisKeyPrefix, logger,
-    });
-    await membership.start();
-    await cluster.own.start(membership);
-  }
-
-  // The relay's first pass re-delivers what a crash left in flight, at once.
-  relay.start();
-  const cleanup = setInterval(() => {
-    deleteExpiredKeys(pool, cfg.idempotencyRetentionMs)
-      .then((n) => { if (n > 0) logger.info({ deleted: n }, 'expired idempotency keys deleted'); })
-      .catch((err: unknown) => logger.warn({ err }, 'idempotency cleanup failed'));
-  }, cfg.idempotencyCleanupMs);
-  cleanup.unref();
-
-  let stopping: Promise<void> | undefined;
-  const stop = (): Promise<void> => {
-    stopping ??= (async () => {
-      accepting = false;
-      relay.stop();
-      clearInterval(cleanup);
-      // Stop taking requests; those in progress finish (bounded by the request timeout).
-      await app.close();
-      redis?.disconnect();
-      await registry.drain(cfg.shutdownTimeoutMs);
-      // Leases go back only after the actors drained and snapshotted: the next owner starts clean.
-      if (cluster) {
-        await cluster.own.stop();
-        await membership?.stop();
-        await cluster.leases.stop();
-        await cluster.forwarder.close();
-      }
-      await pool.end();
-      if (embedded) await embedded.close();
-      logger.info('node stopped');
-    })();
-    return stopping;
-  };
-
-  return { app, url, pool, registry, relay, writer, createdAdminKey, stop, ownership, membership };
-}
-
-/** On first start with no admin key: install ADMIN_API_KEY, or create one for main to print once. */
-async function ensureAdminKey(pool: Pool, cfg: Config): Promise<string | undefined> {
-  if (cfg.adminApiKey) {
-    await insertKey(pool, { id: `key_${uuidv7Hex(Date.now(), randomBytes(10))}`, role: 'admin', tenantId: null, key: cfg.adminApiKey });
-    return undefined;
-  }
-  if ((await countAdminKeys(pool)) > 0) return undefined;
-  const key = newApiKey('admin');
-  await insertKey(pool, { id: `key_${uuidv7Hex(Date.now(), randomBytes(10))}`, role: 'admin', tenantId: null, key });
-  return key;
+  registry.rejectionAnswer = rejectionAnswer;
+  return { ownership, cluster, writer, registry };
 }

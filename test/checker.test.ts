@@ -224,7 +224,7 @@ describe('checker on a baseline ledger', () => {
   let server: ServerProcess;
   let bc: pg.Client;
   const blog: RequestRecord[] = [];
-  let accounts: string[] = [];
+  const accounts: string[] = [];
 
   beforeAll(async () => {
     bdb = await createTestDatabase('checker_baseline');

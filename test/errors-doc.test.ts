@@ -4,7 +4,7 @@
 import { describe, it, expect } from 'vitest';
 import { readFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
-import { ERRORS } from '../src/domain/errors.ts';
+import { ERRORS } from '../src/http/errors.ts';
 
 const DOC = fileURLToPath(new URL('../docs/errors.md', import.meta.url));
 

@@ -52,13 +52,19 @@ describe('region failover (allow)', () => {
     const opened = await landed((k) => c.post('/v1/accounts', { currency: 'USD', region: 'us' }, k));
     expect(opened.status, JSON.stringify(opened.body)).toBe(201);
     const acc = opened.body.id as string;
-    expect((await landed((k) => c.post('/v1/deposits', { accountId: acc, amount: '100', currency: 'USD' }, k))).status).toBe(201);
     const shard = (await admin.get(`/v1/actors/accounts/${acc}`)).body.owner.shard as string;
-
-    await us!.stop();
     const check = new pg.Client({ connectionString: db.url });
     await check.connect();
     try {
+      // On a loaded machine the us node can start after the grace time has passed, and the eu
+      // node then serves the us shard until placement hands it over: start from the us owner.
+      await waitFor('the us node to own its shard', 20_000, async () => {
+        const r = await check.query<{ owner: string }>('SELECT owner FROM shards WHERE id = $1', [shard]);
+        return r.rows[0]?.owner === us!.nodeId ? true : undefined;
+      }, 200);
+      expect((await landed((k) => c.post('/v1/deposits', { accountId: acc, amount: '100', currency: 'USD' }, k))).status).toBe(201);
+
+      await us!.stop();
       // Grace (2 s) + lease (2 s) + a placement round: the eu node owns the us shard.
       await waitFor('eu to take the us shard', 15_000, async () => {
         const r = await check.query<{ owner: string }>('SELECT owner FROM shards WHERE id = $1', [shard]);

@@ -5,7 +5,7 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { TestNode } from './helpers/node.ts';
 import { idem, startTestNode } from './helpers/node.ts';
-import { ERRORS } from '../src/domain/errors.ts';
+import { ERRORS } from '../src/http/errors.ts';
 
 type Opts = { key?: string; body?: unknown; idem?: string; headers?: Record<string, string>; rawBody?: string };
 interface Req { method: string; url: string; opts: Opts }

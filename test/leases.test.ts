@@ -10,6 +10,9 @@ import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from
 import { LeaseKeeper } from '../src/cluster/leases.ts';
 import { Membership, type Member } from '../src/cluster/membership.ts';
 import { RedisMasters } from '../src/cluster/redis-masters.ts';
+import { requireRedisServerBinary } from './helpers/prereq.ts';
+
+requireRedisServerBinary();
 
 const logger = pino({ level: 'silent' });
 const ttlMs = 1_500;

@@ -12,6 +12,7 @@ import type { TestNode } from './helpers/node.ts';
 import { idem, startTestNode } from './helpers/node.ts';
 import { startNode } from '../src/node.ts';
 import type { GeopayNode } from '../src/node.ts';
+import { requireRedis, requireRedisServerBinary } from './helpers/prereq.ts';
 
 const LIMITS = { rateLimitReadsPerS: 3, rateLimitWritesPerS: 3 };
 const REDIS_URL = process.env.TEST_REDIS_URL ?? 'redis://127.0.0.1:6379';
@@ -134,6 +135,7 @@ describe('rate limits in Redis', () => {
   let t: TestNode;
   let n2: GeopayNode | undefined;
   const keyPrefix = prefix();
+  beforeAll(() => requireRedis(REDIS_URL));
   beforeAll(async () => {
     t = await startTestNode('ratelimit_redis', { ...LIMITS, redisUrls: REDIS_URL, redisKeyPrefix: keyPrefix });
   });
@@ -198,6 +200,7 @@ describe('a Redis that stops answering', () => {
   let t: TestNode;
   let redis: ChildProcess | undefined;
   let port: number;
+  beforeAll(requireRedisServerBinary);
   beforeAll(async () => {
     port = await freePort();
     redis = await startRedis(port);

@@ -9,12 +9,15 @@ import { pathToFileURL } from 'node:url';
 import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { check } from '../bench/checker.ts';
-import { launchBrowser, type Browser } from '../bench/lib/browser.ts';
+import { CHROMIUM_PATH, launchBrowser, type Browser } from '../bench/lib/browser.ts';
 import { Prng } from '../bench/lib/prng.ts';
 import { toReport } from '../bench/lib/phases.ts';
 import { environment, writeReport, type RunReport } from '../bench/lib/report.ts';
 import { PhaseStats } from '../bench/lib/stats.ts';
 import { createTestDatabase, type TestDatabase } from './helpers/db.ts';
+import { requireChromium } from './helpers/prereq.ts';
+
+requireChromium(CHROMIUM_PATH);
 
 /** A phase of `seconds` at `rate` requests/s, latencies log-normal around `medianMs`, with some rejections. */
 function synthetic(engine: string, workload: string, seconds: number, rate: number, medianMs: number, seed: number) {

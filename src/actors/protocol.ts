@@ -3,7 +3,7 @@
 // needs beside it: the idempotency record and, for a debit, the transfer's outbox row.
 import type { AccountCommand, AccountReply, TransferKind } from '../domain/account.ts';
 import type { AccountId, TenantId } from '../domain/ids.ts';
-import type { GeopayError } from '../domain/errors.ts';
+import type { ErrorCode, GeopayError } from '../domain/errors.ts';
 import type { StoredKey } from '../persistence/journal.ts';
 
 export interface IdempotencyClaim {
@@ -15,7 +15,7 @@ export interface IdempotencyClaim {
   /**
    * What the key stores when the command succeeds: a fixed answer, the account's view after
    * the command, or nothing (a replay reads the resource). A rejection always stores its
-   * problem. Data, not a function, so a request can travel to another node.
+   * `RejectionAnswer`. Data, not a function, so a request can travel to another node.
    */
   onOk: OkAnswer;
 }
@@ -47,6 +47,15 @@ export interface AccountRequest {
   /** A redelivery (relay): read transfer states and keys before deciding. */
   careful?: boolean;
 }
+
+/** A request as the actor holds it: with the caller's resolver and the time it was taken. */
+export interface Pending extends AccountRequest { reply: (r: CommandResult) => void; at: string }
+
+/**
+ * The answer an idempotency key stores for a business rejection (status and body). The HTTP
+ * layer knows what a code looks like on the wire; the actor is given it (ActorDeps).
+ */
+export type RejectionAnswer = (code: ErrorCode) => { status: number; body: unknown };
 
 export type CommandResult =
   | { type: 'done'; reply: AccountReply }

@@ -1,17 +1,17 @@
-// The node's account actors: spawned on demand, routed to by id, passivated when idle, and
-// drained at shutdown. It also runs the saga's next step after each commit (credit the
-// destination, return refused money) and wakes requests waiting for a transfer to settle.
+// The node's account actors: spawned on demand, routed to by id (here, or forwarded to the
+// shard's owner), passivated when idle, and drained at shutdown. What follows a commit (the
+// saga's next leg) is not decided here: every committed write set goes to `onCommitted`.
 import type { Logger } from 'pino';
-import type { AccountId, TransferId } from '../domain/ids.ts';
+import type { AccountId, ShardId, TransferId } from '../domain/ids.ts';
 import { shardOf } from '../domain/ids.ts';
 import { GeopayError } from '../domain/errors.ts';
+import type { ErrorCode } from '../domain/errors.ts';
 import type { Currency } from '../domain/money.ts';
 import type { AccountState } from '../domain/account.ts';
 import type { Pool } from '../persistence/db.ts';
 import type { WriteSet } from '../persistence/journal.ts';
 import type { GroupWriter } from '../persistence/writer.ts';
 import type { Ownership, Route } from '../cluster/ownership.ts';
-import type { Forwarder } from '../cluster/forward.ts';
 import type { ActorSystem } from './nact.ts';
 import { ask, spawn, startSystem, stopActor, stopSystem, tell } from './nact.ts';
 import type { AccountMsg, ActorHandle, Inspection } from './account-actor.ts';
@@ -30,17 +30,26 @@ export interface RegistryConfig {
   faultCommitDelayMs: number;
 }
 
-export interface TransferOutcome { id: TransferId; state: 'settled' | 'refused' | 'returned'; at: string }
+/** Carries requests to the node that owns a shard (cluster mode); src/cluster/forward.ts. */
+export interface RemoteOwners {
+  send(url: string, id: AccountId, req: AccountRequest, at: string, hops: number): Promise<CommandResult>;
+  read(url: string, id: AccountId, hops: number): Promise<{ state: unknown } | { error: GeopayError }>;
+}
+
+/** Told of every committed write set, after COMMIT, in commit order per actor. */
+export type CommitListener = (ws: WriteSet) => void;
 
 export class AccountRegistry {
   private readonly system: ActorSystem;
   private readonly actors = new Map<AccountId, ActorHandle>();
   private generation = 0;
   private draining = false;
-  private readonly waiters = new Map<TransferId, Set<(o: TransferOutcome) => void>>();
+  private readonly listeners: CommitListener[] = [];
   private idleTimer: NodeJS.Timeout | undefined;
   /** Commits since start; tests count transactions with it. */
   commits = 0;
+  /** The stored answer of a business rejection (status and problem body), given by the HTTP layer. */
+  rejectionAnswer: (code: ErrorCode) => { status: number; body: unknown } = (code) => ({ status: 422, body: { code } });
 
   constructor(
     private readonly pool: Pool,
@@ -51,7 +60,7 @@ export class AccountRegistry {
     /** Business time (command `at`, hold expiry); tests control it. */
     private readonly clock: () => number = Date.now,
     /** Carries requests for shards owned elsewhere (cluster mode only). */
-    private readonly forwarder?: Forwarder,
+    private readonly forwarder?: RemoteOwners,
   ) {
     this.system = startSystem(`geopay-${cfg.nodeId}-${process.pid}-${Date.now()}`);
     const every = Math.max(10, Math.floor(cfg.actorIdleMs / 2));
@@ -59,17 +68,14 @@ export class AccountRegistry {
     this.idleTimer.unref();
   }
 
-  shardOf(id: AccountId): string {
+  shardOf(id: AccountId): ShardId {
     return shardOf(id, this.cfg.shardBuckets);
   }
 
   /** Sends a request to the account's actor and waits for its reply (bounded). */
   send(id: AccountId, req: AccountRequest, opts: { timeoutMs?: number; at?: string; hops?: number } = {}): Promise<CommandResult> {
     if (this.draining) return Promise.resolve({ type: 'error', error: new GeopayError('draining') });
-    const route = this.ownership.route(this.shardOf(id));
-    // The single-node route is known at once; a cluster route may need a lookup.
-    if (route instanceof Promise) return route.then((r) => this.sendVia(r, id, req, opts));
-    return this.sendVia(route, id, req, opts);
+    return this.ownership.route(this.shardOf(id)).then((r) => this.sendVia(r, id, req, opts));
   }
 
   private sendVia(route: Route, id: AccountId, req: AccountRequest, opts: { timeoutMs?: number; at?: string; hops?: number }): Promise<CommandResult> {
@@ -133,44 +139,14 @@ export class AccountRegistry {
     return this.actors.size;
   }
 
-  /** Resolves when the transfer leaves `debited`, or undefined after `ms` or on cancel. */
-  waitForTransfer(id: TransferId, ms: number): { outcome: Promise<TransferOutcome | undefined>; cancel: () => void } {
-    let cancel = () => undefined as void;
-    const outcome = new Promise<TransferOutcome | undefined>((resolve) => {
-      let set = this.waiters.get(id);
-      if (!set) this.waiters.set(id, (set = new Set()));
-      const waiters = set;
-      const finish = (o: TransferOutcome | undefined) => {
-        clearTimeout(timer);
-        waiters.delete(cb);
-        if (waiters.size === 0 && this.waiters.get(id) === waiters) this.waiters.delete(id);
-        resolve(o);
-      };
-      const cb = (o: TransferOutcome) => finish(o);
-      const timer = setTimeout(() => finish(undefined), ms);
-      cancel = () => finish(undefined);
-      waiters.add(cb);
-    });
-    return { outcome, cancel };
+  /** Registers a listener for committed write sets (the saga's next steps, outcome waiters). */
+  onCommitted(listener: CommitListener): void {
+    this.listeners.push(listener);
   }
 
   /** Delivers the credit leg of a transfer; the destination applies it exactly once. */
   deliverCredit(t: { id: TransferId; destinationId: AccountId; amount: bigint; currency: Currency }, redelivery = false): Promise<CommandResult> {
     return this.send(t.destinationId, { cmd: { type: 'Credit', transferId: t.id, amount: t.amount, currency: t.currency, alreadyApplied: false }, careful: redelivery });
-  }
-
-  /** The first delivery, retried briefly when the destination is busy; after that the relay's. */
-  private async deliverCreditSoon(t: { id: TransferId; destinationId: AccountId; amount: bigint; currency: Currency }): Promise<void> {
-    for (const delayMs of [0, 50, 250]) {
-      if (delayMs > 0) await new Promise((r) => setTimeout(r, delayMs));
-      const r = await this.deliverCredit(t, delayMs > 0);
-      if (r.type !== 'error') return;
-      if (r.error.code !== 'mailbox_full' && r.error.code !== 'shard_unavailable') {
-        this.logger.warn({ transfer: t.id, code: r.error.code }, 'credit delivery failed; the relay will retry');
-        return;
-      }
-    }
-    this.logger.info({ transfer: t.id }, 'destination busy; the relay will deliver the credit');
   }
 
   /** Gives refused money back to the source, exactly once. */
@@ -180,20 +156,7 @@ export class AccountRegistry {
 
   private afterCommit(ws: WriteSet): void {
     this.commits++;
-    for (const t of ws.newTransfers) {
-      void this.deliverCreditSoon({ id: t.id, destinationId: t.destinationId, amount: t.amount, currency: t.currency });
-    }
-    for (const u of ws.transferUpdates) {
-      if (u.to === 'refused') {
-        void this.pool.query<{ source_id: string; amount: bigint }>('SELECT source_id, amount FROM transfers WHERE id = $1', [u.id]).then(({ rows }) => {
-          const row = rows[0];
-          if (row) return this.deliverReturn({ id: u.id, sourceId: row.source_id as AccountId, amount: row.amount });
-          return undefined;
-        }).catch((err: unknown) => this.logger.warn({ err, transfer: u.id }, 'return delivery failed; the relay will retry'));
-      }
-      const set = this.waiters.get(u.id);
-      if (set && u.to !== 'refused') for (const cb of [...set]) cb({ id: u.id, state: u.to, at: u.at });
-    }
+    for (const l of this.listeners) l(ws);
   }
 
   private handleFor(id: AccountId): ActorHandle {
@@ -201,8 +164,16 @@ export class AccountRegistry {
     if (existing) return existing;
     if (this.actors.size >= this.cfg.maxResidentActors) this.passivateIdle(true);
     const shard = this.shardOf(id);
-    const h: ActorHandle = { id, shard, ref: undefined as never, queued: 0, depth: 0, lastActivity: Date.now(), retired: false, flushing: false };
-    const handler = makeAccountHandler(h, {
+    // One writer per counter (see ActorHandle): the registry writes `queued` and `retired`; the
+    // actor writes `activity`, which the handle shows here read-only.
+    const activity = { depth: 0, lastActivity: Date.now(), flushing: false };
+    const h: ActorHandle = {
+      id, shard, ref: undefined as never, queued: 0, retired: false,
+      get depth() { return activity.depth; },
+      get lastActivity() { return activity.lastActivity; },
+      get flushing() { return activity.flushing; },
+    };
+    const handler = makeAccountHandler(h, activity, {
       pool: this.pool,
       ownership: this.ownership,
       nodeId: this.cfg.nodeId,
@@ -211,14 +182,21 @@ export class AccountRegistry {
       mailboxLimit: this.cfg.mailboxLimit,
       logger: this.logger,
       now: Date.now,
-      commit: (ws) => this.writer.commit(ws),
+      writer: this.writer,
+      rejectionAnswer: this.rejectionAnswer,
       faultCommitDelayMs: this.cfg.faultCommitDelayMs,
       afterCommit: (ws) => this.afterCommit(ws),
       retire: (x) => this.retire(x),
       passivated: (x) => this.remove(x),
     });
     h.ref = spawn<ReturnType<typeof initialActorState>, AccountMsg>(
-      this.system, `${id}.g${++this.generation}`, initialActorState(Date.now()), handler,
+      this.system, `${id}.g${++this.generation}`, initialActorState(Date.now()),
+      (s, msg, self) => {
+        // The registry counts up each Command and Read it dispatches (sendLocal, read), and
+        // counts it down here, when nact hands it to the actor.
+        if (msg.type === 'Command' || msg.type === 'Read') h.queued--;
+        return handler(s, msg, self);
+      },
       (err, msg) => {
         // A bug in the handler: answer the message that hit it, retire the actor (its
         // successor reloads from the journal) and keep the process honest in the logs.
@@ -266,7 +244,7 @@ export class AccountRegistry {
   }
 
   /** Hand-over: every actor of the shard finishes its mailbox, snapshots and stops. */
-  async drainShard(shard: string, timeoutMs: number): Promise<void> {
+  async drainShard(shard: ShardId, timeoutMs: number): Promise<void> {
     const all = [...this.actors.values()].filter((h) => h.shard === shard);
     const done = Promise.all(all.map((h) => new Promise<void>((resolve) => {
       tell(h.ref, { type: 'Passivate', wait: true, done: () => resolve() });
@@ -277,7 +255,7 @@ export class AccountRegistry {
   }
 
   /** The shard's lease is gone: its actors stop at once and answer what they hold, retryable. */
-  retireShard(shard: string): void {
+  retireShard(shard: ShardId): void {
     for (const h of [...this.actors.values()]) {
       if (h.shard !== shard) continue;
       tell(h.ref, { type: 'Retire', error: new GeopayError('shard_unavailable', `shard ${shard} lost its lease`) });
@@ -295,7 +273,6 @@ export class AccountRegistry {
     let timer: NodeJS.Timeout | undefined;
     await Promise.race([done, new Promise<void>((r) => { timer = setTimeout(r, timeoutMs); })]);
     clearTimeout(timer);
-    for (const [, w] of this.waiters) w.clear();
     stopSystem(this.system);
   }
 }

@@ -1,87 +1,84 @@
 // HTTP routes of the row-locking baseline (ENGINE=baseline): geopay's paths, headers, schemas,
-// request hashes and error codes for opening and reading accounts and moving money, served by
-// src/baseline/engine.ts. Request schemas and parsing are shared with geopay (src/http/requests.ts).
-import type { FastifyInstance } from 'fastify';
+// request hashes, answers and error codes for opening and reading accounts and moving money,
+// served by src/baseline/engine.ts. A route plugin for the composition root (src/node.ts); the
+// schemas and parsing are geopay's own (src/http/requests.ts).
+import type { FastifyInstance, FastifyRequest } from 'fastify';
+import type { Pool } from '../persistence/db.ts';
 import type { AccountId } from '../domain/ids.ts';
-import { parseAccountId, parseTransferId } from '../domain/ids.ts';
+import { parseAccountId, isExternal, parseTransferId } from '../domain/ids.ts';
 import { GeopayError } from '../domain/errors.ts';
-import type { Ctx } from '../http/app.ts';
-import { idempotencyKey, tenantOf } from '../http/app.ts';
-import { requestHash } from '../http/idempotency.ts';
-import { send } from '../http/answer.ts';
-import { errorResponses, idParams, idString } from '../http/schemas.ts';
-import { BaselineEngine } from './engine.ts';
+import { requestHash } from '../payments/index.ts';
+import type { Ctx, RoutePlugin } from '../http/context.ts';
+import { idempotencyKey, tenantOf } from '../http/context.ts';
+import { send, toAnswer, transferAnswer } from '../http/answer.ts';
+import { rejectionAnswer } from '../http/errors.ts';
 import type { OpenAccountBody } from '../http/requests.ts';
 import { moneyBody, moneySchema, openAccountSchema, parseMoney, parseOpenAccount } from '../http/requests.ts';
+import { errorResponses, idParams, idString } from '../http/schemas.ts';
+import { BaselineEngine } from './engine.ts';
 
 /** Attempts of one request's transaction when PostgreSQL aborts it for a deadlock or serialization failure. */
 const MAX_ATTEMPTS = 5;
 
+type Metadata = Record<string, unknown>;
+
 /** A customer account id, or 404 as for any account the tenant cannot see. */
 function customerId(raw: string): AccountId {
   const id = parseAccountId(raw);
-  if (!id || id.startsWith('ext_')) throw new GeopayError('account_not_found');
+  if (!id || isExternal(id)) throw new GeopayError('account_not_found');
   return id;
 }
 
-export function baselineRoutes(app: FastifyInstance, ctx: Ctx): void {
-  const engine = new BaselineEngine(ctx.pool, { maxAttempts: MAX_ATTEMPTS, clock: ctx.clock });
+/** Who asks, under which Idempotency-Key, and the hash its replays are checked against. */
+function keyed(req: FastifyRequest, route: string): { tenantId: string; key: string; hash: string } {
+  return { tenantId: tenantOf(req), key: idempotencyKey(req, true), hash: requestHash(route, {}, req.body) };
+}
 
-  const cleanup = setInterval(() => {
-    engine.deleteExpiredKeys(ctx.config.idempotencyRetentionMs)
-      .then((n) => { if (n > 0) ctx.logger.info({ deleted: n }, 'expired baseline idempotency keys deleted'); })
-      .catch((err: unknown) => ctx.logger.warn({ err }, 'baseline idempotency cleanup failed'));
-  }, ctx.config.idempotencyCleanupMs);
-  cleanup.unref();
-  app.addHook('onClose', async () => {
-    clearInterval(cleanup);
-    if (engine.conflictRetries > 0) ctx.logger.info({ retries: engine.conflictRetries }, 'baseline transactions retried after lock conflicts');
-  });
+/** The baseline's routes on `pool`: the engine is built here, one per app, and stops with it. */
+export function baselineRoutes(pool: Pool, clock: () => number): RoutePlugin {
+  return (app, ctx) => {
+    const engine = new BaselineEngine(pool, { maxAttempts: MAX_ATTEMPTS, clock, rejectionAnswer });
+    const stopExpiry = engine.expireKeys({ retentionMs: ctx.config.idempotencyRetentionMs, everyMs: ctx.config.idempotencyCleanupMs }, ctx.logger);
+    app.addHook('onClose', async () => {
+      stopExpiry();
+      if (engine.conflictRetries > 0) ctx.logger.info({ retries: engine.conflictRetries }, 'baseline transactions retried after lock conflicts');
+    });
+    accountRoutes(app, ctx, engine);
+    moneyRoutes(app, engine);
+  };
+}
 
+function accountRoutes(app: FastifyInstance, ctx: Ctx, engine: BaselineEngine): void {
   app.post('/v1/accounts', { schema: openAccountSchema }, async (req, reply) => {
-    const tenantId = tenantOf(req);
-    const key = idempotencyKey(req, true)!;
+    const { tenantId, key, hash } = keyed(req, 'POST /v1/accounts');
     const body = req.body as OpenAccountBody;
     const { currency, overdraftLimit, region } = parseOpenAccount(body, ctx.config.region);
-    const hash = requestHash('POST /v1/accounts', {}, body);
-    return send(reply, await engine.openAccount({
-      tenantId, key, hash, currency, region, overdraftLimit, metadata: body.metadata ?? {},
-    }));
+    return send(reply, toAnswer(await engine.openAccount({ tenantId, key, hash, currency, region, overdraftLimit, metadata: body.metadata ?? {} }), 201));
   });
 
   app.get('/v1/accounts/:id', {
     schema: { tags: ['accounts'], params: idParams, response: { 200: { $ref: 'Account#' }, ...errorResponses } },
-  }, async (req) => {
-    const tenantId = tenantOf(req);
-    return engine.getAccount(tenantId, customerId((req.params as { id: string }).id));
-  });
+  }, async (req) => engine.getAccount(tenantOf(req), customerId((req.params as { id: string }).id)));
+}
 
+function moneyRoutes(app: FastifyInstance, engine: BaselineEngine): void {
   app.post('/v1/transfers', {
     schema: moneySchema(moneyBody({ sourceAccountId: idString, destinationAccountId: idString }, ['sourceAccountId', 'destinationAccountId'])),
   }, async (req, reply) => {
-    const tenantId = tenantOf(req);
-    const key = idempotencyKey(req, true)!;
-    const body = req.body as { sourceAccountId: string; destinationAccountId: string; amount: string; currency: string; metadata?: Record<string, unknown> };
+    const request = keyed(req, 'POST /v1/transfers');
+    const body = req.body as { sourceAccountId: string; destinationAccountId: string; amount: string; currency: string; metadata?: Metadata };
     const { amount, currency } = parseMoney(body);
-    const src = customerId(body.sourceAccountId);
-    const dst = customerId(body.destinationAccountId);
-    const hash = requestHash('POST /v1/transfers', {}, body);
-    return send(reply, await engine.move({
-      kind: 'transfer', tenantId, key, hash, accounts: [src, dst], amount, currency, metadata: body.metadata ?? null,
-    }));
+    const accounts = [customerId(body.sourceAccountId), customerId(body.destinationAccountId)] as const;
+    return send(reply, transferAnswer(await engine.move({ kind: 'transfer', ...request, accounts, amount, currency, metadata: body.metadata ?? null })));
   });
 
   for (const kind of ['deposit', 'withdrawal'] as const) {
     app.post(`/v1/${kind}s`, { schema: moneySchema(moneyBody({ accountId: idString }, ['accountId'])) }, async (req, reply) => {
-      const tenantId = tenantOf(req);
-      const key = idempotencyKey(req, true)!;
-      const body = req.body as { accountId: string; amount: string; currency: string; metadata?: Record<string, unknown> };
+      const request = keyed(req, `POST /v1/${kind}s`);
+      const body = req.body as { accountId: string; amount: string; currency: string; metadata?: Metadata };
       const { amount, currency } = parseMoney(body);
-      const account = customerId(body.accountId);
-      const hash = requestHash(`POST /v1/${kind}s`, {}, body);
-      return send(reply, await engine.move({
-        kind, tenantId, key, hash, accounts: [account], amount, currency, metadata: body.metadata ?? null,
-      }));
+      const accounts = [customerId(body.accountId)] as const;
+      return send(reply, transferAnswer(await engine.move({ kind, ...request, accounts, amount, currency, metadata: body.metadata ?? null })));
     });
   }
 

@@ -8,8 +8,10 @@ import { createHash } from 'node:crypto';
 import type { Logger } from 'pino';
 import type { Pool } from '../persistence/db.ts';
 import { GeopayError } from '../domain/errors.ts';
-import type { Ownership, Route, ShardInfo } from './ownership.ts';
-import { bumpEpoch } from './ownership.ts';
+import type { MemberView, Ownership, Route, ShardInfo } from './ownership.ts';
+import { bumpEpoch } from '../persistence/shards.ts';
+import type { Region, ShardId } from '../domain/ids.ts';
+import { makeShardId, parseRegion, parseShardId, shardParts } from '../domain/ids.ts';
 import type { LeaseKeeper } from './leases.ts';
 import type { Member, Membership } from './membership.ts';
 
@@ -26,11 +28,11 @@ export interface ClusterOwnershipOptions {
 
 interface Owned { epoch: bigint; takenAt: string }
 
-const score = (shard: string, node: string): string => createHash('sha256').update(`${shard}|${node}`).digest('hex');
+const score = (shard: ShardId, node: string): string => createHash('sha256').update(`${shard}|${node}`).digest('hex');
 
 /** Balanced rendezvous: each shard goes to its best-ranked node that still has room. */
-export function place(shards: string[], nodes: string[]): Map<string, string> {
-  const out = new Map<string, string>();
+export function place(shards: ShardId[], nodes: string[]): Map<ShardId, string> {
+  const out = new Map<ShardId, string>();
   if (nodes.length === 0) return out;
   const cap = Math.ceil(shards.length / nodes.length);
   const load = new Map(nodes.map((n) => [n, 0]));
@@ -46,18 +48,18 @@ export function place(shards: string[], nodes: string[]): Map<string, string> {
 export class ClusterOwnership implements Ownership {
   readonly nodeId: string;
   readonly region: string;
-  private readonly owned = new Map<string, Owned>();
-  private readonly taking = new Map<string, Promise<boolean>>();
-  private readonly draining = new Set<string>();
-  private readonly holderCache = new Map<string, { holder: string | undefined; until: number }>();
-  private desired = new Map<string, string>();
-  private members = new Map<string, Member>();
+  private readonly owned = new Map<ShardId, Owned>();
+  private readonly taking = new Map<ShardId, Promise<boolean>>();
+  private readonly draining = new Set<ShardId>();
+  private readonly holderCache = new Map<ShardId, { holder: string | undefined; until: number }>();
+  private desired = new Map<ShardId, string>();
+  private liveMembers = new Map<string, Member>();
   private readonly regionLastLive = new Map<string, number>();
   private timer: NodeJS.Timeout | undefined;
   private rebalancing = false;
   private stopped = false;
-  private lostHandlers: ((shard: string) => void)[] = [];
-  private drainShard: (shard: string) => Promise<void> = async () => undefined;
+  private lostHandlers: ((shard: ShardId) => void)[] = [];
+  private drainShard: (shard: ShardId) => Promise<void> = async () => undefined;
 
   constructor(
     private readonly pool: Pool,
@@ -67,19 +69,26 @@ export class ClusterOwnership implements Ownership {
   ) {
     this.nodeId = opts.nodeId;
     this.region = opts.region;
-    this.leases.onLost((shard, reason) => this.lost(shard, reason));
+    this.leases.onLost((resource, reason) => {
+      const shard = parseShardId(resource);
+      if (shard) this.lost(shard, reason);
+    });
   }
 
   /** Who to call when a shard is lost (retire its actors) or handed over (drain them). */
-  bind(hooks: { lost: (shard: string) => void; drain: (shard: string) => Promise<void> }): void {
+  bind(hooks: { lost: (shard: ShardId) => void; drain: (shard: ShardId) => Promise<void> }): void {
     this.lostHandlers.push(hooks.lost);
     this.drainShard = hooks.drain;
   }
 
-  allShards(): string[] {
-    const out: string[] = [];
-    for (const r of this.opts.regions) for (let b = 0; b < this.opts.buckets; b++) out.push(`${r}/${b}`);
-    return out;
+  allShards(): ShardId[] {
+    return this.opts.regions.flatMap((r) => this.shardsOf(r));
+  }
+
+  private shardsOf(raw: string): ShardId[] {
+    const region: Region | undefined = parseRegion(raw);
+    if (!region) throw new Error(`not a region: ${raw}`);
+    return Array.from({ length: this.opts.buckets }, (_, b) => makeShardId(region, b));
   }
 
   private membership!: Membership;
@@ -98,20 +107,20 @@ export class ClusterOwnership implements Ownership {
     this.rebalancing = true;
     try {
       const live = await this.membership.members();
-      this.members = new Map(live.map((m) => [m.nodeId, m]));
+      this.liveMembers = new Map(live.map((m) => [m.nodeId, m]));
       const now = performance.now();
       const byRegion = new Map<string, string[]>();
       for (const m of live) {
         byRegion.set(m.region, [...(byRegion.get(m.region) ?? []), m.nodeId]);
         this.regionLastLive.set(m.region, now);
       }
-      if (!this.members.has(this.nodeId)) {
+      if (!this.liveMembers.has(this.nodeId)) {
         // Our own heartbeat is not visible (Redis majority down): place nothing new.
         return;
       }
-      const desired = new Map<string, string>();
+      const desired = new Map<ShardId, string>();
       for (const region of this.opts.regions) {
-        const shards = Array.from({ length: this.opts.buckets }, (_, b) => `${region}/${b}`);
+        const shards = this.shardsOf(region);
         let nodes = (byRegion.get(region) ?? []).sort();
         if (nodes.length === 0 && this.opts.failover === 'allow') {
           const last = this.regionLastLive.get(region);
@@ -129,7 +138,7 @@ export class ClusterOwnership implements Ownership {
       }
       for (const shard of [...this.owned.keys()]) {
         const want = desired.get(shard);
-        if (want !== this.nodeId && want !== undefined && this.members.has(want)) await this.handOver(shard);
+        if (want !== this.nodeId && want !== undefined && this.liveMembers.has(want)) await this.handOver(shard);
       }
     } catch (err) {
       this.logger.warn({ err }, 'rebalance failed');
@@ -139,7 +148,7 @@ export class ClusterOwnership implements Ownership {
   }
 
   /** Lease first, then the epoch bump: its row lock waits for any write of the old owner. */
-  private take(shard: string): Promise<boolean> {
+  private take(shard: ShardId): Promise<boolean> {
     let p = this.taking.get(shard);
     if (p) return p;
     p = (async () => {
@@ -164,7 +173,7 @@ export class ClusterOwnership implements Ownership {
   }
 
   /** Graceful hand-over: stop intake, drain mailboxes, snapshot, then release the lease. */
-  private async handOver(shard: string): Promise<void> {
+  private async handOver(shard: ShardId): Promise<void> {
     this.draining.add(shard);
     try {
       await Promise.race([this.drainShard(shard), new Promise((r) => setTimeout(r, this.opts.handOverTimeoutMs))]);
@@ -176,13 +185,13 @@ export class ClusterOwnership implements Ownership {
     }
   }
 
-  private lost(shard: string, reason: string): void {
+  private lost(shard: ShardId, reason: string): void {
     if (!this.owned.delete(shard)) return;
     this.logger.warn({ shard, reason }, 'shard lease lost; its actors stop');
     for (const h of this.lostHandlers) h(shard);
   }
 
-  async epochFor(shard: string): Promise<bigint> {
+  async epochFor(shard: ShardId): Promise<bigint> {
     const o = this.owned.get(shard);
     // Valid by the monotonic clock right now, or no write starts.
     if (!o || !this.leases.holds(shard)) {
@@ -192,7 +201,7 @@ export class ClusterOwnership implements Ownership {
     return o.epoch;
   }
 
-  fenced(shard: string, epoch: bigint): void {
+  fenced(shard: ShardId, epoch: bigint): void {
     const o = this.owned.get(shard);
     if (o && o.epoch === epoch) {
       this.owned.delete(shard);
@@ -202,25 +211,25 @@ export class ClusterOwnership implements Ownership {
     }
   }
 
-  info(shard: string): ShardInfo | undefined {
+  info(shard: ShardId): ShardInfo | undefined {
     const o = this.owned.get(shard);
     if (!o) return undefined;
-    return { shard, owner: this.nodeId, epoch: o.epoch, region: shard.split('/')[0]!, nodeId: this.nodeId, leaseExpiresAt: this.leases.expiresAt(shard) ?? null };
+    return { shard, owner: this.nodeId, epoch: o.epoch, region: shardParts(shard).region, nodeId: this.nodeId, leaseExpiresAt: this.leases.expiresAt(shard) ?? null };
   }
 
   shards(): ShardInfo[] {
     return [...this.owned.keys()].flatMap((s) => this.info(s) ?? []);
   }
 
-  isLocal(shard: string): boolean {
+  isLocal(shard: ShardId): boolean {
     return this.owned.has(shard) && !this.draining.has(shard) && this.leases.holds(shard);
   }
 
-  live(): Member[] {
-    return [...this.members.values()];
+  members(): MemberView[] {
+    return [...this.liveMembers.values()].map((m) => ({ nodeId: m.nodeId, region: m.region, url: m.url, heartbeatAgeMs: m.heartbeatAgeMs }));
   }
 
-  async route(shard: string): Promise<Route> {
+  async route(shard: ShardId): Promise<Route> {
     if (this.draining.has(shard)) return { kind: 'unavailable', reason: 'shard handing over' };
     if (this.owned.has(shard)) {
       if (this.leases.holds(shard)) return { kind: 'local' };
@@ -230,19 +239,19 @@ export class ClusterOwnership implements Ownership {
     const holder = await this.holderOf(shard);
     if (holder === this.nodeId) return { kind: 'unavailable', reason: 'shard being taken' };
     if (holder) {
-      const m = this.members.get(holder);
+      const m = this.liveMembers.get(holder);
       return m ? { kind: 'remote', url: m.url, nodeId: holder } : { kind: 'unavailable', reason: `owner ${holder} is not live` };
     }
     // Nobody holds it: its placed owner takes it on the first request.
     const want = this.desired.get(shard);
-    if (want === this.nodeId || (want === undefined && shard.startsWith(`${this.region}/`))) {
+    if (want === this.nodeId || (want === undefined && shardParts(shard).region === this.region)) {
       return (await this.take(shard)) ? { kind: 'local' } : { kind: 'unavailable', reason: 'shard could not be taken' };
     }
-    const m = want ? this.members.get(want) : undefined;
+    const m = want ? this.liveMembers.get(want) : undefined;
     return m ? { kind: 'remote', url: m.url, nodeId: m.nodeId } : { kind: 'unavailable', reason: 'no live node may own this shard' };
   }
 
-  private async holderOf(shard: string): Promise<string | undefined> {
+  private async holderOf(shard: ShardId): Promise<string | undefined> {
     const now = performance.now();
     const hit = this.holderCache.get(shard);
     if (hit && hit.until > now) return hit.holder;

@@ -9,6 +9,7 @@ import type { AccountRequest, CommandResult } from '../actors/protocol.ts';
 import { decodeResult, decodeState, encodeRequest } from '../actors/wire.ts';
 
 export const CLUSTER_SECRET_HEADER = 'x-geopay-cluster-secret';
+export const HOPS_HEADER = 'x-geopay-hops';
 export const MAX_HOPS = 2;
 
 export class Forwarder {
@@ -55,7 +56,7 @@ export class Forwarder {
       const res = await this.peer(url).request({
         path: `/internal/v1/accounts/${encodeURIComponent(id)}/state`,
         method: 'GET',
-        headers: { [CLUSTER_SECRET_HEADER]: this.opts.secret, 'x-geopay-hops': String(hops + 1) },
+        headers: { [CLUSTER_SECRET_HEADER]: this.opts.secret, [HOPS_HEADER]: String(hops + 1) },
       });
       const text = await res.body.text();
       if (res.statusCode !== 200) return { error: new GeopayError(res.statusCode === 404 ? 'account_not_found' : 'shard_unavailable', `owner answered ${res.statusCode}`) };

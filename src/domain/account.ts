@@ -4,7 +4,7 @@
 import type { AccountId, HoldId, Region, TenantId, TransferId } from './ids.ts';
 import type { Currency } from './money.ts';
 import { MAX_AMOUNT } from './money.ts';
-import assert from 'node:assert/strict';
+import { invariant } from './assert.ts';
 import type { ErrorCode } from './errors.ts';
 
 export type AccountStatus = 'open' | 'frozen' | 'closed';
@@ -150,6 +150,53 @@ const rejected = (code: ErrorCode): Decision => ({ reply: { ok: false, code }, e
 /** A balance must fit the journal's BIGINT: beyond +-(2^63-1) the move is refused. */
 const fits = (balance: bigint): boolean => balance <= MAX_AMOUNT && balance >= -MAX_AMOUNT;
 
+/** Why the account may not send money in `currency` now, if it may not. */
+function refuseOutgoing(state: AccountState, currency: Currency): ErrorCode | undefined {
+  if (state.status === 'frozen') return 'account_frozen';
+  if (state.status === 'closed') return 'account_closed';
+  if (currency !== state.currency) return 'currency_mismatch';
+  return undefined;
+}
+
+type Accept = (...events: AccountEvent[]) => Decision;
+type HoldCommand = Extract<AccountCommand, { type: 'Capture' | 'Void' | 'Expire' }>;
+
+/** Capture, void and expiry act on one hold in memory. */
+function decideOnHold(state: AccountState, cmd: HoldCommand, accepted: Accept): Decision {
+  const hold = state.holds[cmd.holdId];
+  switch (cmd.type) {
+    case 'Capture': {
+      if (!hold) return rejected('hold_not_active');
+      // Past its deadline a hold is only ever released, never captured; unless the capture
+      // was decided before the deadline (a committed linked group), which it must complete.
+      if (cmd.at >= hold.expiresAt && cmd.decided !== true) return rejected('hold_expired');
+      const amount = cmd.amount ?? hold.remaining;
+      if (amount > hold.remaining) return rejected('capture_exceeds_hold');
+      const released = hold.multiCapture ? 0n : hold.remaining - amount;
+      return accepted({ type: 'HoldCaptured', holdId: hold.id, transferId: cmd.transferId, destinationId: hold.destinationId, amount, released });
+    }
+    case 'Void':
+      if (!hold) return rejected('hold_not_active');
+      return accepted({ type: 'HoldReleased', holdId: hold.id, amount: hold.remaining, reason: 'voided' });
+    case 'Expire':
+      // Already gone (captured, voided, expired) or not yet due: nothing to do.
+      if (!hold || cmd.at < hold.expiresAt) return accepted();
+      return accepted({ type: 'HoldReleased', holdId: hold.id, amount: hold.remaining, reason: 'expired' });
+    default:
+      return assertNever(cmd);
+  }
+}
+
+/** A credit that cannot land is refused as an event (the saga returns it), never dropped. */
+function decideCredit(state: AccountState, cmd: Extract<AccountCommand, { type: 'Credit' }>, accepted: Accept): Decision {
+  // A repeated delivery is answered as applied and changes nothing: exactly once.
+  if (cmd.alreadyApplied) return accepted();
+  if (cmd.currency !== state.currency) return accepted({ type: 'CreditRefused', transferId: cmd.transferId, reason: 'currency_mismatch' });
+  if (state.status === 'closed') return accepted({ type: 'CreditRefused', transferId: cmd.transferId, reason: 'account_closed' });
+  if (!fits(state.balance + cmd.amount)) return accepted({ type: 'CreditRefused', transferId: cmd.transferId, reason: 'balance_out_of_range' });
+  return accepted({ type: 'Credited', transferId: cmd.transferId, amount: cmd.amount });
+}
+
 export function decide(state: AccountState | undefined, cmd: AccountCommand): Decision {
   if (state === undefined) {
     if (cmd.type !== 'Open') return rejected('account_not_found');
@@ -159,10 +206,10 @@ export function decide(state: AccountState | undefined, cmd: AccountCommand): De
   }
   // Amounts were validated at the edge; a non-positive one here is our own bug.
   if (cmd.type === 'Debit' || cmd.type === 'Credit' || cmd.type === 'Return' || cmd.type === 'Authorize' || cmd.type === 'Refund') {
-    assert.ok(cmd.amount > 0n, 'amount must be positive');
+    invariant(cmd.amount > 0n, 'amount must be positive');
   }
-  if (cmd.type === 'Capture' && cmd.amount !== undefined) assert.ok(cmd.amount > 0n, 'capture amount must be positive');
-  const accepted = (...events: AccountEvent[]): Decision => {
+  if (cmd.type === 'Capture' && cmd.amount !== undefined) invariant(cmd.amount > 0n, 'capture amount must be positive');
+  const accepted: Accept = (...events) => {
     let s: AccountState = state;
     for (const e of events) s = evolve(s, e);
     return { reply: { ok: true, state: s }, events };
@@ -182,63 +229,34 @@ export function decide(state: AccountState | undefined, cmd: AccountCommand): De
       if (state.balance !== 0n) return rejected('balance_not_zero');
       if (state.held !== 0n) return rejected('holds_outstanding');
       return accepted({ type: 'Closed' });
-    case 'Debit':
-      if (state.status === 'frozen') return rejected('account_frozen');
-      if (state.status === 'closed') return rejected('account_closed');
-      if (cmd.currency !== state.currency) return rejected('currency_mismatch');
+    case 'Debit': {
+      const refused = refuseOutgoing(state, cmd.currency);
+      if (refused) return rejected(refused);
       if (!canSpend(state, cmd.amount)) return rejected('insufficient_funds');
       if (!fits(state.balance - cmd.amount)) return rejected('balance_out_of_range');
       return accepted({ type: 'Debited', transferId: cmd.transferId, amount: cmd.amount });
-    case 'Authorize':
-      if (state.status === 'frozen') return rejected('account_frozen');
-      if (state.status === 'closed') return rejected('account_closed');
-      if (cmd.currency !== state.currency) return rejected('currency_mismatch');
+    }
+    case 'Authorize': {
+      const refused = refuseOutgoing(state, cmd.currency);
+      if (refused) return rejected(refused);
       if (!canSpend(state, cmd.amount)) return rejected('insufficient_funds');
       if (!fits(state.balance - state.held - cmd.amount)) return rejected('balance_out_of_range');
       return accepted({ type: 'HoldPlaced', holdId: cmd.holdId, destinationId: cmd.destinationId, amount: cmd.amount, multiCapture: cmd.multiCapture, expiresAt: cmd.expiresAt });
-    case 'Capture': {
-      const hold = state.holds[cmd.holdId];
-      if (!hold) return rejected('hold_not_active');
-      // Past its deadline a hold is only ever released, never captured; unless the capture
-      // was decided before the deadline (a committed linked group), which it must complete.
-      if (cmd.at >= hold.expiresAt && cmd.decided !== true) return rejected('hold_expired');
-      const amount = cmd.amount ?? hold.remaining;
-      if (amount > hold.remaining) return rejected('capture_exceeds_hold');
-      const released = hold.multiCapture ? 0n : hold.remaining - amount;
-      return accepted({ type: 'HoldCaptured', holdId: hold.id, transferId: cmd.transferId, destinationId: hold.destinationId, amount, released });
     }
-    case 'Void': {
-      const hold = state.holds[cmd.holdId];
-      if (!hold) return rejected('hold_not_active');
-      return accepted({ type: 'HoldReleased', holdId: hold.id, amount: hold.remaining, reason: 'voided' });
-    }
-    case 'Expire': {
-      const hold = state.holds[cmd.holdId];
-      // Already gone (captured, voided, expired) or not yet due: nothing to do.
-      if (!hold || cmd.at < hold.expiresAt) return accepted();
-      return accepted({ type: 'HoldReleased', holdId: hold.id, amount: hold.remaining, reason: 'expired' });
-    }
-    case 'Refund':
-      if (state.status === 'frozen') return rejected('account_frozen');
-      if (state.status === 'closed') return rejected('account_closed');
-      if (cmd.currency !== state.currency) return rejected('currency_mismatch');
+    case 'Capture':
+    case 'Void':
+    case 'Expire':
+      return decideOnHold(state, cmd, accepted);
+    case 'Refund': {
+      const refused = refuseOutgoing(state, cmd.currency);
+      if (refused) return rejected(refused);
       if (cmd.amount > cmd.refundable) return rejected('refund_exceeds_transfer');
       if (!canSpend(state, cmd.amount)) return rejected('insufficient_funds');
       if (!fits(state.balance - cmd.amount)) return rejected('balance_out_of_range');
       return accepted({ type: 'RefundDebited', transferId: cmd.transferId, originalId: cmd.originalId, amount: cmd.amount });
+    }
     case 'Credit':
-      // A repeated delivery is answered as applied and changes nothing: exactly once.
-      if (cmd.alreadyApplied) return accepted();
-      if (cmd.currency !== state.currency) {
-        return accepted({ type: 'CreditRefused', transferId: cmd.transferId, reason: 'currency_mismatch' });
-      }
-      if (state.status === 'closed') {
-        return accepted({ type: 'CreditRefused', transferId: cmd.transferId, reason: 'account_closed' });
-      }
-      if (!fits(state.balance + cmd.amount)) {
-        return accepted({ type: 'CreditRefused', transferId: cmd.transferId, reason: 'balance_out_of_range' });
-      }
-      return accepted({ type: 'Credited', transferId: cmd.transferId, amount: cmd.amount });
+      return decideCredit(state, cmd, accepted);
     case 'Return':
       // Money owed back is always taken, whatever the status: it must never vanish.
       if (cmd.alreadyApplied) return accepted();

@@ -5,7 +5,7 @@ import { describe, it, expect } from 'vitest';
 import fc from 'fast-check';
 import {
   externalAccountId, isExternal, makeAccountId, makeTenantId, makeTransferId, parseAccountId,
-  parseRegion, parseTenantId, parseTransferId, regionOf, shardOf, uuidv7Hex,
+  makeShardId, parseRegion, parseShardId, parseTenantId, parseTransferId, regionOf, shardOf, shardParts, uuidv7Hex,
   type AccountId, type Region,
 } from './ids.ts';
 
@@ -257,5 +257,33 @@ describe('uuidv7Hex', () => {
 
   it('throws on fewer than 10 random bytes (a caller bug, not user input)', () => {
     expect(() => uuidv7Hex(T0, new Uint8Array(9))).toThrow();
+  });
+});
+
+describe('ShardId', () => {
+  it('is built from a region and a bucket and taken apart into the same', () => {
+    const id = makeShardId(parseRegion('eu')!, 17);
+    expect(id).toBe('eu/17');
+    expect(shardParts(id)).toEqual({ region: 'eu', bucket: 17 });
+    expect(parseShardId('eu/17')).toBe(id);
+  });
+
+  it('parses only region/bucket with a canonical bucket number', () => {
+    for (const bad of ['eu', 'eu/', '/1', 'eu/01', 'eu/-1', 'EU/1', 'eu/1/2', 'eu/1.5', 'eu/x', 42, null, undefined, 'eu/1234567890']) {
+      expect(parseShardId(bad), String(bad)).toBeUndefined();
+    }
+  });
+
+  it('is what shardOf answers for an account', () => {
+    const id = makeAccountId(parseRegion('us-east')!, '0'.repeat(32));
+    const shard = shardOf(id, 64);
+    expect(parseShardId(shard)).toBe(shard);
+    expect(shardParts(shard).region).toBe('us-east');
+    expect(shardParts(shard).bucket).toBeLessThan(64);
+  });
+
+  it('refuses a bucket that is not a non-negative integer', () => {
+    expect(() => makeShardId(parseRegion('eu')!, -1)).toThrow();
+    expect(() => makeShardId(parseRegion('eu')!, 1.5)).toThrow();
   });
 });

@@ -11,6 +11,8 @@ export type TransferId = Brand<string, 'TransferId'>;
 export type TenantId = Brand<string, 'TenantId'>;
 export type HoldId = Brand<string, 'HoldId'>;
 export type Region = Brand<string, 'Region'>;
+/** A shard: a region and a hash bucket, written `region/bucket`. Built and taken apart only here. */
+export type ShardId = Brand<string, 'ShardId'>;
 
 const REGION = /^[a-z][a-z0-9-]{0,15}$/;
 const HEX32 = '[0-9a-f]{32}';
@@ -64,6 +66,8 @@ export function externalAccountId(region: Region, currency: Currency): AccountId
   return `ext_${region}_${currency}` as AccountId;
 }
 
+const HEX_DIGITS = '0123456789abcdef';
+
 /** UUIDv7 as 32 hex digits: 48 bits of milliseconds, then version, variant and randomness. */
 export function uuidv7Hex(nowMs: number, random: Uint8Array): string {
   if (random.length < 10) throw new Error('uuidv7 needs 10 random bytes');
@@ -76,7 +80,9 @@ export function uuidv7Hex(nowMs: number, random: Uint8Array): string {
   bytes.set(random.subarray(0, 10), 6);
   bytes[6] = (bytes[6]! & 0x0f) | 0x70;
   bytes[8] = (bytes[8]! & 0x3f) | 0x80;
-  return Buffer.from(bytes).toString('hex');
+  let hex = '';
+  for (const b of bytes) hex += HEX_DIGITS[b >> 4]! + HEX_DIGITS[b & 0x0f]!;
+  return hex;
 }
 
 export function makeAccountId(region: Region, hex: string): AccountId {
@@ -90,12 +96,30 @@ export function makeTenantId(hex: string): TenantId {
 }
 
 /** Shard of an account: its region and a bucket from a stable hash (FNV-1a, 32 bit). */
-export function shardOf(id: AccountId, buckets: number): string {
+export function shardOf(id: AccountId, buckets: number): ShardId {
   if (!Number.isInteger(buckets) || buckets < 1) throw new Error(`bucket count must be a positive integer: ${buckets}`);
   let h = 0x811c9dc5;
   for (let i = 0; i < id.length; i++) {
     h ^= id.charCodeAt(i);
     h = Math.imul(h, 0x01000193) >>> 0;
   }
-  return `${regionOf(id)}/${h % buckets}`;
+  return makeShardId(regionOf(id), h % buckets);
+}
+
+export function makeShardId(region: Region, bucket: number): ShardId {
+  if (!Number.isInteger(bucket) || bucket < 0) throw new Error(`bucket must be a non-negative integer: ${bucket}`);
+  return `${region}/${bucket}` as ShardId;
+}
+
+const SHARD = /^([a-z][a-z0-9-]{0,15})\/(0|[1-9][0-9]{0,8})$/;
+
+export function parseShardId(raw: unknown): ShardId | undefined {
+  return typeof raw === 'string' && SHARD.test(raw) ? (raw as ShardId) : undefined;
+}
+
+/** The region and bucket of a shard. */
+export function shardParts(id: ShardId): { region: Region; bucket: number } {
+  const m = SHARD.exec(id);
+  if (!m) throw new Error(`not a shard id: ${id}`);
+  return { region: m[1] as Region, bucket: Number(m[2]) };
 }

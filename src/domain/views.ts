@@ -1,9 +1,7 @@
-// Wire shapes of accounts, transfers and problems. Pure, so the actor can store the exact
-// response of a request with its idempotency key in the same transaction as the write.
+// The shapes in which accounts, transfers and holds are shown. Pure, so the actor can store the
+// exact response of a request with its idempotency key in the same transaction as the write.
 import type { AccountState } from './account.ts';
 import { available } from './account.ts';
-import type { ErrorCode } from './errors.ts';
-import { ERRORS } from './errors.ts';
 
 export interface AccountView {
   id: string; tenantId: string | null; currency: string; region: string; status: string;
@@ -32,18 +30,4 @@ export interface HoldView {
   id: string; sourceAccountId: string; destinationAccountId: string; amount: string; captured: string; remaining: string;
   currency: string; multiCapture: boolean; state: string; expiresAt: string; metadata: Record<string, unknown> | null;
   createdAt: string; updatedAt: string;
-}
-
-export interface Problem {
-  type: string; title: string; status: number; code: ErrorCode; detail?: string;
-}
-
-export function problem(code: ErrorCode, detail?: string): Problem {
-  const e = ERRORS[code];
-  return { type: `https://geopay.dev/errors/${code}`, title: e.title, status: e.status, code, ...(detail ? { detail } : {}) };
-}
-
-/** Terminal transfers answer 201, those still in flight 202. */
-export function transferStatus(state: string): 201 | 202 {
-  return state === 'settled' || state === 'returned' ? 201 : 202;
 }

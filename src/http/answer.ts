@@ -1,42 +1,32 @@
-// Turning an actor's result into an HTTP answer, the same way for the first request and for
-// its idempotent replays.
+// Turning a payments outcome into an HTTP answer, the same way for the first request and for
+// its idempotent replays: a value with the route's status, a failure as problem+json, a
+// stored answer verbatim.
 import type { FastifyReply } from 'fastify';
-import type { AccountReply } from '../domain/account.ts';
-import { ERRORS, GeopayError } from '../domain/errors.ts';
-import { problem } from '../domain/views.ts';
-import type { CommandResult } from '../actors/protocol.ts';
-import type { StoredKey } from '../persistence/journal.ts';
-import type { HttpAnswer } from './idempotency.ts';
+import type { TransferView } from '../domain/views.ts';
+import type { Outcome } from '../payments/index.ts';
+import { problem, statusOf, transferStatus } from './errors.ts';
 
-export function rejection(reply: AccountReply): HttpAnswer | undefined {
-  if (reply.ok) return undefined;
-  return { status: ERRORS[reply.code].status, body: problem(reply.code) };
-}
+export interface HttpAnswer { status: number; body: unknown }
 
-export async function answer(
-  r: CommandResult,
-  hash: string | undefined,
-  onOk: (reply: Extract<AccountReply, { ok: true }>) => Promise<HttpAnswer> | HttpAnswer,
-  replay: (stored: StoredKey) => Promise<HttpAnswer>,
-): Promise<HttpAnswer> {
-  switch (r.type) {
-    case 'error':
-      throw r.error;
-    case 'duplicate':
-      if (hash !== undefined && r.stored.requestHash !== hash) throw new GeopayError('idempotency_key_reused');
-      if (r.stored.statusCode !== null) return { status: r.stored.statusCode, body: r.stored.response };
-      return replay(r.stored);
-    case 'done':
-      return rejection(r.reply) ?? onOk(r.reply as Extract<AccountReply, { ok: true }>);
+export function toAnswer<T>(o: Outcome<T>, status: number | ((value: T) => number)): HttpAnswer {
+  switch (o.type) {
+    case 'ok':
+      return { status: typeof status === 'number' ? status : status(o.value), body: o.value };
+    case 'failed':
+      return { status: statusOf(o.code), body: problem(o.code) };
+    case 'stored':
+      return { status: o.status, body: o.body };
     default: {
-      const never: never = r;
-      throw new Error(`unexpected result ${JSON.stringify(never)}`);
+      const never: never = o;
+      throw new Error(`unexpected outcome ${JSON.stringify(never)}`);
     }
   }
 }
+
+/** A transfer answers 201 once terminal, 202 while in flight. */
+export const transferAnswer = (o: Outcome<TransferView>): HttpAnswer => toAnswer(o, (t) => transferStatus(t.state));
 
 export function send(reply: FastifyReply, a: HttpAnswer): FastifyReply {
   if (a.status >= 400) void reply.type('application/problem+json');
   return reply.code(a.status).send(a.body);
 }
-

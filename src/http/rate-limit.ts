@@ -6,50 +6,17 @@ import assert from 'node:assert/strict';
 import rateLimit from '@fastify/rate-limit';
 import type { FastifyRateLimitStore } from '@fastify/rate-limit';
 import type { FastifyInstance, FastifyRequest } from 'fastify';
-import type { Redis } from 'ioredis';
-import type { Logger } from 'pino';
-import type { Config } from '../../config/settings.ts';
 import { GeopayError } from '../domain/errors.ts';
-import type { Pool } from '../persistence/db.ts';
-import type { TenantLimits } from '../persistence/limits.ts';
-import { getTenantLimits } from '../persistence/limits.ts';
+import type { Ctx } from './context.ts';
 
 /** Limits are per second; a fixed window of one second counts them. */
 const WINDOW_MS = 1_000;
-/** How long a tenant's overrides are trusted; PUT /v1/tenants/:id/limits forgets them at once on its own node. */
-const OVERRIDES_TTL_MS = 5_000;
-const MAX_CACHED_TENANTS = 10_000;
 /** Windows kept by the in-memory store: two per tenant active within a second. */
 const MAX_LOCAL_WINDOWS = 20_000;
 const FAIL_OPEN_LOG_EVERY_MS = 10_000;
 
 type RouteClass = 'read' | 'write';
 const classOf = (method: string): RouteClass => (method === 'GET' || method === 'HEAD' ? 'read' : 'write');
-
-/** Tenants' overrides, cached briefly so the database stays off the hot path. */
-export class LimitOverrides {
-  private readonly cache = new Map<string, { limits: Promise<TenantLimits | undefined>; until: number }>();
-
-  constructor(private readonly pool: Pool, private readonly logger: Logger) {}
-
-  get(tenantId: string, now: number): Promise<TenantLimits | undefined> {
-    const hit = this.cache.get(tenantId);
-    if (hit && hit.until >= now) return hit.limits;
-    if (this.cache.size >= MAX_CACHED_TENANTS) this.cache.clear();
-    // One lookup per tenant at a time; a failed one means the defaults until it expires,
-    // as a database outage must not turn into rate-limiter errors.
-    const limits = getTenantLimits(this.pool, tenantId).catch((err: unknown) => {
-      this.logger.warn({ err, tenant: tenantId }, 'tenant limits lookup failed, defaults apply');
-      return undefined;
-    });
-    this.cache.set(tenantId, { limits, until: now + OVERRIDES_TTL_MS });
-    return limits;
-  }
-
-  forget(tenantId: string): void {
-    this.cache.delete(tenantId);
-  }
-}
 
 /**
  * Fixed windows in memory. Not the plugin's LocalStore: that one hands every caller the same
@@ -81,12 +48,10 @@ class MemoryStore implements FastifyRateLimitStore {
   }
 }
 
-export interface RateLimitDeps { config: Config; pool: Pool; logger: Logger; redis?: Redis | undefined }
-
-/** Limits every route registered in `scope` after this call; returns the overrides cache. */
-export async function registerRateLimit(scope: FastifyInstance, deps: RateLimitDeps): Promise<LimitOverrides> {
+/** Limits every route registered in `scope` after this call. Tenants' overrides come from the payments layer's short cache. */
+export async function registerRateLimit(scope: FastifyInstance, deps: Pick<Ctx, 'config' | 'logger' | 'redis' | 'payments'>): Promise<void> {
   const { config, logger, redis } = deps;
-  const overrides = new LimitOverrides(deps.pool, logger);
+  const tenants = deps.payments.tenants;
 
   // Set for every request that reaches the hook below (asserted there).
   const principalOf = (req: FastifyRequest) => req.principal!;
@@ -103,7 +68,7 @@ export async function registerRateLimit(scope: FastifyInstance, deps: RateLimitD
       const fallback = cls === 'read' ? config.rateLimitReadsPerS : config.rateLimitWritesPerS;
       const p = principalOf(req);
       if (p.role === 'admin' || !p.tenantId) return fallback;
-      const o = await overrides.get(p.tenantId, Date.now());
+      const o = await tenants.cachedLimits(p.tenantId, Date.now());
       return (cls === 'read' ? o?.readsPerS : o?.writesPerS) ?? fallback;
     },
     // Store errors reach our hook, which logs them and lets the request through.
@@ -138,5 +103,4 @@ export async function registerRateLimit(scope: FastifyInstance, deps: RateLimitD
       throw new GeopayError('rate_limited', `${r.max} ${classOf(req.method)}s per second`, { retryAfterS: Math.max(1, r.ttlInSeconds) });
     }
   });
-  return overrides;
 }

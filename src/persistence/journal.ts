@@ -1,80 +1,26 @@
 // The write path and recovery of account actors. A batch of one actor's commands commits in
 // one transaction that starts with the shard's epoch guard; recovery is the latest snapshot
-// plus the postings after it, replayed through the same evolve as the live path.
+// plus the postings after it, read back as events (rows.ts) and replayed through the same
+// evolve as the live path.
 import type { Pool } from './db.ts';
-import type { AccountEvent, AccountState, Hold, JournalKind, TransferKind } from '../domain/account.ts';
+import type { AccountState, Hold, JournalKind } from '../domain/account.ts';
 import { evolve } from '../domain/account.ts';
 import type { AccountId, HoldId, Region, TenantId, TransferId } from '../domain/ids.ts';
 import type { Currency } from '../domain/money.ts';
 import { GeopayError } from '../domain/errors.ts';
+import type { JournalRow, StoredAccount, StoredHold, WriteRows } from './rows.ts';
+import { emptyRows, eventOfRow } from './rows.ts';
 
-export interface JournalRow {
-  accountId: AccountId;
-  seq: number;
-  kind: JournalKind;
-  transferId: TransferId | null;
-  amount: bigint;
-  balanceAfter: bigint;
-  holdId: HoldId | null;
-  heldDelta: bigint;
-  heldAfter: bigint;
-  at: string;
-}
-
-export interface NewAccountRow {
-  id: AccountId; tenantId: TenantId | null; kind: 'customer' | 'external'; currency: Currency;
-  region: Region; shard: string; overdraftLimit: bigint; metadata: Record<string, unknown>; at: string;
-}
-
-export interface NewTransferRow {
-  id: TransferId; tenantId: TenantId | null; kind: TransferKind;
-  sourceId: AccountId; destinationId: AccountId; amount: bigint; currency: Currency;
-  metadata: Record<string, unknown> | null; at: string; holdId: HoldId | null; refundOf: TransferId | null;
-}
-
-export interface NewHoldRow {
-  id: HoldId; tenantId: TenantId | null; sourceId: AccountId; destinationId: AccountId; amount: bigint; currency: Currency;
-  multiCapture: boolean; expiresAt: string; metadata: Record<string, unknown> | null; at: string; groupId: string | null;
-}
-
-export interface HoldUpdate { id: HoldId; captured: bigint; state: 'held' | 'captured' | 'voided' | 'expired'; at: string }
-
-/** Takes `amount` of a settled transfer's refundable rest; the commit fails if it is not there. */
-export interface RefundClaim { originalId: TransferId; amount: bigint }
-
-export interface TransferUpdate {
-  id: TransferId;
-  from: 'debited' | 'refused';
-  to: 'settled' | 'refused' | 'returned';
-  refusalCode: string | null;
-  at: string;
-}
-
-export interface IdempotencyRow {
-  tenantId: string; key: string; requestHash: string; resourceId: string | null;
-  statusCode: number | null; response: unknown;
-}
-
-export interface WriteSet {
+/** One actor's commit: its rows (src/persistence/rows.ts), fenced by its shard's epoch. */
+export interface WriteSet extends WriteRows {
   shard: string;
   epoch: bigint;
   nodeId: string;
-  accounts: NewAccountRow[];
-  journal: JournalRow[];
-  newTransfers: NewTransferRow[];
-  transferUpdates: TransferUpdate[];
-  idempotency: IdempotencyRow[];
-  newHolds: NewHoldRow[];
-  holdUpdates: HoldUpdate[];
-  refundClaims: RefundClaim[];
   snapshot: { accountId: AccountId; seq: number; state: AccountState } | undefined;
 }
 
 export function emptyWriteSet(shard: string, epoch: bigint, nodeId: string): WriteSet {
-  return {
-    shard, epoch, nodeId, accounts: [], journal: [], newTransfers: [], transferUpdates: [], idempotency: [],
-    newHolds: [], holdUpdates: [], refundClaims: [], snapshot: undefined,
-  };
+  return { shard, epoch, nodeId, ...emptyRows(), snapshot: undefined };
 }
 
 /** A write lost a race it must not win (a key or a transfer claimed elsewhere): redo the batch. */
@@ -99,6 +45,7 @@ const big = (v: bigint): string => v.toString();
  * write); the final check aborts the whole statement when a guard or a conditional write did
  * not hold (GP001 fenced, GP002 a lost race), so it commits all of it or none.
  */
+// eslint-disable-next-line max-lines-per-function -- one statement, so one template: its CTEs read best together, in the order they run.
 export async function commitSets(pool: Pool, sets: WriteSet[]): Promise<void> {
   const shards = new Map<string, bigint>();
   for (const ws of sets) {
@@ -251,58 +198,41 @@ export async function loadAccount(pool: Pool, id: AccountId): Promise<Loaded> {
     [id, lastSnapshotSeq],
   );
   if (rows.length === 0) return { state, lastSnapshotSeq };
-  let account: AccountDbRow | undefined;
+  let account: StoredAccount | undefined;
   if (state === undefined) {
     const a = await pool.query<AccountDbRow>('SELECT * FROM accounts WHERE id = $1', [id]);
-    account = a.rows[0];
+    account = a.rows[0] && storedAccount(a.rows[0]);
   }
   const holdIds = [...new Set(rows.flatMap((r) => (r.hold_id ? [r.hold_id] : [])))];
-  const holds = new Map<string, HoldDbRow>();
+  const holds = new Map<string, StoredHold>();
   if (holdIds.length > 0) {
     const hr = await pool.query<HoldDbRow>('SELECT id, destination_id, multi_capture, expires_at, state FROM holds WHERE id = ANY($1::text[])', [holdIds]);
-    for (const h of hr.rows) holds.set(h.id, h);
+    for (const h of hr.rows) holds.set(h.id, storedHold(h));
   }
-  for (const r of rows) {
-    state = evolve(state, rowToEvent(id, r, account, holds));
-    if (state.seq !== Number(r.seq) || state.balance !== r.balance_after || state.held !== r.held_after) {
+  for (const dbRow of rows) {
+    const r = journalRow(id, dbRow);
+    state = evolve(state, eventOfRow(r, account, holds));
+    if (state.seq !== r.seq || state.balance !== r.balanceAfter || state.held !== r.heldAfter) {
       throw new Error(`journal of ${id} disagrees with replay at seq ${r.seq}`);
     }
   }
   return { state, lastSnapshotSeq };
 }
 
-function rowToEvent(id: AccountId, r: JournalDbRow, a: AccountDbRow | undefined, holds: Map<string, HoldDbRow>): AccountEvent {
-  const transferId = r.transfer_id as TransferId;
-  const holdId = r.hold_id as HoldId;
-  const hold = (): HoldDbRow => {
-    const h = holds.get(holdId);
-    if (!h) throw new Error(`hold ${holdId} of ${id} missing at seq ${r.seq}`);
-    return h;
-  };
-  switch (r.kind) {
-    case 'open':
-      if (!a) throw new Error(`account row missing for ${id}`);
-      return {
-        type: 'Opened', id, kind: a.kind, tenantId: a.tenant_id as TenantId | null, currency: a.currency as Currency,
-        region: a.region as Region, overdraftLimit: a.overdraft_limit, metadata: a.metadata, at: a.created_at.toISOString(),
-      };
-    case 'freeze': return { type: 'Frozen' };
-    case 'unfreeze': return { type: 'Unfrozen' };
-    case 'close': return { type: 'Closed' };
-    case 'debit': return { type: 'Debited', transferId, amount: -r.amount };
-    case 'credit': return { type: 'Credited', transferId, amount: r.amount };
-    case 'return': return { type: 'Returned', transferId, amount: r.amount };
-    case 'hold': {
-      const h = hold();
-      return { type: 'HoldPlaced', holdId, destinationId: h.destination_id as AccountId, amount: r.held_delta, multiCapture: h.multi_capture, expiresAt: h.expires_at.toISOString() };
-    }
-    case 'capture':
-      return { type: 'HoldCaptured', holdId, transferId, destinationId: hold().destination_id as AccountId, amount: -r.amount, released: -r.held_delta + r.amount };
-    case 'release':
-      return { type: 'HoldReleased', holdId, amount: -r.held_delta, reason: hold().state === 'expired' ? 'expired' : 'voided' };
-    default: throw new Error(`unknown journal kind ${String(r.kind)}`);
-  }
-}
+const journalRow = (accountId: AccountId, r: JournalDbRow): JournalRow => ({
+  accountId, seq: Number(r.seq), kind: r.kind, transferId: r.transfer_id as TransferId | null, amount: r.amount,
+  balanceAfter: r.balance_after, holdId: r.hold_id as HoldId | null, heldDelta: r.held_delta, heldAfter: r.held_after,
+  at: r.created_at.toISOString(),
+});
+
+const storedAccount = (a: AccountDbRow): StoredAccount => ({
+  kind: a.kind, tenantId: a.tenant_id as TenantId | null, currency: a.currency as Currency, region: a.region as Region,
+  overdraftLimit: a.overdraft_limit, metadata: a.metadata, at: a.created_at.toISOString(),
+});
+
+const storedHold = (h: HoldDbRow): StoredHold => ({
+  destinationId: h.destination_id as AccountId, multiCapture: h.multi_capture, expiresAt: h.expires_at.toISOString(), state: h.state,
+});
 
 export interface Prefetched {
   transfers: Map<string, { state: string; amount: bigint; refunded: bigint }>;

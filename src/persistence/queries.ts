@@ -1,7 +1,7 @@
 // Read queries and the small admin writes: tenants, API keys (stored as SHA-256 hashes),
 // the account directory, transfers, statements, idempotency records and their cleanup.
 import { createHash } from 'node:crypto';
-import type { Pool } from './db.ts';
+import type { Client, Pool } from './db.ts';
 import type { HoldView, TransferView } from '../domain/views.ts';
 
 export const hashKey = (key: string): string => createHash('sha256').update(key).digest('hex');
@@ -26,11 +26,6 @@ export async function insertKey(pool: Pool, k: { id: string; role: 'admin' | 'te
 }
 
 export interface TenantRow { id: string; name: string; createdAt: string }
-
-export async function insertTenant(pool: Pool, id: string, name: string): Promise<TenantRow> {
-  const { rows } = await pool.query<{ created_at: Date }>('INSERT INTO tenants (id, name) VALUES ($1, $2) RETURNING created_at', [id, name]);
-  return { id, name, createdAt: rows[0]!.created_at.toISOString() };
-}
 
 export async function getTenant(pool: Pool, id: string): Promise<TenantRow | undefined> {
   const { rows } = await pool.query<{ id: string; name: string; created_at: Date }>('SELECT id, name, created_at FROM tenants WHERE id = $1', [id]);
@@ -118,21 +113,6 @@ export async function statement(pool: Pool, accountId: string, limit: number, be
   };
 }
 
-export async function getIdempotencyRecord(pool: Pool, tenantId: string, key: string): Promise<{ requestHash: string; resourceId: string | null; statusCode: number | null; response: unknown } | undefined> {
-  const { rows } = await pool.query<{ request_hash: string; resource_id: string | null; status_code: number | null; response: unknown }>(
-    'SELECT request_hash, resource_id, status_code, response FROM idempotency_keys WHERE tenant_id = $1 AND key = $2', [tenantId, key],
-  );
-  const r = rows[0];
-  return r ? { requestHash: r.request_hash, resourceId: r.resource_id, statusCode: r.status_code, response: r.response } : undefined;
-}
-
-export async function storeIdempotentResponse(pool: Pool, tenantId: string, key: string, requestHash: string, resourceId: string | null, statusCode: number, response: unknown): Promise<void> {
-  await pool.query(
-    `INSERT INTO idempotency_keys (tenant_id, key, request_hash, resource_id, status_code, response) VALUES ($1, $2, $3, $4, $5, $6)
-     ON CONFLICT DO NOTHING`, [tenantId, key, requestHash, resourceId, statusCode, JSON.stringify(response)],
-  );
-}
-
 export async function deleteExpiredKeys(pool: Pool, retentionMs: number): Promise<number> {
   const res = await pool.query("DELETE FROM idempotency_keys WHERE created_at < now() - make_interval(secs => $1::float8 / 1000)", [retentionMs]);
   return res.rowCount ?? 0;
@@ -157,4 +137,114 @@ export async function captureOfHold(pool: Pool, holdId: string): Promise<(Transf
   const { rows } = await pool.query<TransferDbRow>("SELECT * FROM transfers WHERE hold_id = $1 AND kind = 'capture' ORDER BY created_at LIMIT 1", [holdId]);
   const r = rows[0];
   return r ? { ...transferRowView(r), tenantId: r.tenant_id } : undefined;
+}
+
+/** The source and amount of a transfer, for giving refused money back. */
+export async function transferSource(pool: Pool, id: string): Promise<{ sourceId: string; amount: bigint } | undefined> {
+  const { rows } = await pool.query<{ source_id: string; amount: bigint }>('SELECT source_id, amount FROM transfers WHERE id = $1', [id]);
+  const r = rows[0];
+  return r ? { sourceId: r.source_id, amount: r.amount } : undefined;
+}
+
+export interface DueHold { id: string; sourceId: string; destinationId: string; tenantId: string | null; groupId: string | null }
+
+/** Holds still held at their deadline: the expiry sweeper's work list. */
+export async function dueHolds(pool: Pool, nowIso: string, limit: number): Promise<DueHold[]> {
+  const { rows } = await pool.query<{ id: string; source_id: string; destination_id: string; tenant_id: string | null; group_id: string | null }>(
+    `SELECT id, source_id, destination_id, tenant_id, group_id FROM holds WHERE state = 'held' AND expires_at <= $1
+     ORDER BY expires_at LIMIT $2`, [nowIso, limit]);
+  return rows.map((h) => ({ id: h.id, sourceId: h.source_id, destinationId: h.destination_id, tenantId: h.tenant_id, groupId: h.group_id }));
+}
+
+/** Claims a batch's own Idempotency-Key; answers the request hash that holds the key now. */
+export async function claimBatchKey(pool: Pool, tenantId: string, key: string, requestHash: string): Promise<string | undefined> {
+  const { rows } = await pool.query<{ request_hash: string }>(
+    `WITH ins AS (INSERT INTO idempotency_keys (tenant_id, key, request_hash) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING RETURNING request_hash)
+     SELECT request_hash FROM ins UNION ALL SELECT request_hash FROM idempotency_keys WHERE tenant_id = $1 AND key = $2 LIMIT 1`,
+    [tenantId, key, requestHash]);
+  return rows[0]?.request_hash;
+}
+
+/** What a keyed create found: it ran now, or the key had run before (with its stored answer, if finished). */
+export type KeyedCreate<T> =
+  | { type: 'created'; value: T }
+  | { type: 'stored'; requestHash: string; statusCode: number | null; response: unknown };
+
+/**
+ * A create and its idempotency record in one transaction: the key is claimed first, so a
+ * duplicate finds it and reads the stored answer instead of creating a second time.
+ */
+async function createOnce<T>(
+  pool: Pool, scope: string, key: string, requestHash: string,
+  create: (c: Client) => Promise<{ value: T; statusCode: number; stored: unknown; resourceId: string }>,
+): Promise<KeyedCreate<T>> {
+  const c = await pool.connect();
+  try {
+    await c.query('BEGIN');
+    const claim = await c.query('INSERT INTO idempotency_keys (tenant_id, key, request_hash) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING', [scope, key, requestHash]);
+    if (claim.rowCount === 0) {
+      await c.query('ROLLBACK');
+      const { rows } = await c.query<{ request_hash: string; status_code: number | null; response: unknown }>(
+        'SELECT request_hash, status_code, response FROM idempotency_keys WHERE tenant_id = $1 AND key = $2', [scope, key]);
+      const r = rows[0];
+      // Deleted by retention between the two statements: as good as another request's key.
+      if (!r) return { type: 'stored', requestHash: '', statusCode: null, response: null };
+      return { type: 'stored', requestHash: r.request_hash, statusCode: r.status_code, response: r.response };
+    }
+    const out = await create(c);
+    await c.query('UPDATE idempotency_keys SET status_code = $3, response = $4, resource_id = $5 WHERE tenant_id = $1 AND key = $2',
+      [scope, key, out.statusCode, JSON.stringify(out.stored), out.resourceId]);
+    await c.query('COMMIT');
+    return { type: 'created', value: out.value };
+  } catch (err) {
+    await c.query('ROLLBACK').catch(() => undefined);
+    throw err;
+  } finally {
+    c.release();
+  }
+}
+
+/** Creates a tenant under an admin Idempotency-Key; `statusCode` is what a replay answers. */
+export function createTenantOnce(pool: Pool, k: { scope: string; key: string; requestHash: string; statusCode: number }, t: { id: string; name: string }): Promise<KeyedCreate<TenantRow>> {
+  return createOnce(pool, k.scope, k.key, k.requestHash, async (c) => {
+    const { rows } = await c.query<{ created_at: Date }>('INSERT INTO tenants (id, name) VALUES ($1, $2) RETURNING created_at', [t.id, t.name]);
+    const row = { id: t.id, name: t.name, createdAt: rows[0]!.created_at.toISOString() };
+    return { value: row, statusCode: k.statusCode, stored: row, resourceId: t.id };
+  });
+}
+
+/** Creates a tenant's API key under an admin Idempotency-Key. The stored answer never holds the secret. */
+export function createKeyOnce(pool: Pool, k: { scope: string; key: string; requestHash: string; statusCode: number }, a: { id: string; tenantId: string; secret: string }): Promise<KeyedCreate<{ id: string; tenantId: string }>> {
+  return createOnce(pool, k.scope, k.key, k.requestHash, async (c) => {
+    await c.query("INSERT INTO api_keys (id, tenant_id, role, key_hash) VALUES ($1, $2, 'tenant', $3)", [a.id, a.tenantId, hashKey(a.secret)]);
+    return { value: { id: a.id, tenantId: a.tenantId }, statusCode: k.statusCode, stored: { id: a.id, tenantId: a.tenantId }, resourceId: a.id };
+  });
+}
+
+export interface ShardRow { id: string; region: string; bucket: number; epoch: bigint; owner: string | null; updatedAt: string }
+
+export async function listShards(pool: Pool): Promise<ShardRow[]> {
+  const { rows } = await pool.query<{ id: string; region: string; bucket: number; epoch: bigint; owner: string | null; updated_at: Date }>(
+    'SELECT id, region, bucket, epoch, owner, updated_at FROM shards ORDER BY region, bucket');
+  return rows.map((r) => ({ id: r.id, region: r.region, bucket: r.bucket, epoch: r.epoch, owner: r.owner, updatedAt: r.updated_at.toISOString() }));
+}
+
+export async function getShard(pool: Pool, id: string): Promise<{ owner: string | null; epoch: bigint } | undefined> {
+  const { rows } = await pool.query<{ owner: string | null; epoch: bigint }>('SELECT owner, epoch FROM shards WHERE id = $1', [id]);
+  return rows[0];
+}
+
+/** Where an account's journal and snapshot stand, for the inspection endpoint. */
+export async function journalPosition(pool: Pool, accountId: string): Promise<{ journalSeq: number; snapshotSeq: number; snapshotAt: string | null }> {
+  const { rows } = await pool.query<{ journal_seq: bigint | null; snapshot_seq: bigint | null; snapshot_at: Date | null }>(
+    `SELECT (SELECT max(seq) FROM journal WHERE account_id = $1) AS journal_seq,
+            s.seq AS snapshot_seq, s.created_at AS snapshot_at
+     FROM (SELECT 1) one LEFT JOIN snapshots s ON s.account_id = $1`, [accountId]);
+  const r = rows[0]!;
+  return { journalSeq: r.journal_seq === null ? 0 : Number(r.journal_seq), snapshotSeq: r.snapshot_seq === null ? 0 : Number(r.snapshot_seq), snapshotAt: r.snapshot_at?.toISOString() ?? null };
+}
+
+/** The database answers: readiness. */
+export async function ping(pool: Pool): Promise<void> {
+  await pool.query('SELECT 1');
 }

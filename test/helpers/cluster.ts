@@ -8,6 +8,7 @@ import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { request as undiciRequest } from 'undici';
+import { requireRedisServerBinary } from './prereq.ts';
 import { startServer, type ServerProcess } from './server-process.ts';
 
 /** redis-server starts in milliseconds; ten seconds means it will not. */
@@ -100,6 +101,7 @@ export interface RedisMasters {
 
 /** Starts `n` independent Redis masters on free loopback ports, without persistence. */
 export async function startRedisMasters(n: number): Promise<RedisMasters> {
+  requireRedisServerBinary();
   const ports: number[] = [];
   const procs: (RedisProcess | undefined)[] = [];
   const stopOne = async (i: number, signal: NodeJS.Signals): Promise<void> => {

@@ -2,6 +2,7 @@
 // parallel without touching each other. The database is dropped when the file is done.
 import { randomBytes } from 'node:crypto';
 import pg from 'pg';
+import { requirePostgres } from './prereq.ts';
 
 const adminUrl = process.env.TEST_DATABASE_URL ?? 'postgres://postgres@127.0.0.1:5432/postgres';
 
@@ -12,6 +13,7 @@ export interface TestDatabase {
 }
 
 export async function createTestDatabase(prefix: string): Promise<TestDatabase> {
+  await requirePostgres(adminUrl);
   const name = `geopay_${prefix.replace(/[^a-z0-9_]/gi, '_').toLowerCase()}_${randomBytes(4).toString('hex')}`;
   const admin = new pg.Client({ connectionString: adminUrl });
   await admin.connect();

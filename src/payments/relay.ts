@@ -1,15 +1,13 @@
 // The saga's safety net: transfers left `debited` (the credit was never applied, say after a
 // crash) are re-delivered to the destination, and `refused` ones back to the source.
 // At-least-once delivery; the actors apply each leg exactly once.
-import type { Logger } from 'pino';
-import type { Pool } from '../persistence/db.ts';
-import { inFlightTransfers } from '../persistence/queries.ts';
 import { randomBytes } from 'node:crypto';
+import type { Logger } from 'pino';
 import type { AccountId, HoldId, TenantId, TransferId } from '../domain/ids.ts';
 import { makeTransferId, uuidv7Hex } from '../domain/ids.ts';
-import { decideGroup } from '../persistence/queries.ts';
 import type { Currency } from '../domain/money.ts';
-import type { AccountRegistry } from './registry.ts';
+import type { AccountRegistry } from '../actors/registry.ts';
+import type { DueHold, Repositories } from '../persistence/repositories.ts';
 
 export class Relay {
   private timer: NodeJS.Timeout | undefined;
@@ -18,7 +16,7 @@ export class Relay {
   redelivered = 0;
 
   constructor(
-    private readonly pool: Pool,
+    private readonly repos: Pick<Repositories, 'transfers' | 'holds' | 'groups'>,
     private readonly registry: AccountRegistry,
     private readonly opts: { intervalMs: number; minAgeMs: number; batch: number; clock: () => number; mine?: (accountId: string) => boolean },
     private readonly logger: Logger,
@@ -35,28 +33,28 @@ export class Relay {
   async expireHolds(): Promise<number> {
     try {
       const now = new Date(this.opts.clock()).toISOString();
-      const { rows } = await this.pool.query<{ id: string; source_id: string; destination_id: string; tenant_id: string | null; group_id: string | null }>(
-        `SELECT id, source_id, destination_id, tenant_id, group_id FROM holds WHERE state = 'held' AND expires_at <= $1
-         ORDER BY expires_at LIMIT $2`, [now, this.opts.batch]);
+      const rows = await this.repos.holds.due(now, this.opts.batch);
       const mine = this.opts.mine ?? (() => true);
-      await Promise.all(rows.filter((h) => mine(h.source_id)).map(async (h) => {
-        const holdId = h.id as HoldId;
-        // A linked group's hold follows the group's decision; an undecided group is aborted
-        // here, and the coordinator, finding 'abort', releases the rest.
-        const decision = h.group_id ? await decideGroup(this.pool, h.group_id, 'abort') : 'abort';
-        const r = decision === 'commit'
-          ? await this.registry.send(h.source_id as AccountId, {
-            cmd: { type: 'Capture', holdId, transferId: makeTransferId(uuidv7Hex(this.opts.clock(), randomBytes(10))), amount: undefined, at: now, decided: true },
-            transfer: { destinationId: h.destination_id as AccountId, kind: 'capture', tenantId: h.tenant_id as TenantId | null, metadata: null },
-          })
-          : await this.registry.send(h.source_id as AccountId, { cmd: { type: 'Expire', holdId, at: now } });
-        if (r.type === 'error') this.logger.warn({ hold: h.id, code: r.error.code }, 'hold expiry failed; next pass retries');
-      }));
+      await Promise.all(rows.filter((h) => mine(h.sourceId)).map((h) => this.expireHold(h, now)));
       return rows.length;
     } catch (err) {
       this.logger.warn({ err }, 'hold expiry pass failed');
       return 0;
     }
+  }
+
+  private async expireHold(h: DueHold, now: string): Promise<void> {
+    const holdId = h.id as HoldId;
+    // A linked group's hold follows the group's decision; an undecided group is aborted
+    // here, and the coordinator, finding 'abort', releases the rest.
+    const decision = h.groupId ? await this.repos.groups.decide(h.groupId, 'abort') : 'abort';
+    const r = decision === 'commit'
+      ? await this.registry.send(h.sourceId as AccountId, {
+        cmd: { type: 'Capture', holdId, transferId: makeTransferId(uuidv7Hex(this.opts.clock(), randomBytes(10))), amount: undefined, at: now, decided: true },
+        transfer: { destinationId: h.destinationId as AccountId, kind: 'capture', tenantId: h.tenantId as TenantId | null, metadata: null },
+      })
+      : await this.registry.send(h.sourceId as AccountId, { cmd: { type: 'Expire', holdId, at: now } });
+    if (r.type === 'error') this.logger.warn({ hold: h.id, code: r.error.code }, 'hold expiry failed; next pass retries');
   }
 
   stop(): void {
@@ -70,7 +68,7 @@ export class Relay {
     try {
       const mine = this.opts.mine ?? (() => true);
       // A debited transfer is the source owner's to finish, a refused one too (it returns to the source).
-      const todo = (await inFlightTransfers(this.pool, minAgeMs, this.opts.batch)).filter((t) => !this.inProgress.has(t.id) && mine(t.sourceId));
+      const todo = (await this.repos.transfers.inFlight(minAgeMs, this.opts.batch)).filter((t) => !this.inProgress.has(t.id) && mine(t.sourceId));
       // A bounded number at a time: a backlog aimed at one hot account must not fill its mailbox.
       await inBatches(todo, 32, async (t) => {
         this.inProgress.add(t.id);

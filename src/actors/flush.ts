@@ -1,0 +1,109 @@
+// The commit of one batch, the actor's async step: read what the batch must know, plan it
+// (batch.ts), hand it to the node's writer, and redo it from fresh reads when it lost a race.
+// A batch that failed with an error the server reported is not retried here: redoing it
+// command by command is the writer's one retry policy for a failed commit (writer.ts in
+// src/persistence).
+import type { Logger } from 'pino';
+import type { AccountState } from '../domain/account.ts';
+import type { AccountId, ShardId } from '../domain/ids.ts';
+import type { Prefetched, WriteSet } from '../persistence/journal.ts';
+import { WriteConflict } from '../persistence/journal.ts';
+import type { GroupWriter, PartsOutcome } from '../persistence/writer.ts';
+import type { BatchEnv, BatchPlan, BatchProgress, BatchStart } from './batch.ts';
+import { batchParts, planBatch } from './batch.ts';
+import type { CommandResult, Pending, RejectionAnswer } from './protocol.ts';
+
+export interface FlushDeps {
+  accountId: AccountId;
+  shard: ShardId;
+  nodeId: string;
+  snapshotEvery: number;
+  rejectionAnswer: RejectionAnswer;
+  /** Tests only: a pause between deciding and committing (see FAULT_COMMIT_DELAY_MS). */
+  faultCommitDelayMs: number;
+  /** The states of the transfers and the idempotency keys a careful batch reads before deciding. */
+  read: (transferIds: string[], keys: { tenantId: string; key: string }[]) => Promise<Prefetched>;
+  /** The epoch the shard is written at; rejects with shard_unavailable once it is lost. */
+  epoch: () => Promise<bigint>;
+  writer: Pick<GroupWriter, 'commitParts'>;
+  log: Logger;
+}
+
+/** What became of a batch: the state after it, a result per command, the write sets committed. */
+export interface FlushOutcome {
+  state: AccountState | undefined;
+  results: CommandResult[];
+  wss: WriteSet[];
+  lastSnapshotSeq: number;
+}
+
+/** Redoing a batch that lost a race, from fresh reads, at most this many times in all. */
+export const MAX_CONFLICT_RETRIES = 3;
+
+const NOTHING_KNOWN: Prefetched = { transfers: new Map(), keys: new Map() };
+
+/**
+ * Decides a batch in order against `start` and commits it in one write set. Rejects when the
+ * outcome is not known for every command (connection lost, shard fenced, too many races):
+ * the actor then answers the whole batch and reloads from the journal.
+ */
+export async function flushBatch(deps: FlushDeps, start: BatchStart, batch: readonly Pending[]): Promise<FlushOutcome> {
+  // Optimistic first: a fresh key and a first delivery of a credit are the common case, and
+  // the commit's conditional writes catch the rest (GP002). A conflict, or a batch holding
+  // a redelivery, reads what it needs before deciding.
+  let careful = batch.some((r) => r.careful === true);
+  for (let attempt = 1; ; attempt++) {
+    const env = await envFor(deps, batch, careful);
+    const plan = planBatch(start, batch, env);
+    if (plan.ws === undefined) return { state: plan.state, results: plan.results, wss: [], lastSnapshotSeq: start.lastSnapshotSeq };
+    if (deps.faultCommitDelayMs > 0) await new Promise((r) => setTimeout(r, deps.faultCommitDelayMs));
+    let outcome: PartsOutcome<BatchProgress>;
+    try {
+      outcome = await deps.writer.commitParts(batchParts(start, batch, env, plan.ws));
+    } catch (err) {
+      if (!(err instanceof WriteConflict) || attempt >= MAX_CONFLICT_RETRIES) throw err;
+      if (careful) deps.log.info({ attempt, err }, 'batch conflicted; redoing it');
+      careful = true;
+      continue;
+    }
+    return outcomeOf(plan, plan.ws, outcome, deps.log);
+  }
+}
+
+async function envFor(deps: FlushDeps, batch: readonly Pending[], careful: boolean): Promise<BatchEnv> {
+  const [known, epoch] = await Promise.all([careful ? readFor(deps, batch) : NOTHING_KNOWN, deps.epoch()]);
+  return {
+    accountId: deps.accountId, shard: deps.shard, epoch, nodeId: deps.nodeId, snapshotEvery: deps.snapshotEvery,
+    careful, known, rejectionAnswer: deps.rejectionAnswer,
+  };
+}
+
+/** Reads the transfers a batch would credit, return or refund, and the keys it carries. */
+function readFor(deps: FlushDeps, batch: readonly Pending[]): Promise<Prefetched> {
+  const transferIds: string[] = [];
+  const keys: { tenantId: string; key: string }[] = [];
+  for (const r of batch) {
+    if (r.cmd.type === 'Credit' || r.cmd.type === 'Return') transferIds.push(r.cmd.transferId);
+    if (r.cmd.type === 'Refund') transferIds.push(r.cmd.originalId);
+    if (r.idem) keys.push({ tenantId: r.idem.tenantId, key: r.idem.key });
+  }
+  return deps.read(transferIds, keys);
+}
+
+function outcomeOf(plan: BatchPlan, whole: WriteSet, outcome: PartsOutcome<BatchProgress>, log: Logger): FlushOutcome {
+  switch (outcome.type) {
+    case 'whole':
+      return { state: plan.state, results: plan.results, wss: [whole], lastSnapshotSeq: plan.lastSnapshotSeq };
+    case 'parts': {
+      const { progress } = outcome;
+      log.warn({ err: outcome.cause, size: plan.results.length }, 'batch refused by the database; its commands were committed one at a time');
+      return { state: progress.sequence.state, results: [...progress.results], wss: [...progress.committed], lastSnapshotSeq: progress.lastSnapshotSeq };
+    }
+    case 'stopped':
+      throw outcome.error;
+    default: {
+      const never: never = outcome;
+      throw new Error(`unknown commit outcome ${JSON.stringify(never)}`);
+    }
+  }
+}

@@ -1,0 +1,16 @@
+// The route plugins of each engine, for the composition root to hand to buildApp. Tenants,
+// keys, limits and inspection are served whichever engine moves the money.
+import type { RoutePlugin, Routes } from '../context.ts';
+import { accountRoutes } from './accounts.ts';
+import { adminRoutes } from './admin.ts';
+import { batchRoutes } from './batch.ts';
+import { holdRoutes } from './holds.ts';
+import { internalRoutes } from './internal.ts';
+import { limitRoutes } from './limits.ts';
+import { transferRoutes } from './transfers.ts';
+
+/** geopay's own routes, or the admin routes plus `engine`'s routes for money movement. */
+export function routesFor(engine: RoutePlugin[] | 'geopay'): Routes {
+  const money = engine === 'geopay' ? [accountRoutes, transferRoutes, holdRoutes, batchRoutes] : engine;
+  return { root: [internalRoutes], api: [adminRoutes, limitRoutes, ...money] };
+}

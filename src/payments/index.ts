@@ -1,0 +1,55 @@
+// The payments layer, assembled: every workflow over the ports the composition root gives it.
+// HTTP routes call these and nothing below them.
+import type { Logger } from 'pino';
+import type { Config } from '../../config/settings.ts';
+import type { AccountRegistry } from '../actors/registry.ts';
+import type { Ownership } from '../cluster/ownership.ts';
+import type { Repositories } from '../persistence/repositories.ts';
+import { Accounts } from './accounts.ts';
+import { Batches } from './batch.ts';
+import { Directory } from './directory.ts';
+import { ForwardedRequests } from './forwarded.ts';
+import { Holds } from './holds.ts';
+import { InFlightKeys } from './in-flight-keys.ts';
+import { Inspection } from './inspection.ts';
+import { Saga } from './saga.ts';
+import { Tenants } from './tenants.ts';
+import { Transfers } from './transfers.ts';
+
+export interface Payments {
+  accounts: Accounts;
+  transfers: Transfers;
+  holds: Holds;
+  batches: Batches;
+  tenants: Tenants;
+  inspection: Inspection;
+  forwarded: ForwardedRequests;
+  saga: Saga;
+  /** The database answers (readiness). */
+  ping: () => Promise<void>;
+}
+
+export function buildPayments(deps: { config: Config; registry: AccountRegistry; ownership: Ownership; repos: Repositories; logger: Logger; clock: () => number }): Payments {
+  const { config, registry, repos, logger, clock } = deps;
+  const saga = new Saga(registry, repos.transfers, logger);
+  registry.onCommitted((ws) => saga.afterCommit(ws));
+  const keys = new InFlightKeys(config.askTimeoutMs + config.transferWaitMs);
+  const directory = new Directory(repos.accounts);
+  const ctx = { config, registry, saga, repos, directory, keys, clock };
+  const transfers = new Transfers(ctx);
+  return {
+    accounts: new Accounts(ctx),
+    transfers,
+    holds: new Holds(ctx, transfers),
+    batches: new Batches(ctx, transfers),
+    tenants: new Tenants(repos, keys, logger),
+    inspection: new Inspection(registry, deps.ownership, repos, directory),
+    forwarded: new ForwardedRequests(registry),
+    saga,
+    ping: repos.health.ping,
+  };
+}
+
+export type { Outcome } from './outcome.ts';
+export { requestHash } from './request-hash.ts';
+export type { Principal, TenantLimits } from '../persistence/repositories.ts';

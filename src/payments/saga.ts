@@ -1,0 +1,91 @@
+// The transfer saga's after-commit steps. A committed debit sends the credit leg to the
+// destination; a committed refusal gives the money back to the source; a committed settle or
+// return wakes the requests waiting for that transfer. Whatever fails here is left to the
+// relay (src/payments/relay.ts), which finds the transfer still in flight.
+import type { Logger } from 'pino';
+import type { AccountId, TransferId } from '../domain/ids.ts';
+import type { Currency } from '../domain/money.ts';
+import type { AccountRegistry } from '../actors/registry.ts';
+import type { WriteSet } from '../persistence/journal.ts';
+import type { Repositories } from '../persistence/repositories.ts';
+
+export interface TransferOutcome { id: TransferId; state: 'settled' | 'returned'; at: string }
+
+interface CreditLeg { id: TransferId; destinationId: AccountId; amount: bigint; currency: Currency }
+
+/** Delays of the first delivery's attempts while the destination is busy; after that, the relay's. */
+const FIRST_DELIVERY_DELAYS_MS = [0, 50, 250];
+
+export class Saga {
+  private readonly waiters = new Map<TransferId, Set<(o: TransferOutcome) => void>>();
+
+  constructor(
+    private readonly registry: AccountRegistry,
+    private readonly transfers: Repositories['transfers'],
+    private readonly logger: Logger,
+  ) {}
+
+  /** Runs the next step of every transfer a commit moved. */
+  afterCommit(ws: WriteSet): void {
+    for (const t of ws.newTransfers) {
+      void this.deliverCreditSoon({ id: t.id, destinationId: t.destinationId, amount: t.amount, currency: t.currency });
+    }
+    for (const u of ws.transferUpdates) {
+      if (u.to === 'refused') {
+        void this.returnRefused(u.id);
+        continue;
+      }
+      const set = this.waiters.get(u.id);
+      if (set) for (const cb of [...set]) cb({ id: u.id, state: u.to, at: u.at });
+    }
+  }
+
+  /** Resolves when the transfer settles or returns, or with undefined after `ms` or on cancel. */
+  waitForTransfer(id: TransferId, ms: number): { outcome: Promise<TransferOutcome | undefined>; cancel: () => void } {
+    let cancel = () => undefined as void;
+    const outcome = new Promise<TransferOutcome | undefined>((resolve) => {
+      let set = this.waiters.get(id);
+      if (!set) this.waiters.set(id, (set = new Set()));
+      const waiters = set;
+      const finish = (o: TransferOutcome | undefined) => {
+        clearTimeout(timer);
+        waiters.delete(cb);
+        if (waiters.size === 0 && this.waiters.get(id) === waiters) this.waiters.delete(id);
+        resolve(o);
+      };
+      const cb = (o: TransferOutcome) => finish(o);
+      const timer = setTimeout(() => finish(undefined), ms);
+      cancel = () => finish(undefined);
+      waiters.add(cb);
+    });
+    return { outcome, cancel };
+  }
+
+  /** Shutdown: nobody waits any more. */
+  clear(): void {
+    for (const [, w] of this.waiters) w.clear();
+  }
+
+  /** The first delivery, retried briefly when the destination is busy; after that the relay's. */
+  private async deliverCreditSoon(t: CreditLeg): Promise<void> {
+    for (const delayMs of FIRST_DELIVERY_DELAYS_MS) {
+      if (delayMs > 0) await new Promise((r) => setTimeout(r, delayMs));
+      const r = await this.registry.deliverCredit(t, delayMs > 0);
+      if (r.type !== 'error') return;
+      if (r.error.code !== 'mailbox_full' && r.error.code !== 'shard_unavailable') {
+        this.logger.warn({ transfer: t.id, code: r.error.code }, 'credit delivery failed; the relay will retry');
+        return;
+      }
+    }
+    this.logger.info({ transfer: t.id }, 'destination busy; the relay will deliver the credit');
+  }
+
+  private async returnRefused(id: TransferId): Promise<void> {
+    try {
+      const t = await this.transfers.source(id);
+      if (t) await this.registry.deliverReturn({ id, sourceId: t.sourceId as AccountId, amount: t.amount });
+    } catch (err) {
+      this.logger.warn({ err, transfer: id }, 'return delivery failed; the relay will retry');
+    }
+  }
+}

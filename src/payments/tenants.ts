@@ -1,0 +1,120 @@
+// Tenants, their API keys (shown once, stored as SHA-256 hashes), the admin key, the
+// principal behind a bearer key, and per-tenant rate-limit overrides.
+import { createHash, randomBytes } from 'node:crypto';
+import type { Logger } from 'pino';
+import { makeTenantId, parseTenantId, uuidv7Hex } from '../domain/ids.ts';
+import { GeopayError } from '../domain/errors.ts';
+import type { KeyedCreate, Principal, Repositories, TenantLimits, TenantRow } from '../persistence/repositories.ts';
+import type { Outcome } from './outcome.ts';
+import { STORED_CREATED, ok } from './outcome.ts';
+import type { InFlightKeys } from './in-flight-keys.ts';
+
+/** Admin writes share one idempotency scope, apart from every tenant's. */
+const ADMIN_SCOPE = 'admin';
+/** How long a key's principal is trusted without a lookup; only hashes are kept. */
+const PRINCIPAL_TTL_MS = 5_000;
+const MAX_CACHED_PRINCIPALS = 10_000;
+/** How long a tenant's rate-limit overrides are trusted; setting them forgets them at once on this node. */
+const OVERRIDES_TTL_MS = 5_000;
+const MAX_CACHED_TENANTS = 10_000;
+
+export function newApiKey(role: 'admin' | 'tenant'): string {
+  return `gp_${role}_${randomBytes(24).toString('base64url')}`;
+}
+
+const newKeyId = (): string => `key_${uuidv7Hex(Date.now(), randomBytes(10))}`;
+
+function keyedOutcome<T>(r: KeyedCreate<unknown>, hash: string, value: () => T): Outcome<T> {
+  if (r.type === 'created') return ok(value());
+  if (r.requestHash !== hash) throw new GeopayError('idempotency_key_reused');
+  if (r.statusCode === null) throw new GeopayError('idempotency_key_in_progress');
+  return { type: 'stored', status: r.statusCode, body: r.response };
+}
+
+export class Tenants {
+  private readonly principals = new Map<string, { p: Promise<Principal | undefined>; until: number }>();
+  private readonly overrides = new Map<string, { limits: Promise<TenantLimits | undefined>; until: number }>();
+
+  constructor(private readonly repos: Pick<Repositories, 'tenants' | 'apiKeys'>, private readonly keys: InFlightKeys, private readonly logger: Logger) {}
+
+  /** The principal of a bearer key, or undefined; cached briefly to keep the lookup off the hot path. */
+  async principal(key: string, now: number): Promise<Principal | undefined> {
+    const h = createHash('sha256').update(key).digest('hex');
+    let hit = this.principals.get(h);
+    if (!hit || hit.until < now) {
+      hit = { p: this.repos.apiKeys.principal(key), until: now + PRINCIPAL_TTL_MS };
+      if (this.principals.size > MAX_CACHED_PRINCIPALS) this.principals.clear();
+      this.principals.set(h, hit);
+      // A failed lookup (database down) is not remembered as "no such key".
+      hit.p.catch(() => this.principals.delete(h));
+    }
+    return hit.p;
+  }
+
+  async create(r: { key: string; hash: string; name: string }): Promise<Outcome<TenantRow>> {
+    return this.keys.run(ADMIN_SCOPE, r.key, r.hash, async () => {
+      const id = makeTenantId(uuidv7Hex(Date.now(), randomBytes(10)));
+      const res = await this.repos.tenants.createOnce({ scope: ADMIN_SCOPE, key: r.key, requestHash: r.hash, statusCode: STORED_CREATED }, { id, name: r.name });
+      return keyedOutcome(res, r.hash, () => (res as Extract<typeof res, { type: 'created' }>).value);
+    });
+  }
+
+  list(): Promise<TenantRow[]> {
+    return this.repos.tenants.list(1000);
+  }
+
+  /** A new key for the tenant. The secret is shown once: a replay answers the key's id without it. */
+  async createKey(r: { key: string; tenantId: string; hash: (tenantId: string) => string }): Promise<Outcome<{ id: string; tenantId: string; key: string }>> {
+    const tenantId = parseTenantId(r.tenantId);
+    if (!tenantId || !(await this.repos.tenants.get(tenantId))) throw new GeopayError('tenant_not_found');
+    const hash = r.hash(tenantId);
+    return this.keys.run(ADMIN_SCOPE, r.key, hash, async () => {
+      const id = newKeyId();
+      const secret = newApiKey('tenant');
+      const res = await this.repos.apiKeys.createOnce({ scope: ADMIN_SCOPE, key: r.key, requestHash: hash, statusCode: STORED_CREATED }, { id, tenantId, secret });
+      return keyedOutcome(res, hash, () => ({ id, tenantId, key: secret }));
+    });
+  }
+
+  /** Installs ADMIN_API_KEY, or on a first start with none creates one and answers it (to print once). */
+  async ensureAdminKey(configured: string): Promise<string | undefined> {
+    if (configured) {
+      await this.repos.apiKeys.insert({ id: newKeyId(), role: 'admin', tenantId: null, key: configured });
+      return undefined;
+    }
+    if ((await this.repos.apiKeys.countAdmin()) > 0) return undefined;
+    const key = newApiKey('admin');
+    await this.repos.apiKeys.insert({ id: newKeyId(), role: 'admin', tenantId: null, key });
+    return key;
+  }
+
+  async limits(raw: string): Promise<TenantLimits & { tenantId: string }> {
+    const tenantId = parseTenantId(raw);
+    const limits = tenantId ? await this.repos.tenants.limits(tenantId) : undefined;
+    if (!tenantId || !limits) throw new GeopayError('tenant_not_found');
+    return { tenantId, ...limits };
+  }
+
+  /** Replaces both overrides (so a retry is harmless); this node forgets its cached ones at once. */
+  async setLimits(raw: string, limits: TenantLimits): Promise<TenantLimits & { tenantId: string }> {
+    const tenantId = parseTenantId(raw);
+    if (!tenantId || !(await this.repos.tenants.setLimits(tenantId, limits))) throw new GeopayError('tenant_not_found');
+    this.overrides.delete(tenantId);
+    return { tenantId, readsPerS: limits.readsPerS, writesPerS: limits.writesPerS };
+  }
+
+  /** The overrides the rate limiter applies, cached briefly; a failed lookup means the defaults. */
+  cachedLimits(tenantId: string, now: number): Promise<TenantLimits | undefined> {
+    const hit = this.overrides.get(tenantId);
+    if (hit && hit.until >= now) return hit.limits;
+    if (this.overrides.size >= MAX_CACHED_TENANTS) this.overrides.clear();
+    // One lookup per tenant at a time; a failed one means the defaults until it expires,
+    // as a database outage must not turn into rate-limiter errors.
+    const limits = this.repos.tenants.limits(tenantId).catch((err: unknown) => {
+      this.logger.warn({ err, tenant: tenantId }, 'tenant limits lookup failed, defaults apply');
+      return undefined;
+    });
+    this.overrides.set(tenantId, { limits, until: now + OVERRIDES_TTL_MS });
+    return limits;
+  }
+}

@@ -1,0 +1,185 @@
+// Money movement: deposits, withdrawals, transfers, refunds and captures are one saga. The
+// source actor commits the debit with the transfer record and the idempotency key; the
+// destination applies the credit exactly once; the request waits (bounded) for the credit.
+import { randomBytes } from 'node:crypto';
+import type { AccountCommand, TransferKind } from '../domain/account.ts';
+import type { AccountId, Region, TenantId, TransferId } from '../domain/ids.ts';
+import { externalAccountId, makeTransferId, parseTransferId, uuidv7Hex } from '../domain/ids.ts';
+import type { Currency } from '../domain/money.ts';
+import { parseAmount } from '../domain/money.ts';
+import { GeopayError } from '../domain/errors.ts';
+import type { TransferView } from '../domain/views.ts';
+import type { PaymentsContext } from './context.ts';
+import type { Outcome } from './outcome.ts';
+import { ok } from './outcome.ts';
+import { resolve } from './resolve.ts';
+import type { TransferOutcome } from './saga.ts';
+
+export interface MoveSpec {
+  kind: TransferKind;
+  tenantId: string;
+  key: string;
+  hash: string;
+  src: AccountId;
+  dst: AccountId;
+  currency: Currency;
+  metadata: Record<string, unknown> | null;
+  /** Known up front, or undefined when the source decides it (a capture of all that is left). */
+  amount: bigint | undefined;
+  /** The source actor's command that creates this transfer. */
+  command: (transferId: TransferId) => AccountCommand;
+  holdId?: string;
+  refundOf?: string;
+}
+
+/** What a client asks to move: ids as sent, amount and currency parsed. */
+export interface MoneyRequest { tenantId: string; key: string; hash: string; amount: bigint; currency: Currency; metadata: Record<string, unknown> | null }
+
+/** How often a request whose legs run on other nodes looks at the transfer row. */
+const REMOTE_POLL_MS = 25;
+
+export class Transfers {
+  private readonly ensured = new Set<string>();
+
+  constructor(private readonly ctx: PaymentsContext) {}
+
+  async transfer(r: MoneyRequest & { sourceAccountId: string; destinationAccountId: string }): Promise<Outcome<TransferView>> {
+    const src = await this.ctx.directory.owned(r.tenantId, r.sourceAccountId);
+    const dst = await this.ctx.directory.owned(r.tenantId, r.destinationAccountId);
+    if (src.id === dst.id) throw new GeopayError('same_account');
+    if (src.currency !== r.currency || dst.currency !== r.currency) throw new GeopayError('currency_mismatch');
+    return this.move('transfer', r, src.id, dst.id);
+  }
+
+  /** A deposit moves money in from the region's external account; a withdrawal out to it. */
+  async external(kind: 'deposit' | 'withdrawal', r: MoneyRequest & { accountId: string }): Promise<Outcome<TransferView>> {
+    const acc = await this.ctx.directory.owned(r.tenantId, r.accountId);
+    if (acc.currency !== r.currency) throw new GeopayError('currency_mismatch');
+    const ext = await this.ensureExternal(acc.region as Region, r.currency);
+    const [src, dst] = kind === 'deposit' ? [ext, acc.id] : [acc.id, ext];
+    return this.move(kind, r, src, dst);
+  }
+
+  /**
+   * The refund's source is the original destination: its actor is the one writer of what is
+   * left to refund, so concurrent refunds can never add up to more than the amount.
+   */
+  async refund(r: { tenantId: string; key: string; hash: string; transferId: string; amount: string | undefined; metadata: Record<string, unknown> | null }): Promise<Outcome<TransferView>> {
+    const originalId = parseTransferId(r.transferId);
+    if (!originalId) throw new GeopayError('transfer_not_found');
+    const orig = await this.ctx.repos.transfers.get(originalId);
+    if (!orig || orig.tenantId !== r.tenantId) throw new GeopayError('transfer_not_found');
+    if (orig.state !== 'settled' || orig.kind === 'refund') throw new GeopayError('transfer_not_refundable');
+    const left = BigInt(orig.amount) - BigInt(orig.refunded);
+    const amount = r.amount === undefined ? left : parseAmountOrThrow(r.amount);
+    if (amount <= 0n) throw new GeopayError('refund_exceeds_transfer');
+    const currency = orig.currency as Currency;
+    return this.moveMoney({
+      kind: 'refund', tenantId: r.tenantId, key: r.key, hash: r.hash, src: orig.destinationAccountId as AccountId, dst: orig.sourceAccountId as AccountId,
+      currency, metadata: r.metadata, amount, refundOf: originalId,
+      command: (transferId) => ({ type: 'Refund', transferId, originalId, amount, currency, refundable: left }),
+    });
+  }
+
+  /** The tenant's transfer; transfer_not_found for any other. */
+  async get(tenantId: string, raw: string): Promise<TransferView> {
+    const id = parseTransferId(raw);
+    if (!id) throw new GeopayError('transfer_not_found');
+    return this.read(id, tenantId);
+  }
+
+  /**
+   * Every movement of money is a transfer created by its source actor: it commits the debit,
+   * the transfer record and the idempotency key together; then the request waits (bounded)
+   * for the credit, and answers the transfer as it stands (settled, returned or in flight).
+   */
+  moveMoney(m: MoveSpec): Promise<Outcome<TransferView>> {
+    const { config, registry, saga, keys } = this.ctx;
+    return keys.run(m.tenantId, m.key, m.hash, async () => {
+      const now = this.ctx.clock();
+      const transferId = makeTransferId(uuidv7Hex(now, randomBytes(10)));
+      const at = new Date(now).toISOString();
+      // Wait for the credit from before the debit is sent: it can land before we look.
+      const settled = saga.waitForTransfer(transferId, config.askTimeoutMs + config.transferWaitMs);
+      const r = await registry.send(m.src, {
+        cmd: m.command(transferId),
+        idem: { tenantId: m.tenantId, key: m.key, requestHash: m.hash, resourceId: transferId, onOk: null },
+        transfer: { destinationId: m.dst, kind: m.kind, tenantId: m.tenantId as TenantId, metadata: m.metadata },
+      }, { at });
+      if (r.type !== 'done' || !r.reply.ok) settled.cancel();
+      return resolve(r, m.hash, async () => {
+        const outcome = await this.settlement(transferId, m, settled);
+        // A return carries the refusal code, and a capture of all that is left its amount,
+        // which only the row has: read it (rare).
+        if (outcome?.state === 'returned' || m.amount === undefined) return ok(await this.read(transferId, m.tenantId));
+        // Otherwise the answer is what was committed, built here exactly as the row reads back.
+        return ok({
+          id: transferId, kind: m.kind, sourceAccountId: m.src, destinationAccountId: m.dst, amount: m.amount.toString(), currency: m.currency,
+          state: outcome?.state ?? 'debited', refusalCode: null, metadata: m.metadata, holdId: m.holdId ?? null, refundOf: m.refundOf ?? null,
+          refunded: '0', createdAt: at, updatedAt: outcome?.at ?? at,
+        });
+      }, async (s) => ok(await this.read(s.resourceId!, m.tenantId)));
+    });
+  }
+
+  /** The transfer's outcome within TRANSFER_WAIT_MS, or undefined while it is still in flight. */
+  private async settlement(id: TransferId, m: MoveSpec, settled: ReturnType<PaymentsContext['saga']['waitForTransfer']>): Promise<TransferOutcome | undefined> {
+    const { registry, config } = this.ctx;
+    let timer: NodeJS.Timeout | undefined;
+    let polling = true;
+    const waits: Promise<TransferOutcome | undefined>[] = [settled.outcome, new Promise<undefined>((res) => { timer = setTimeout(() => res(undefined), config.transferWaitMs); })];
+    // A leg committed on another node wakes no waiter here: read the row instead.
+    if (!registry.isLocal(m.src) || !registry.isLocal(m.dst)) waits.push(this.pollSettled(id, () => polling));
+    const outcome = await Promise.race(waits);
+    polling = false;
+    clearTimeout(timer);
+    settled.cancel();
+    return outcome;
+  }
+
+  /** Resolves when the transfer's row leaves flight, while `go()` holds. */
+  private async pollSettled(id: TransferId, go: () => boolean): Promise<TransferOutcome | undefined> {
+    while (go()) {
+      await new Promise((r) => setTimeout(r, REMOTE_POLL_MS));
+      if (!go()) return undefined;
+      const t = await this.ctx.repos.transfers.get(id);
+      if (t && (t.state === 'settled' || t.state === 'returned')) return { id, state: t.state, at: t.updatedAt };
+    }
+    return undefined;
+  }
+
+  private async read(id: string, tenantId: string): Promise<TransferView> {
+    const t = await this.ctx.repos.transfers.get(id);
+    if (!t || t.tenantId !== tenantId) throw new GeopayError('transfer_not_found');
+    const { tenantId: _t, ...view } = t;
+    return view;
+  }
+
+  private move(kind: 'transfer' | 'deposit' | 'withdrawal', r: MoneyRequest, src: AccountId, dst: AccountId): Promise<Outcome<TransferView>> {
+    const { amount, currency } = r;
+    return this.moveMoney({
+      kind, tenantId: r.tenantId, key: r.key, hash: r.hash, src, dst, currency, metadata: r.metadata, amount,
+      command: (transferId) => ({ type: 'Debit', transferId, amount, currency }),
+    });
+  }
+
+  /** The external account of a region and currency exists before money moves through it. */
+  private async ensureExternal(region: Region, currency: Currency): Promise<AccountId> {
+    const id = externalAccountId(region, currency);
+    if (this.ensured.has(id)) return id;
+    const r = await this.ctx.registry.send(id, {
+      cmd: { type: 'Open', id, kind: 'external', tenantId: null, currency, region, overdraftLimit: 0n, metadata: {}, at: new Date().toISOString() },
+    });
+    if (r.type === 'error') throw r.error;
+    if (r.type === 'done' && !r.reply.ok && r.reply.code !== 'account_exists') throw new GeopayError('internal_error', `external account: ${r.reply.code}`);
+    this.ensured.add(id);
+    return id;
+  }
+}
+
+/** An amount the client sent, checked only once the resource it applies to was found. */
+export function parseAmountOrThrow(raw: string): bigint {
+  const a = parseAmount(raw);
+  if (!a.ok) throw new GeopayError('invalid_amount');
+  return a.value;
+}

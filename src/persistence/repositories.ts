@@ -1,0 +1,57 @@
+// The repositories the payments layer works through: every query it needs, named, bound to
+// the node's pool at the composition root. Payments code holds no SQL and no pool.
+import type { Pool } from './db.ts';
+import * as q from './queries.ts';
+import { getTenantLimits, setTenantLimits } from './limits.ts';
+import type { TenantLimits } from './limits.ts';
+
+export function makeRepositories(pool: Pool) {
+  return {
+    accounts: {
+      find: (id: string) => q.findAccount(pool, id),
+      statement: (id: string, limit: number, beforeSeq: number | undefined) => q.statement(pool, id, limit, beforeSeq),
+      journalPosition: (id: string) => q.journalPosition(pool, id),
+    },
+    transfers: {
+      get: (id: string) => q.getTransfer(pool, id),
+      captureOfHold: (holdId: string) => q.captureOfHold(pool, holdId),
+      source: (id: string) => q.transferSource(pool, id),
+      inFlight: (minAgeMs: number, limit: number) => q.inFlightTransfers(pool, minAgeMs, limit),
+    },
+    holds: {
+      get: (id: string) => q.getHold(pool, id),
+      due: (nowIso: string, limit: number) => q.dueHolds(pool, nowIso, limit),
+    },
+    groups: {
+      decide: (groupId: string, want: 'commit' | 'abort') => q.decideGroup(pool, groupId, want),
+    },
+    keys: {
+      claimBatch: (tenantId: string, key: string, requestHash: string) => q.claimBatchKey(pool, tenantId, key, requestHash),
+      deleteExpired: (retentionMs: number) => q.deleteExpiredKeys(pool, retentionMs),
+    },
+    tenants: {
+      get: (id: string) => q.getTenant(pool, id),
+      list: (limit: number) => q.listTenants(pool, limit),
+      createOnce: (k: Parameters<typeof q.createTenantOnce>[1], t: Parameters<typeof q.createTenantOnce>[2]) => q.createTenantOnce(pool, k, t),
+      limits: (id: string) => getTenantLimits(pool, id),
+      setLimits: (id: string, limits: TenantLimits) => setTenantLimits(pool, id, limits),
+    },
+    apiKeys: {
+      principal: (key: string) => q.findPrincipal(pool, key),
+      countAdmin: () => q.countAdminKeys(pool),
+      insert: (k: Parameters<typeof q.insertKey>[1]) => q.insertKey(pool, k),
+      createOnce: (k: Parameters<typeof q.createKeyOnce>[1], a: Parameters<typeof q.createKeyOnce>[2]) => q.createKeyOnce(pool, k, a),
+    },
+    shards: {
+      list: () => q.listShards(pool),
+      get: (id: string) => q.getShard(pool, id),
+    },
+    health: {
+      ping: () => q.ping(pool),
+    },
+  };
+}
+
+export type Repositories = ReturnType<typeof makeRepositories>;
+export type { TenantLimits } from './limits.ts';
+export type { Principal, DirectoryEntry, TenantRow, PostingView, KeyedCreate, DueHold, InFlightTransfer, ShardRow } from './queries.ts';

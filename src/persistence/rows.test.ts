@@ -1,0 +1,197 @@
+// The projection of events to write-set rows and its reverse, tested without I/O: the rows
+// each event kind writes, and that a history projected to rows and read back as recovery
+// reads it replays to the same state, posting by posting.
+import { describe, expect, it } from 'vitest';
+import type { AccountEvent, AccountState } from '../domain/account.ts';
+import { evolve } from '../domain/account.ts';
+import type { AccountId, HoldId, Region, TenantId, TransferId } from '../domain/ids.ts';
+import type { EventSource, JournalRow, StoredAccount, StoredHold, WriteRows } from './rows.ts';
+import { addRows, emptyRows, eventOfRow, rowCount, rowsOfEvent } from './rows.ts';
+
+const ACC = `acc_eu_${'1'.repeat(32)}` as AccountId;
+const DST = `acc_eu_${'3'.repeat(32)}` as AccountId;
+const TENANT = `ten_${'2'.repeat(32)}` as TenantId;
+const AT = '2025-01-01T00:00:00.000Z';
+const tr = (n: number): TransferId => `tr_${n.toString(16).padStart(32, '0')}` as TransferId;
+const hold = (n: number): HoldId => `hold_${n.toString(16).padStart(32, '0')}` as HoldId;
+
+const OPENED: AccountEvent = {
+  type: 'Opened', id: ACC, kind: 'customer', tenantId: TENANT, currency: 'EUR', region: 'eu' as Region,
+  overdraftLimit: 0n, metadata: { ref: 'x' }, at: AT,
+};
+
+const source = (over: Partial<EventSource> = {}): EventSource => ({
+  accountId: ACC, shard: 'eu/1', at: AT,
+  transfer: { tenantId: TENANT, kind: 'transfer', destinationId: DST, metadata: { memo: 'm' } }, hold: undefined, ...over,
+});
+
+/** Evolves `state` by `e` and answers the rows of it. */
+function project(state: AccountState | undefined, e: AccountEvent, src = source()) {
+  const after = evolve(state, e);
+  return { after, rows: rowsOfEvent(e, state, after, src) };
+}
+
+const opened = evolve(undefined, OPENED);
+const funded = evolve(opened, { type: 'Credited', transferId: tr(1), amount: 1000n });
+const withHold = evolve(funded, { type: 'HoldPlaced', holdId: hold(1), destinationId: DST, amount: 300n, multiCapture: true, expiresAt: '2025-02-01T00:00:00.000Z' });
+
+describe('rowsOfEvent: the rows of each event kind', () => {
+  it('Opened: the account row and the first posting', () => {
+    const { rows } = project(undefined, OPENED);
+    expect(rows.account).toEqual({ id: ACC, tenantId: TENANT, kind: 'customer', currency: 'EUR', region: 'eu', shard: 'eu/1', overdraftLimit: 0n, metadata: { ref: 'x' }, at: AT });
+    expect(rows.journal).toEqual({ accountId: ACC, seq: 1, kind: 'open', transferId: null, amount: 0n, balanceAfter: 0n, holdId: null, heldDelta: 0n, heldAfter: 0n, at: AT });
+    expect(Object.keys(rows).sort()).toEqual(['account', 'journal']);
+  });
+
+  it('Frozen, Unfrozen, Closed: a posting and nothing else', () => {
+    const frozen = project(opened, { type: 'Frozen' });
+    expect(frozen.rows).toEqual({ journal: expect.objectContaining({ seq: 2, kind: 'freeze', amount: 0n }) });
+    const unfrozen = project(frozen.after, { type: 'Unfrozen' });
+    expect(unfrozen.rows).toEqual({ journal: expect.objectContaining({ seq: 3, kind: 'unfreeze' }) });
+    expect(project(opened, { type: 'Closed' }).rows).toEqual({ journal: expect.objectContaining({ seq: 2, kind: 'close' }) });
+  });
+
+  it('Debited: a negative posting and the new transfer row (the outbox)', () => {
+    const { rows } = project(funded, { type: 'Debited', transferId: tr(2), amount: 400n });
+    expect(rows.journal).toEqual({ accountId: ACC, seq: 3, kind: 'debit', transferId: tr(2), amount: -400n, balanceAfter: 600n, holdId: null, heldDelta: 0n, heldAfter: 0n, at: AT });
+    expect(rows.newTransfer).toEqual({ id: tr(2), tenantId: TENANT, kind: 'transfer', sourceId: ACC, destinationId: DST, amount: 400n, currency: 'EUR', metadata: { memo: 'm' }, at: AT, holdId: null, refundOf: null });
+    expect(Object.keys(rows).sort()).toEqual(['journal', 'newTransfer']);
+  });
+
+  it('a Debit without its transfer record is our bug', () => {
+    expect(() => project(funded, { type: 'Debited', transferId: tr(2), amount: 1n }, source({ transfer: undefined }))).toThrow('a Debit without its transfer record');
+  });
+
+  it('RefundDebited: a debit posting, a refund transfer row and the claim on the original', () => {
+    const { rows } = project(funded, { type: 'RefundDebited', transferId: tr(3), originalId: tr(9), amount: 50n });
+    expect(rows.journal).toMatchObject({ kind: 'debit', transferId: tr(3), amount: -50n, balanceAfter: 950n });
+    expect(rows.newTransfer).toMatchObject({ id: tr(3), kind: 'refund', refundOf: tr(9), amount: 50n, destinationId: DST });
+    expect(rows.refundClaim).toEqual({ originalId: tr(9), amount: 50n });
+  });
+
+  it('Credited, CreditRefused, Returned: the transfer row moves; a refusal posts nothing', () => {
+    expect(project(opened, { type: 'Credited', transferId: tr(4), amount: 10n }).rows).toEqual({
+      journal: expect.objectContaining({ kind: 'credit', amount: 10n, balanceAfter: 10n }),
+      transferUpdate: { id: tr(4), from: 'debited', to: 'settled', refusalCode: null, at: AT },
+    });
+    expect(project(opened, { type: 'CreditRefused', transferId: tr(4), reason: 'account_closed' }).rows).toEqual({
+      transferUpdate: { id: tr(4), from: 'debited', to: 'refused', refusalCode: 'account_closed', at: AT },
+    });
+    expect(project(opened, { type: 'Returned', transferId: tr(4), amount: 10n }).rows).toEqual({
+      journal: expect.objectContaining({ kind: 'return', amount: 10n }),
+      transferUpdate: { id: tr(4), from: 'refused', to: 'returned', refusalCode: null, at: AT },
+    });
+  });
+
+  it('HoldPlaced: a posting that moves only the held total, and the hold row', () => {
+    const { rows } = project(funded, { type: 'HoldPlaced', holdId: hold(1), destinationId: DST, amount: 300n, multiCapture: true, expiresAt: '2025-02-01T00:00:00.000Z' },
+      source({ hold: { tenantId: TENANT, metadata: { h: 1 }, groupId: 'grp' } }));
+    expect(rows.journal).toMatchObject({ kind: 'hold', holdId: hold(1), amount: 0n, heldDelta: 300n, balanceAfter: 1000n, heldAfter: 300n });
+    expect(rows.newHold).toEqual({
+      id: hold(1), tenantId: TENANT, sourceId: ACC, destinationId: DST, amount: 300n, currency: 'EUR',
+      multiCapture: true, expiresAt: '2025-02-01T00:00:00.000Z', metadata: { h: 1 }, at: AT, groupId: 'grp',
+    });
+  });
+
+  it('HoldCaptured: a capture transfer row and the hold row updated, held while something remains', () => {
+    const part = project(withHold, { type: 'HoldCaptured', holdId: hold(1), transferId: tr(5), destinationId: DST, amount: 100n, released: 0n });
+    expect(part.rows.journal).toMatchObject({ kind: 'capture', amount: -100n, heldDelta: -100n, balanceAfter: 900n, heldAfter: 200n });
+    expect(part.rows.newTransfer).toMatchObject({ id: tr(5), kind: 'capture', holdId: hold(1), amount: 100n });
+    expect(part.rows.holdUpdate).toEqual({ id: hold(1), captured: 100n, state: 'held', at: AT });
+    const rest = project(part.after, { type: 'HoldCaptured', holdId: hold(1), transferId: tr(6), destinationId: DST, amount: 200n, released: 0n });
+    expect(rest.rows.holdUpdate).toEqual({ id: hold(1), captured: 300n, state: 'captured', at: AT });
+  });
+
+  it('HoldReleased: the hold row takes the reason; what was captured stays', () => {
+    const { rows } = project(withHold, { type: 'HoldReleased', holdId: hold(1), amount: 300n, reason: 'expired' });
+    expect(rows.journal).toMatchObject({ kind: 'release', amount: 0n, heldDelta: -300n, heldAfter: 0n });
+    expect(rows.holdUpdate).toEqual({ id: hold(1), captured: 0n, state: 'expired', at: AT });
+  });
+});
+
+describe('addRows', () => {
+  it('keeps one update per hold, the last, in the place of the first', () => {
+    const rows = emptyRows();
+    addRows(rows, { holdUpdate: { id: hold(1), captured: 1n, state: 'held', at: AT } });
+    addRows(rows, { holdUpdate: { id: hold(2), captured: 0n, state: 'voided', at: AT } });
+    addRows(rows, { holdUpdate: { id: hold(1), captured: 3n, state: 'captured', at: AT } });
+    expect(rows.holdUpdates.map((u) => [u.id, u.captured])).toEqual([[hold(1), 3n], [hold(2), 0n]]);
+    expect(rowCount(rows)).toBe(2);
+  });
+});
+
+/** Recovery's view of the rows a history wrote (after `holds` existed): the account row and each hold row as it ends. */
+function storedOf(rows: WriteRows, earlier: ReadonlyMap<string, StoredHold> = new Map()): { account: StoredAccount | undefined; holds: Map<string, StoredHold> } {
+  const a = rows.accounts[0];
+  const account = a && { kind: a.kind, tenantId: a.tenantId, currency: a.currency, region: a.region, overdraftLimit: a.overdraftLimit, metadata: a.metadata, at: a.at };
+  const holds = new Map(earlier);
+  for (const h of rows.newHolds) holds.set(h.id, { destinationId: h.destinationId, multiCapture: h.multiCapture, expiresAt: h.expiresAt, state: 'held' });
+  for (const u of rows.holdUpdates) holds.set(u.id, { ...holds.get(u.id)!, state: u.state });
+  return { account, holds };
+}
+
+describe('projecting, then reading back', () => {
+  it('replays every kind of posting to the same state', () => {
+    const history: AccountEvent[] = [
+      OPENED,
+      { type: 'Credited', transferId: tr(1), amount: 1000n },
+      { type: 'Frozen' },
+      { type: 'Unfrozen' },
+      { type: 'Debited', transferId: tr(2), amount: 100n },
+      { type: 'CreditRefused', transferId: tr(3), reason: 'currency_mismatch' },
+      { type: 'Returned', transferId: tr(4), amount: 25n },
+      { type: 'RefundDebited', transferId: tr(5), originalId: tr(1), amount: 5n },
+      { type: 'HoldPlaced', holdId: hold(1), destinationId: DST, amount: 300n, multiCapture: false, expiresAt: '2025-02-01T00:00:00.000Z' },
+      { type: 'HoldCaptured', holdId: hold(1), transferId: tr(6), destinationId: DST, amount: 120n, released: 180n },
+      { type: 'HoldPlaced', holdId: hold(2), destinationId: DST, amount: 50n, multiCapture: true, expiresAt: '2025-02-01T00:00:00.000Z' },
+      { type: 'HoldReleased', holdId: hold(2), amount: 50n, reason: 'voided' },
+      { type: 'HoldPlaced', holdId: hold(3), destinationId: DST, amount: 70n, multiCapture: true, expiresAt: '2025-01-02T00:00:00.000Z' },
+      { type: 'HoldCaptured', holdId: hold(3), transferId: tr(7), destinationId: DST, amount: 20n, released: 0n },
+      { type: 'HoldReleased', holdId: hold(3), amount: 50n, reason: 'expired' },
+    ];
+    const rows = emptyRows();
+    const states: AccountState[] = [];
+    let live: AccountState | undefined;
+    for (const e of history) {
+      const step = project(live, e);
+      addRows(rows, step.rows);
+      live = step.after;
+      if (step.rows.journal) states.push(live);
+    }
+    const { account, holds } = storedOf(rows);
+    let replayed: AccountState | undefined;
+    rows.journal.forEach((r: JournalRow, i) => {
+      replayed = evolve(replayed, eventOfRow(r, account, holds));
+      expect({ seq: replayed.seq, balance: replayed.balance, held: replayed.held }).toEqual({ seq: r.seq, balance: r.balanceAfter, held: r.heldAfter });
+      expect(replayed).toEqual(states[i]);
+    });
+    expect(rows.journal).toHaveLength(history.length - 1); // the refusal posts nothing
+    expect(replayed).toEqual(live);
+  });
+
+  it('reads back each posting as the event that wrote it (a refund debit as a debit)', () => {
+    const cases: [AccountState | undefined, AccountEvent, AccountEvent?][] = [
+      [undefined, OPENED],
+      [funded, { type: 'Debited', transferId: tr(2), amount: 400n }],
+      [funded, { type: 'RefundDebited', transferId: tr(3), originalId: tr(9), amount: 50n }, { type: 'Debited', transferId: tr(3), amount: 50n }],
+      [opened, { type: 'Credited', transferId: tr(4), amount: 10n }],
+      [opened, { type: 'Returned', transferId: tr(4), amount: 10n }],
+      [withHold, { type: 'HoldCaptured', holdId: hold(1), transferId: tr(5), destinationId: DST, amount: 100n, released: 0n }],
+      [withHold, { type: 'HoldReleased', holdId: hold(1), amount: 300n, reason: 'voided' }],
+    ];
+    for (const [before, e, readBack] of cases) {
+      const { rows } = project(before, e);
+      const all = emptyRows();
+      addRows(all, rows);
+      // hold(1) was placed before (withHold): its row is there already.
+      const stored = storedOf(all, new Map([[hold(1), { destinationId: DST, multiCapture: true, expiresAt: '2025-02-01T00:00:00.000Z', state: 'held' }]]));
+      expect(eventOfRow(rows.journal!, stored.account, stored.holds)).toEqual(readBack ?? e);
+    }
+  });
+
+  it('a posting whose hold or account row is missing is refused loudly', () => {
+    const { rows } = project(withHold, { type: 'HoldReleased', holdId: hold(1), amount: 300n, reason: 'voided' });
+    expect(() => eventOfRow(rows.journal!, undefined, new Map())).toThrow(/hold .* missing at seq 4/);
+    expect(() => eventOfRow(project(undefined, OPENED).rows.journal!, undefined, new Map())).toThrow('account row missing');
+  });
+});
