@@ -2,145 +2,139 @@
 // 2,000 accounts and with 90% of the items crediting one hot account, against single
 // POST /v1/transfers at 64 clients measured in the same run. Ends by checking the ledger.
 import { randomBytes, randomUUID } from 'node:crypto';
-import { setTimeout as sleep } from 'node:timers/promises';
-import pg from 'pg';
-import { Pool } from 'undici';
-import { createTestDatabase } from '../test/helpers/db.ts';
-import type { TestDatabase } from '../test/helpers/db.ts';
-import { api, startServer } from '../test/helpers/server-process.ts';
-import type { Api, ServerProcess } from '../test/helpers/server-process.ts';
+import type { LoadClient } from './lib/client.ts';
+import type { Job } from './lib/drivers.ts';
+import { ledgerTotals } from './lib/ledger.ts';
+import { runBench } from './lib/main.ts';
+import { anyTwo, measurePhase, pickFrom, transferJobs, type PhaseCommon } from './lib/phases.ts';
+import { progress } from './lib/progress.ts';
+import type { PhaseReport } from './lib/report.ts';
+import { withFreshServer, type Session } from './lib/session.ts';
+import { setup, type SetupResult } from './lib/setup.ts';
+import type { Outcome } from './lib/stats.ts';
+import { rateRatio } from './lib/summary.ts';
+import { fixed, formatTable } from './lib/table.ts';
+import { readMetrics } from './lib/target.ts';
+
+const USAGE = `usage: npm run bench:batch -- [--duration S]
+  --duration S   measured seconds per phase (default: BENCH_SECONDS, else 15)
+`;
 
 const settings = Object.freeze({
-  seconds: Number(process.env.BENCH_SECONDS ?? 15),
   accounts: 2_000,
   batchSize: 1_000,
   /** Batches in flight at once: enough to keep the node's writer busy. */
   batchClients: 4,
   singleClients: 64,
   hotShare: 0.9,
+  fundingMinor: 1_000_000_000n,
+  /** A batch of 1,000 takes seconds under load; a timeout would cut the figure, not the wait. */
+  requestTimeoutMs: 120_000,
+  settleDeadlineMs: 60_000,
 });
 
-interface Phase { name: string; items: number; ok: number; seconds: number; latencies: number[]; statements: number }
-
-const pick = <T>(xs: readonly T[]): T => xs[Math.floor(Math.random() * xs.length)]!;
-const pct = (xs: number[], q: number): number => {
-  const s = [...xs].sort((a, b) => a - b);
-  return s.length === 0 ? Number.NaN : s[Math.min(s.length - 1, Math.ceil(q * s.length) - 1)]!;
-};
-
-async function metric(url: string, name: string): Promise<number> {
-  const text = await (await fetch(`${url}/metrics`)).text();
-  return Number(new RegExp(`^geopay_${name} (\\S+)$`, 'm').exec(text)?.[1] ?? Number.NaN);
+interface BatchPhase {
+  report: PhaseReport;
+  /** Items per request: the batch size, or 1. */
+  itemsPerRequest: number;
+  /** Items committed by the phase's requests, those answered after the window included. */
+  committed: number;
+  /** Commit statements the server ran meanwhile (its metric, before and after). */
+  statements: number;
 }
 
-async function run(name: string, url: string, clients: number, once: () => Promise<{ items: number; ok: number }>): Promise<Phase> {
-  let stop = false;
-  let items = 0;
-  let ok = 0;
-  const latencies: number[] = [];
-  const before = await metric(url, 'commit_statements_total');
-  const t0 = performance.now();
-  await Promise.all(Array.from({ length: clients }, async () => {
-    while (!stop) {
-      const s = performance.now();
-      const r = await once();
-      latencies.push(performance.now() - s);
-      items += r.items;
-      ok += r.ok;
-    }
-  }).concat([sleep(settings.seconds * 1000).then(() => { stop = true; })]));
-  const seconds = (performance.now() - t0) / 1000;
-  return { name, items, ok, seconds, latencies, statements: (await metric(url, 'commit_statements_total')) - before };
-}
-
-async function main(): Promise<number> {
-  const adminKey = `gp_admin_${randomBytes(16).toString('hex')}`;
-  let db: TestDatabase | undefined;
-  let server: ServerProcess | undefined;
-  let pool: Pool | undefined;
-  try {
-    db = await createTestDatabase('bench_batch');
-    server = await startServer({ databaseUrl: db.url, adminKey, env: { LOG_LEVEL: 'warn' } });
-    pool = new Pool(server.url, { connections: settings.singleClients, keepAliveTimeout: 60_000, bodyTimeout: 120_000, headersTimeout: 120_000 });
-    const admin = api(server.url, adminKey, { dispatcher: pool });
-    const tenant = await admin.post('/v1/tenants', { name: 'bench' });
-    const key = await admin.post(`/v1/tenants/${tenant.body.id}/keys`);
-    const c: Api = api(server.url, key.body.key, { dispatcher: pool });
-    console.log(`geopay bench:batch: batches of ${settings.batchSize}, ${settings.batchClients} in flight, ${settings.seconds} s per phase, server ${server.url}`);
-
-    const accounts: string[] = [];
-    for (let i = 0; i < settings.accounts; i += 100) {
-      const opened = await Promise.all(Array.from({ length: Math.min(100, settings.accounts - i) }, () => c.post('/v1/accounts', { currency: 'USD' })));
-      accounts.push(...opened.map((r) => r.body.id as string));
-    }
-    const hot = (await c.post('/v1/accounts', { currency: 'USD' })).body.id as string;
-    // Fund through the batch API itself: deposits are not batchable, so fund a treasury then fan out.
-    const treasury = (await c.post('/v1/accounts', { currency: 'USD' })).body.id as string;
-    await c.post('/v1/deposits', { accountId: treasury, amount: '9000000000000000', currency: 'USD' });
-    for (let i = 0; i < accounts.length; i += settings.batchSize) {
-      const items = accounts.slice(i, i + settings.batchSize).map((a) => ({ sourceAccountId: treasury, destinationAccountId: a, amount: '1000000000', currency: 'USD' }));
-      const r = await c.post('/v1/transfers/batch', { items });
-      if (r.status !== 200) throw new Error(`funding batch: ${r.status} ${JSON.stringify(r.body).slice(0, 300)}`);
-    }
-    await sleep(500);
-
-    const batchOnce = (hotShare: number) => async () => {
+/** Jobs of one batch of `batchSize` transfers each; a share `hotShare` of them credit `hot`. */
+function batchJobs(client: LoadClient, s: SetupResult, hot: string, hotShare: number): () => Job {
+  const accounts = s.accounts.byCurrency.get('USD')!;
+  return () => ({
+    op: 'batch',
+    send: async (phase, onRetry): Promise<Outcome> => {
       const items = Array.from({ length: settings.batchSize }, () => {
-        const src = pick(accounts);
-        let dst = Math.random() < hotShare ? hot : pick(accounts);
-        while (dst === src) dst = pick(accounts);
+        const src = pickFrom(accounts);
+        let dst = Math.random() < hotShare ? hot : pickFrom(accounts);
+        while (dst === src) dst = pickFrom(accounts);
         return { sourceAccountId: src, destinationAccountId: dst, amount: String(1 + Math.floor(Math.random() * 100)), currency: 'USD' };
       });
-      const r = await c.post('/v1/transfers/batch', { items });
-      const ok = r.status === 200 ? (r.body.items as { status: number }[]).filter((x) => x.status === 201 || x.status === 202).length : 0;
-      return { items: items.length, ok };
-    };
-    const singleOnce = async () => {
-      const src = pick(accounts);
-      let dst = pick(accounts);
-      while (dst === src) dst = pick(accounts);
-      const r = await c.post('/v1/transfers', { sourceAccountId: src, destinationAccountId: dst, amount: '5', currency: 'USD' }, randomUUID());
-      return { items: 1, ok: r.status === 201 || r.status === 202 ? 1 : 0 };
-    };
-
-    const phases = [
-      await run('batch uniform', server.url, settings.batchClients, batchOnce(0)),
-      await run('batch hot 90%', server.url, settings.batchClients, batchOnce(settings.hotShare)),
-      await run('single uniform', server.url, settings.singleClients, singleOnce),
-    ];
-    console.log('');
-    console.log('phase           items     ok   transfers/s  request p50 ms  request p99 ms  items per transaction');
-    for (const p of phases) {
-      console.log(`${p.name.padEnd(14)} ${String(p.items).padStart(6)} ${String(p.ok).padStart(6)} ${(p.ok / p.seconds).toFixed(0).padStart(13)} ${pct(p.latencies, 0.5).toFixed(1).padStart(15)} ${pct(p.latencies, 0.99).toFixed(1).padStart(15)} ${(p.ok / p.statements).toFixed(1).padStart(22)}`);
-    }
-    const single = phases[2]!.ok / phases[2]!.seconds;
-    console.log(`\nbatch over single POST /v1/transfers: uniform ${(phases[0]!.ok / phases[0]!.seconds / single).toFixed(1)}x, hot ${(phases[1]!.ok / phases[1]!.seconds / single).toFixed(1)}x`);
-
-    // The ledger once nothing is in flight.
-    const check = new pg.Client({ connectionString: db.url });
-    await check.connect();
-    try {
-      let inFlight = 1n;
-      for (let i = 0; i < 120 && inFlight > 0n; i++) {
-        inFlight = BigInt((await check.query("SELECT count(*) AS n FROM transfers WHERE state IN ('debited', 'refused')")).rows[0].n);
-        if (inFlight > 0n) await sleep(500);
-      }
-      const sum = BigInt((await check.query('SELECT coalesce(sum(amount), 0)::text AS s FROM journal')).rows[0].s);
-      const twice = (await check.query('SELECT count(*) AS n FROM (SELECT transfer_id, kind FROM journal WHERE transfer_id IS NOT NULL GROUP BY 1, 2 HAVING count(*) > 1) x')).rows[0].n;
-      const okLedger = inFlight === 0n && sum === 0n && Number(twice) === 0;
-      console.log(`ledger: in flight ${inFlight}, sum ${sum}, legs applied twice ${twice}: ${okLedger ? 'PASS' : 'FAIL'}`);
-      return okLedger ? 0 : 1;
-    } finally {
-      await check.end();
-    }
-  } finally {
-    await pool?.destroy();
-    await server?.kill();
-    await db?.drop();
-  }
+      const r = await client.post(
+        { op: 'batch', path: '/v1/transfers/batch', body: { items }, key: randomUUID(), bearer: s.tenantKey, tenant: s.tenantId, phase }, onRetry,
+      );
+      if (r.status !== 200) return r.outcome;
+      const ok = (r.answer as { items: { status: number }[] }).items.filter((x) => x.status === 201 || x.status === 202).length;
+      return { kind: 'ok', status: 200, items: ok };
+    },
+  });
 }
 
-main().then((code) => { process.exitCode = code; }, (err: unknown) => {
-  console.error(err);
-  process.exitCode = 1;
+/**
+ * The phase, with the server's commit statements counted around it. Items per transaction
+ * holds every item committed against them, answers after the window included, since the
+ * statement counter is read once all of the phase's requests are answered.
+ */
+async function measured(url: string, common: PhaseCommon, name: string, itemsPerRequest: number, next: () => Job): Promise<BatchPhase> {
+  let committed = 0;
+  const counted = (): Job => {
+    const job = next();
+    return {
+      op: job.op,
+      send: async (phase, onRetry) => {
+        const outcome = await job.send(phase, onRetry);
+        if (outcome.kind === 'ok') committed += outcome.items ?? 1;
+        return outcome;
+      },
+    };
+  };
+  const before = (await readMetrics(url))('commit_statements_total');
+  const report = await measurePhase(common, name, counted);
+  const statements = (await readMetrics(url))('commit_statements_total') - before;
+  return { report, itemsPerRequest, committed, statements };
+}
+
+function printTable(phases: BatchPhase[]): void {
+  const header = ['phase', 'items', 'ok', 'transfers/s', 'request p50 ms', 'request p99 ms', 'items per transaction'];
+  const rows = phases.map((p) => [
+    p.report.workload, String(p.report.counts.sent * p.itemsPerRequest), String(p.report.counts.ok), fixed(p.report.throughputPerS, 0),
+    fixed(p.report.latency.p50Ms, 1), fixed(p.report.latency.p99Ms, 1), fixed(p.committed / p.statements, 1),
+  ]);
+  console.log(`\n${formatTable(header, rows)}`);
+  const [uniform, hot, single] = phases.map((p) => p.report) as [PhaseReport, PhaseReport, PhaseReport];
+  console.log(`\nbatch over single POST /v1/transfers: uniform ${rateRatio(uniform, single).toFixed(1)}x, hot ${rateRatio(hot, single).toFixed(1)}x`);
+}
+
+async function bench({ target, client }: Session, run: string, durationS: number): Promise<number> {
+  console.log(`geopay bench:batch: batches of ${settings.batchSize}, ${settings.batchClients} in flight, ${durationS} s per phase, server ${target.url}`);
+  // The hot account is the setup's merchant: extra, so the uniform items do not land on it.
+  const s = await setup(client, {
+    adminKey: target.adminKey, run, concurrency: settings.singleClients, liftRateLimits: true,
+    spec: { accounts: settings.accounts, currencies: ['USD'], fundingMinor: settings.fundingMinor, overdraftMinor: 0n },
+  });
+  const hot = s.accounts.merchants.get('USD')!;
+  const accounts = s.accounts.byCurrency.get('USD')!;
+  const closed = (clients: number): PhaseCommon => ({
+    engine: 'geopay', load: { mode: 'closed', concurrency: clients }, durationS, warmupS: 0, maxInFlight: clients, progress: progress(),
+  });
+  const singles = transferJobs({
+    clients: [client], tenantId: s.tenantId, tenantKey: s.tenantKey, currency: 'USD', maxAmountMinor: 5,
+    pickPair: anyTwo(accounts),
+  });
+  const phases = [
+    await measured(target.url, closed(settings.batchClients), 'batch uniform', settings.batchSize, batchJobs(client, s, hot, 0)),
+    await measured(target.url, closed(settings.batchClients), 'batch hot 90%', settings.batchSize, batchJobs(client, s, hot, settings.hotShare)),
+    await measured(target.url, closed(settings.singleClients), 'single uniform', 1, singles),
+  ];
+  printTable(phases);
+  return checkLedger((await target.openDatabase())!.url);
+}
+
+/** The ledger once nothing is in flight. */
+async function checkLedger(databaseUrl: string): Promise<number> {
+  const t = await ledgerTotals(databaseUrl, settings.settleDeadlineMs);
+  const ok = t.inFlight === 0 && t.journalSum === 0n && t.unbalanced === 0;
+  console.log(`ledger: in flight ${t.inFlight}, sum ${t.journalSum}, transfers without one debit and one credit ${t.unbalanced}: ${ok ? 'PASS' : 'FAIL'}`);
+  return ok ? 0 : 1;
+}
+
+runBench(USAGE, 15, (durationS) => {
+  const run = `batch${Date.now().toString(36)}${randomBytes(2).toString('hex')}`;
+  const client = { connections: settings.singleClients, timeoutMs: settings.requestTimeoutMs, retries: 0, run };
+  return withFreshServer(client, (session) => bench(session, run, durationS));
 });

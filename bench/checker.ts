@@ -66,7 +66,8 @@ class Failures {
 
 /** Postings that move money, each for a transfer: its source leg (debit, or capture of a hold) and its credit or return. */
 const MONEY_KINDS = new Set(['debit', 'credit', 'return', 'capture']);
-const IN_FLIGHT = ['debited', 'refused'];
+/** Transfer states whose money is on its way: debited, not yet credited or returned. */
+export const IN_FLIGHT = ['debited', 'refused'];
 /** A transfer state can only move forward along these edges. */
 const REACHABLE: Record<string, string[]> = {
   debited: ['debited', 'settled', 'refused', 'returned'],
@@ -83,6 +84,17 @@ async function tableExists(db: Queryable, name: string): Promise<boolean> {
 async function hasRows(db: Queryable, table: string): Promise<boolean> {
   const { rows } = await db.query(`SELECT EXISTS (SELECT 1 FROM ${table}) AS any`);
   return rows[0].any === true;
+}
+
+/** One check of one database: where failures, notes and stats go, and what the log acknowledged. */
+interface CheckRun {
+  db: Queryable;
+  opts: CheckOptions;
+  failures: Failures;
+  notes: string[];
+  stats: Record<string, number>;
+  /** For the engine being checked; undefined without a request log. */
+  acked: Map<string, Acknowledged> | undefined;
 }
 
 /** Checks the ledger invariants of every engine found in the database. */
@@ -109,13 +121,14 @@ export async function check(db: Queryable, opts: CheckOptions = {}): Promise<Che
   // the engine that answered it (the log says which); with one engine, in that one.
   const ackedBy = (engine: string): Map<string, Acknowledged> | undefined =>
     acked && doGeopay && doBaseline ? new Map([...acked].filter(([, a]) => a.engine === engine)) : acked;
+  const run = { db, opts, failures, notes, stats };
   if (doGeopay) {
     engines.push('geopay');
-    await checkGeopay(db, opts, failures, notes, stats, ackedBy('geopay'));
+    await checkGeopay({ ...run, acked: ackedBy('geopay') });
   }
   if (doBaseline) {
     engines.push('baseline');
-    await checkBaseline(db, opts, failures, notes, stats, ackedBy('baseline'));
+    await checkBaseline({ ...run, acked: ackedBy('baseline') });
   }
   if (acked && !doGeopay && !doBaseline && acked.size > 0) {
     failures.add('acknowledged', `${acked.size} acknowledged transfers in the request log, and no ledger with rows to find them in`);
@@ -202,7 +215,8 @@ async function loadAcknowledged(
 // ---------------------------------------------------------------------------------------------
 // geopay: journal, transfers, snapshots, shards, idempotency_keys.
 
-async function settle(db: Queryable, table: string, states: string[], timeoutMs: number, notes: string[]): Promise<number> {
+/** Waits (bounded) until no row of `table` is in one of `states`; how many still are. */
+export async function settle(db: Queryable, table: string, states: string[], timeoutMs: number, notes: string[]): Promise<number> {
   const count = async (): Promise<number> =>
     Number((await db.query(`SELECT count(*)::int AS n FROM ${table} WHERE state = ANY($1)`, [states])).rows[0].n);
   const deadline = Date.now() + timeoutMs;
@@ -216,178 +230,234 @@ async function settle(db: Queryable, table: string, states: string[], timeoutMs:
 }
 
 interface AccountRow { kind: string; currency: string; overdraft: bigint; shard: string }
+interface SnapshotRow { seq: bigint; balance: bigint | undefined; held: bigint | undefined; stateSeq: unknown }
 
-async function checkGeopay(
-  db: Queryable,
-  opts: CheckOptions,
-  failures: Failures,
-  notes: string[],
-  stats: Record<string, number>,
-  acked: Map<string, Acknowledged> | undefined,
-): Promise<void> {
-  if ((opts.settleTimeoutMs ?? 0) > 0) await settle(db, 'transfers', IN_FLIGHT, opts.settleTimeoutMs!, notes);
+/** What the replay holds each posting against: the accounts, the shards' epochs, the snapshots. */
+interface GeopayState {
+  accounts: Map<string, AccountRow>;
+  shardEpoch: Map<string, bigint>;
+  snapshots: Map<string, SnapshotRow>;
+}
 
+async function loadGeopayState(db: Queryable): Promise<GeopayState> {
   const accounts = new Map<string, AccountRow>();
   for (const r of (await db.query('SELECT id, kind, currency, overdraft_limit::text AS o, shard FROM accounts')).rows) {
     accounts.set(r.id, { kind: r.kind, currency: r.currency, overdraft: BigInt(r.o), shard: r.shard });
   }
   const shardEpoch = new Map<string, bigint>();
   for (const r of (await db.query('SELECT id, epoch::text AS e FROM shards')).rows) shardEpoch.set(r.id, BigInt(r.e));
-  const snapshots = new Map<string, { seq: bigint; balance: bigint | undefined; held: bigint | undefined; stateSeq: unknown }>();
+  const snapshots = new Map<string, SnapshotRow>();
   for (const r of (await db.query("SELECT account_id, seq::text AS seq, state->>'balance' AS balance, state->>'held' AS held, state->'seq' AS state_seq FROM snapshots")).rows) {
     snapshots.set(r.account_id, {
       seq: BigInt(r.seq), balance: r.balance === null ? undefined : BigInt(r.balance),
       held: r.held === null ? undefined : BigInt(r.held), stateSeq: r.state_seq,
     });
   }
-  // Holds arrived with migration 003; a database from before has no such columns.
-  const holdsSchema = (await columns(db, 'journal')).has('held_after');
-  const heldCols = holdsSchema ? 'hold_id, held_delta::text AS held_delta, held_after::text AS held_after' : "NULL AS hold_id, '0' AS held_delta, '0' AS held_after";
-  const finalHeld = new Map<string, bigint>();
-  stats.accounts = accounts.size;
-  stats.snapshots = snapshots.size;
+  return { accounts, shardEpoch, snapshots };
+}
 
-  // Replay every account's journal in seq order, one page at a time (keyset on the primary key).
-  const ledger = new Map<string, bigint>();
-  const pageSize = opts.pageSize ?? 20_000;
-  let postings = 0;
-  let cur: {
-    id: string; account: AccountRow | undefined; expected: bigint; balance: bigint; held: bigint; epoch: bigint | undefined;
-    lastSeq: bigint; reported: Set<string>;
-  } | undefined;
+/** One journal row, parsed. */
+interface Posting {
+  accountId: string; seq: bigint; kind: string; transferId: string | null; holdId: string | null;
+  amount: bigint; balanceAfter: bigint; epoch: bigint; heldDelta: bigint; heldAfter: bigint;
+}
 
-  const closeAccount = (): void => {
-    if (!cur) return;
-    if (cur.held !== 0n) finalHeld.set(cur.id, cur.held);
-    const snap = snapshots.get(cur.id);
-    if (snap && snap.seq > cur.lastSeq) {
-      failures.add('snapshot', `account ${cur.id}: snapshot at seq ${snap.seq}, beyond its journal (last seq ${cur.lastSeq})`);
+/** The account being replayed: what its journal has added up to so far. */
+interface Cursor {
+  id: string; account: AccountRow | undefined; expected: bigint; balance: bigint; held: bigint; epoch: bigint | undefined;
+  lastSeq: bigint;
+  /** Kinds of fault already reported for this account: the first place it shows is the one to read. */
+  reported: Set<string>;
+}
+
+/** Replays every account's journal in seq order, posting by posting, checking each as it comes. */
+class JournalReplay {
+  /** Sum of all postings per currency. */
+  readonly ledger = new Map<string, bigint>();
+  /** Held total at each account's last seq, where not 0. */
+  readonly finalHeld = new Map<string, bigint>();
+  postings = 0;
+  private cur: Cursor | undefined;
+
+  constructor(private readonly state: GeopayState, private readonly failures: Failures) {}
+
+  add(p: Posting): void {
+    this.postings++;
+    if (!this.cur || this.cur.id !== p.accountId) this.enter(p);
+    const a = this.cur!;
+    this.checkSeq(a, p);
+    const shapeFault = postingShape(p.kind, p.amount, p.heldDelta, p.transferId, p.holdId);
+    if (shapeFault) this.failures.add('posting', `account ${a.id} seq ${p.seq}: ${shapeFault}`);
+    this.checkBalances(a, p);
+    this.checkEpoch(a, p);
+    this.checkSnapshot(a, p);
+    const currency = a.account?.currency ?? '???';
+    this.ledger.set(currency, (this.ledger.get(currency) ?? 0n) + p.amount);
+  }
+
+  /** Ends the last account. */
+  finish(): void {
+    this.closeAccount();
+  }
+
+  private enter(p: Posting): void {
+    this.closeAccount();
+    const account = this.state.accounts.get(p.accountId);
+    this.cur = { id: p.accountId, account, expected: 1n, balance: 0n, held: 0n, epoch: undefined, lastSeq: 0n, reported: new Set() };
+    if (!account) this.failures.add('accounts', `account ${p.accountId} seq ${p.seq}: postings for an account that has no row in accounts`);
+  }
+
+  private closeAccount(): void {
+    const a = this.cur;
+    if (!a) return;
+    if (a.held !== 0n) this.finalHeld.set(a.id, a.held);
+    const snap = this.state.snapshots.get(a.id);
+    if (snap && snap.seq > a.lastSeq) {
+      this.failures.add('snapshot', `account ${a.id}: snapshot at seq ${snap.seq}, beyond its journal (last seq ${a.lastSeq})`);
     }
-  };
+  }
 
+  private once(a: Cursor, what: string, check: string, message: string): void {
+    if (a.reported.has(what)) return;
+    a.reported.add(what);
+    this.failures.add(check, message);
+  }
+
+  private checkSeq(a: Cursor, p: Posting): void {
+    if (p.seq !== a.expected) {
+      this.once(a, `gap${a.expected}`, 'seq', a.expected === 1n
+        ? `account ${a.id}: journal starts at seq ${p.seq}, not 1`
+        : `account ${a.id}: seq ${p.seq} follows seq ${a.expected - 1n} (missing ${a.expected === p.seq - 1n ? `seq ${a.expected}` : `seq ${a.expected}..${p.seq - 1n}`})`);
+    }
+    a.expected = p.seq + 1n;
+    a.lastSeq = p.seq;
+  }
+
+  /** The running sums against balance_after and held_after, and against the overdraft limit. */
+  private checkBalances(a: Cursor, p: Posting): void {
+    a.balance += p.amount;
+    if (a.balance !== p.balanceAfter) {
+      this.once(a, 'replay', 'replay', `account ${a.id} seq ${p.seq}: balance_after is ${p.balanceAfter}, replaying the journal gives ${a.balance}`);
+      // Resynchronise, so one bad row is one message and later rows are judged on their own.
+      a.balance = p.balanceAfter;
+    }
+    a.held += p.heldDelta;
+    if (a.held !== p.heldAfter) {
+      this.once(a, 'held', 'replay', `account ${a.id} seq ${p.seq}: held_after is ${p.heldAfter}, replaying the journal gives ${a.held}`);
+      a.held = p.heldAfter;
+    }
+    if (a.held < 0n) this.once(a, 'held-negative', 'holds', `account ${a.id} seq ${p.seq}: held total ${a.held} is negative`);
+    if (a.account && a.account.kind !== 'external' && !a.id.startsWith('ext_')) {
+      if (a.balance < -a.account.overdraft) {
+        this.once(a, 'overdraft', 'overdraft', `account ${a.id} seq ${p.seq}: balance ${a.balance} is below -overdraft_limit (-${a.account.overdraft})`);
+      } else if (a.balance - a.held < -a.account.overdraft && p.heldDelta > 0n) {
+        // Only a new hold can make this so (a debit is refused when available is short).
+        this.once(a, 'available', 'overdraft', `account ${a.id} seq ${p.seq}: balance ${a.balance} less held ${a.held} is below -overdraft_limit (-${a.account.overdraft}): a hold reserved money the account did not have`);
+      }
+    }
+  }
+
+  private checkEpoch(a: Cursor, p: Posting): void {
+    if (a.epoch !== undefined && p.epoch < a.epoch) {
+      this.once(a, 'epoch-back', 'epoch', `account ${a.id} seq ${p.seq}: epoch ${p.epoch} after epoch ${a.epoch} (went backwards)`);
+    }
+    a.epoch = a.epoch === undefined || p.epoch > a.epoch ? p.epoch : a.epoch;
+    if (!a.account) return;
+    const current = this.state.shardEpoch.get(a.account.shard);
+    if (current === undefined) this.once(a, 'no-shard', 'epoch', `account ${a.id} seq ${p.seq}: its shard ${a.account.shard} has no row in shards`);
+    else if (p.epoch > current) this.once(a, 'epoch-future', 'epoch', `account ${a.id} seq ${p.seq}: epoch ${p.epoch} is beyond shard ${a.account.shard}'s current epoch ${current}`);
+  }
+
+  private checkSnapshot(a: Cursor, p: Posting): void {
+    const snap = this.state.snapshots.get(a.id);
+    if (!snap || snap.seq !== p.seq) return;
+    if (snap.balance !== p.balanceAfter) {
+      this.failures.add('snapshot', `account ${a.id} seq ${p.seq}: snapshot balance ${snap.balance ?? 'missing'}, journal balance ${p.balanceAfter} at that seq`);
+    }
+    if (snap.held !== undefined && snap.held !== p.heldAfter) {
+      this.failures.add('snapshot', `account ${a.id} seq ${p.seq}: snapshot held ${snap.held}, journal held ${p.heldAfter} at that seq`);
+    }
+    if (String(snap.stateSeq) !== String(p.seq)) this.failures.add('snapshot', `account ${a.id} seq ${p.seq}: snapshot row at seq ${p.seq} holds a state at seq ${String(snap.stateSeq)}`);
+  }
+}
+
+/** Feeds the whole journal to a replay, one page at a time (keyset on the primary key). */
+async function replayJournal(run: CheckRun, state: GeopayState, holdsSchema: boolean): Promise<JournalReplay> {
+  const replay = new JournalReplay(state, run.failures);
+  const heldCols = holdsSchema ? 'hold_id, held_delta::text AS held_delta, held_after::text AS held_after' : "NULL AS hold_id, '0' AS held_delta, '0' AS held_after";
+  const pageSize = run.opts.pageSize ?? 20_000;
   let after: [string, string] = ['', '0'];
   for (;;) {
-    const { rows } = await db.query(
+    const { rows } = await run.db.query(
       `SELECT account_id, seq::text AS seq, kind, transfer_id, amount::text AS amount, balance_after::text AS balance_after,
               epoch::text AS epoch, ${heldCols}
          FROM journal j WHERE (j.account_id, j.seq) > ($1, $2::bigint) ORDER BY j.account_id, j.seq LIMIT $3`,
       [after[0], after[1], pageSize],
     );
     for (const r of rows) {
-      postings++;
-      const seq = BigInt(r.seq);
-      const amount = BigInt(r.amount);
-      const balanceAfter = BigInt(r.balance_after);
-      const epoch = BigInt(r.epoch);
-      const heldDelta = BigInt(r.held_delta);
-      const heldAfter = BigInt(r.held_after);
-      if (!cur || cur.id !== r.account_id) {
-        closeAccount();
-        const account = accounts.get(r.account_id);
-        cur = { id: r.account_id, account, expected: 1n, balance: 0n, held: 0n, epoch: undefined, lastSeq: 0n, reported: new Set() };
-        if (!account) failures.add('accounts', `account ${r.account_id} seq ${seq}: postings for an account that has no row in accounts`);
-      }
-      const a = cur;
-      const once = (what: string, check: string, message: string): void => {
-        // One message per account and kind of fault: the first place it shows is the one to read.
-        if (a.reported.has(what)) return;
-        a.reported.add(what);
-        failures.add(check, message);
-      };
-
-      if (seq !== a.expected) {
-        once(`gap${a.expected}`, 'seq', a.expected === 1n
-          ? `account ${a.id}: journal starts at seq ${seq}, not 1`
-          : `account ${a.id}: seq ${seq} follows seq ${a.expected - 1n} (missing ${a.expected === seq - 1n ? `seq ${a.expected}` : `seq ${a.expected}..${seq - 1n}`})`);
-      }
-      a.expected = seq + 1n;
-      a.lastSeq = seq;
-
-      const shapeFault = postingShape(r.kind, amount, heldDelta, r.transfer_id, r.hold_id);
-      if (shapeFault) failures.add('posting', `account ${a.id} seq ${seq}: ${shapeFault}`);
-
-      a.balance += amount;
-      if (a.balance !== balanceAfter) {
-        once('replay', 'replay', `account ${a.id} seq ${seq}: balance_after is ${balanceAfter}, replaying the journal gives ${a.balance}`);
-        // Resynchronise, so one bad row is one message and later rows are judged on their own.
-        a.balance = balanceAfter;
-      }
-      a.held += heldDelta;
-      if (a.held !== heldAfter) {
-        once('held', 'replay', `account ${a.id} seq ${seq}: held_after is ${heldAfter}, replaying the journal gives ${a.held}`);
-        a.held = heldAfter;
-      }
-      if (a.held < 0n) once('held-negative', 'holds', `account ${a.id} seq ${seq}: held total ${a.held} is negative`);
-      if (a.account && a.account.kind !== 'external' && !a.id.startsWith('ext_')) {
-        if (a.balance < -a.account.overdraft) {
-          once('overdraft', 'overdraft', `account ${a.id} seq ${seq}: balance ${a.balance} is below -overdraft_limit (-${a.account.overdraft})`);
-        } else if (a.balance - a.held < -a.account.overdraft && heldDelta > 0n) {
-          // Only a new hold can make this so (a debit is refused when available is short).
-          once('available', 'overdraft', `account ${a.id} seq ${seq}: balance ${a.balance} less held ${a.held} is below -overdraft_limit (-${a.account.overdraft}): a hold reserved money the account did not have`);
-        }
-      }
-
-      if (a.epoch !== undefined && epoch < a.epoch) {
-        once('epoch-back', 'epoch', `account ${a.id} seq ${seq}: epoch ${epoch} after epoch ${a.epoch} (went backwards)`);
-      }
-      a.epoch = a.epoch === undefined || epoch > a.epoch ? epoch : a.epoch;
-      if (a.account) {
-        const current = shardEpoch.get(a.account.shard);
-        if (current === undefined) once('no-shard', 'epoch', `account ${a.id} seq ${seq}: its shard ${a.account.shard} has no row in shards`);
-        else if (epoch > current) once('epoch-future', 'epoch', `account ${a.id} seq ${seq}: epoch ${epoch} is beyond shard ${a.account.shard}'s current epoch ${current}`);
-      }
-
-      const snap = snapshots.get(a.id);
-      if (snap && snap.seq === seq) {
-        if (snap.balance !== balanceAfter) {
-          failures.add('snapshot', `account ${a.id} seq ${seq}: snapshot balance ${snap.balance ?? 'missing'}, journal balance ${balanceAfter} at that seq`);
-        }
-        if (snap.held !== undefined && snap.held !== heldAfter) {
-          failures.add('snapshot', `account ${a.id} seq ${seq}: snapshot held ${snap.held}, journal held ${heldAfter} at that seq`);
-        }
-        if (String(snap.stateSeq) !== String(seq)) failures.add('snapshot', `account ${a.id} seq ${seq}: snapshot row at seq ${seq} holds a state at seq ${String(snap.stateSeq)}`);
-      }
-
-      const currency = a.account?.currency ?? '???';
-      ledger.set(currency, (ledger.get(currency) ?? 0n) + amount);
+      replay.add({
+        accountId: r.account_id, seq: BigInt(r.seq), kind: r.kind, transferId: r.transfer_id, holdId: r.hold_id, amount: BigInt(r.amount),
+        balanceAfter: BigInt(r.balance_after), epoch: BigInt(r.epoch), heldDelta: BigInt(r.held_delta), heldAfter: BigInt(r.held_after),
+      });
     }
     if (rows.length < pageSize) break;
     const last = rows[rows.length - 1]!;
     after = [last.account_id, last.seq];
   }
-  closeAccount();
-  for (const [id, s] of snapshots) {
-    if (!accounts.has(id)) failures.add('snapshot', `account ${id}: snapshot at seq ${s.seq} of an account with no row in accounts`);
-  }
-  // Accounts with a snapshot but no postings at all were skipped by the replay above.
-  for (const r of (await db.query('SELECT account_id FROM snapshots s WHERE NOT EXISTS (SELECT 1 FROM journal j WHERE j.account_id = s.account_id)')).rows) {
-    failures.add('snapshot', `account ${r.account_id}: snapshot at seq ${snapshots.get(r.account_id)?.seq} but no postings`);
-  }
-  stats.postings = postings;
+  replay.finish();
+  return replay;
+}
 
-  // Ledger: every posting of every account (external ones included) plus the transfers whose
-  // debit is not yet matched by a credit or return sums to zero, per currency.
+/** Snapshots the replay never reached: of accounts that do not exist, or with no postings at all. */
+async function checkStraySnapshots(run: CheckRun, state: GeopayState): Promise<void> {
+  for (const [id, s] of state.snapshots) {
+    if (!state.accounts.has(id)) run.failures.add('snapshot', `account ${id}: snapshot at seq ${s.seq} of an account with no row in accounts`);
+  }
+  for (const r of (await run.db.query('SELECT account_id FROM snapshots s WHERE NOT EXISTS (SELECT 1 FROM journal j WHERE j.account_id = s.account_id)')).rows) {
+    run.failures.add('snapshot', `account ${r.account_id}: snapshot at seq ${state.snapshots.get(r.account_id)?.seq} but no postings`);
+  }
+}
+
+/**
+ * Every posting of every account (external ones included) plus the transfers whose debit is
+ * not yet matched by a credit or return sums to zero, per currency.
+ */
+async function checkLedgerSum(run: CheckRun, ledger: Map<string, bigint>): Promise<void> {
   const inFlight = new Map<string, bigint>();
   let inFlightCount = 0;
-  for (const r of (await db.query(
+  for (const r of (await run.db.query(
     'SELECT currency, sum(amount)::text AS s, count(*)::int AS n FROM transfers WHERE state = ANY($1) GROUP BY currency', [IN_FLIGHT],
   )).rows) {
     inFlight.set(r.currency, BigInt(r.s));
     inFlightCount += r.n;
   }
-  stats.inFlight = inFlightCount;
+  run.stats.inFlight = inFlightCount;
   for (const currency of new Set([...ledger.keys(), ...inFlight.keys()])) {
     const j = ledger.get(currency) ?? 0n;
     const f = inFlight.get(currency) ?? 0n;
     if (j + f !== 0n) {
-      failures.add('ledger', `${currency}: postings sum to ${j} and transfers in flight to ${f}: ${j + f}, not 0 (the transfer checks below name the postings)`);
+      run.failures.add('ledger', `${currency}: postings sum to ${j} and transfers in flight to ${f}: ${j + f}, not 0 (the transfer checks below name the postings)`);
     }
   }
+}
+
+async function checkGeopay(run: CheckRun): Promise<void> {
+  const { db, opts, failures, stats } = run;
+  if ((opts.settleTimeoutMs ?? 0) > 0) await settle(db, 'transfers', IN_FLIGHT, opts.settleTimeoutMs!, run.notes);
+  const state = await loadGeopayState(db);
+  stats.accounts = state.accounts.size;
+  stats.snapshots = state.snapshots.size;
+  // Holds arrived with migration 003; a database from before has no such columns.
+  const holdsSchema = (await columns(db, 'journal')).has('held_after');
+  const replay = await replayJournal(run, state, holdsSchema);
+  await checkStraySnapshots(run, state);
+  stats.postings = replay.postings;
+  await checkLedgerSum(run, replay.ledger);
 
   await checkTransferLegs(db, failures, stats);
-  if (holdsSchema && (await tableExists(db, 'holds'))) await checkHolds(db, finalHeld, failures, stats);
+  if (holdsSchema && (await tableExists(db, 'holds'))) await checkHolds(db, replay.finalHeld, failures, stats);
   await checkKeys(db, opts, failures);
-  if (acked) await checkAcknowledged(db, acked, failures, 'transfers');
+  if (run.acked) await checkAcknowledged(db, run.acked, failures, 'transfers');
 }
 
 interface LegRow {
@@ -571,14 +641,8 @@ async function columns(db: Queryable, table: string): Promise<Set<string>> {
   return new Set(rows.map((r) => r.column_name as string));
 }
 
-async function checkBaseline(
-  db: Queryable,
-  _opts: CheckOptions,
-  failures: Failures,
-  notes: string[],
-  stats: Record<string, number>,
-  acked: Map<string, Acknowledged> | undefined,
-): Promise<void> {
+async function checkBaseline(run: CheckRun): Promise<void> {
+  const { db, failures, stats } = run;
   for (const t of ['baseline_accounts', 'baseline_journal']) {
     if (!(await tableExists(db, t))) {
       failures.add('schema', `baseline: no ${t} table`);
@@ -592,9 +656,19 @@ async function checkBaseline(
   stats.baselineAccounts = counts.accounts;
   stats.baselinePostings = counts.postings;
   stats.baselineTransfers = counts.transfers;
+  await checkBaselineLedger(run);
+  await checkBaselineLegs(run);
+  await checkBaselineReplay(run);
+  await checkBaselineBalances(run);
+  await checkBaselineKeys(run);
+  if (run.acked) await checkAcknowledged(db, run.acked, failures, 'baseline_transfers');
+}
 
-  // Ledger: every posting, external accounts included, sums to 0 per currency. A baseline
-  // transfer in a state other than settled would be in flight, which this engine never is.
+/**
+ * Ledger: every posting, external accounts included, sums to 0 per currency. A baseline
+ * transfer in a state other than settled would be in flight, which this engine never is.
+ */
+async function checkBaselineLedger({ db, failures }: CheckRun): Promise<void> {
   const { rows: sums } = await db.query(`
     SELECT a.currency, sum(j.amount)::text AS s FROM baseline_journal j JOIN baseline_accounts a ON a.id = j.account_id GROUP BY a.currency`);
   for (const r of sums) {
@@ -606,8 +680,10 @@ async function checkBaseline(
     SELECT j.account_id, j.seq::text AS seq FROM baseline_journal j
      WHERE NOT EXISTS (SELECT 1 FROM baseline_accounts a WHERE a.id = j.account_id) ORDER BY j.account_id, j.seq LIMIT 50`);
   for (const r of homeless) failures.add('accounts', `baseline account ${r.account_id} seq ${r.seq}: postings for an account that has no row`);
+}
 
-  // Each transfer: one debit of -amount on its source and one credit of +amount on its destination.
+/** Each transfer: one debit of -amount on its source and one credit of +amount on its destination. */
+async function checkBaselineLegs({ db, failures }: CheckRun): Promise<void> {
   const { rows: legs } = await db.query(`
     SELECT * FROM (
       SELECT t.id, t.amount::text AS amount, t.source_id, t.destination_id,
@@ -627,9 +703,13 @@ async function checkBaseline(
     SELECT j.account_id, j.seq::text AS seq, j.transfer_id, j.amount::text AS amount FROM baseline_journal j
      WHERE NOT EXISTS (SELECT 1 FROM baseline_transfers t WHERE t.id = j.transfer_id) ORDER BY j.account_id, j.seq LIMIT 200`);
   for (const o of orphans) failures.add('transfer', `baseline account ${o.account_id} seq ${o.seq}: posting of ${o.amount} for ${o.transfer_id}, which is not in baseline_transfers`);
+}
 
-  // Replay, in SQL (the journal has no epochs or holds to carry along): seq without gaps,
-  // the running sum equal to balance_after, never below -overdraft_limit for a customer.
+/**
+ * Replay, in SQL (the journal has no epochs or holds to carry along): seq without gaps,
+ * the running sum equal to balance_after, never below -overdraft_limit for a customer.
+ */
+async function checkBaselineReplay({ db, failures }: CheckRun): Promise<void> {
   const { rows: replay } = await db.query(`
     SELECT account_id, seq::text AS seq, prev::text AS prev, balance_after::text AS balance_after, running::text AS running,
            overdraft_limit::text AS lim, kind FROM (
@@ -658,8 +738,10 @@ async function checkBaseline(
       once('overdraft', 'overdraft', `baseline account ${r.account_id} seq ${r.seq}: balance ${r.running} is below -overdraft_limit (-${r.lim})`);
     }
   }
+}
 
-  // Balances equal the sums of their postings, and seq counts them (1 at open, +1 per posting).
+/** Balances equal the sums of their postings, and seq counts them (1 at open, +1 per posting). */
+async function checkBaselineBalances({ db, failures }: CheckRun): Promise<void> {
   const { rows: balances } = await db.query(`
     SELECT a.id, a.balance::text AS balance, a.seq::text AS seq, coalesce(s.total, 0)::text AS total, coalesce(s.last, 1)::text AS last
       FROM baseline_accounts a
@@ -670,9 +752,13 @@ async function checkBaseline(
     if (r.balance !== r.total) failures.add('balance', `baseline account ${r.id}: balance ${r.balance}, its postings sum to ${r.total}`);
     if (r.seq !== r.last) failures.add('seq', `baseline account ${r.id}: account row at seq ${r.seq}, its journal ends at seq ${r.last}`);
   }
+}
 
-  // Idempotency: every transfer was made under a key that names it (one key, one transfer).
-  // A set difference, for the reason given in checkKeys.
+/**
+ * Idempotency: every transfer was made under a key that names it (one key, one transfer).
+ * A set difference, for the reason given in checkKeys.
+ */
+async function checkBaselineKeys({ db, failures, notes }: CheckRun): Promise<void> {
   if (await tableExists(db, 'baseline_idempotency')) {
     const { rows: keyless } = await db.query(`
       SELECT id, tenant_id FROM (
@@ -683,8 +769,6 @@ async function checkBaseline(
   } else {
     notes.push('baseline: no baseline_idempotency table: keys not checked');
   }
-
-  if (acked) await checkAcknowledged(db, acked, failures, 'baseline_transfers');
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -2,23 +2,25 @@
 // engine gets a fresh database and server (ENGINE=geopay, then ENGINE=baseline), the same
 // seeded workloads (uniform, and hot: 90% of transfers credit one merchant account) and the
 // HTTP ceiling (GET /healthz, same server and client); the ledger is checked after each.
-import { randomBytes, randomInt } from 'node:crypto';
+import { randomBytes } from 'node:crypto';
 import { existsSync, readFileSync } from 'node:fs';
 import { mkdir } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
-import { LoadClient } from './lib/client.ts';
-import { isInterrupted, isMain, onInterrupt, runMain } from './lib/main.ts';
-import { describeLoad, parseMix, parsePositive, parsePositiveInt, UsageError, type LoadShape, type WorkloadSpec } from './lib/options.ts';
+import { isMain, runMain, withOptions } from './lib/main.ts';
+import {
+  describeLoad, parseMix, parseNonNegative, parsePositive, parsePositiveInt, parseSeed, UsageError, type LoadShape, type Mix, type WorkloadSpec,
+} from './lib/options.ts';
 import { ceilingPhase, workloadPhase } from './lib/phases.ts';
-import { progress } from './lib/progress.ts';
-import { environment, writeReport, type CheckReport, type ComparisonRow, type PhaseReport, type RunReport } from './lib/report.ts';
+import { progress, type Progress } from './lib/progress.ts';
+import { describeWritten, environment, writeReport, type CheckReport, type ComparisonRow, type PhaseReport, type RunReport } from './lib/report.ts';
 import { RequestLog } from './lib/request-log.ts';
+import { checkTarget, withSession } from './lib/session.ts';
 import { setup } from './lib/setup.ts';
+import { phaseSummary } from './lib/summary.ts';
 import { fixed, formatTable, stamp } from './lib/table.ts';
-import { startTarget, type Engine, type Target } from './lib/target.ts';
-import { checkTarget, phaseSummary } from './loadtest.ts';
+import { startTarget, type Engine } from './lib/target.ts';
 
 const root = fileURLToPath(new URL('..', import.meta.url));
 
@@ -98,7 +100,22 @@ function ratioTable(runs: EngineRun[], rows: ComparisonRow[]): string {
   return `${formatTable(header, body)}\n(ratios are geopay / baseline; latencies in ms; "of ceiling" = ok/s over that server's GET /healthz rate)`;
 }
 
-async function main(argv: string[]): Promise<number> {
+interface CompareOptions {
+  durationS: number;
+  warmupS: number;
+  ceilingS: number;
+  load: LoadShape;
+  accounts: number;
+  mix: Mix;
+  /** As given, for the report. */
+  mixText: string;
+  engines: Engine[];
+  seed: number;
+  out: string;
+  png: boolean;
+}
+
+export function parseCompareArgs(argv: string[]): CompareOptions | 'help' {
   let v;
   try {
     v = parseArgs({
@@ -111,40 +128,97 @@ async function main(argv: string[]): Promise<number> {
       },
       strict: true,
     }).values;
-    if (v.help) {
-      process.stdout.write(USAGE);
-      return 0;
-    }
-    if (v.rate !== undefined && v.concurrency !== undefined) throw new UsageError('--rate and --concurrency exclude each other');
-    for (const e of v.engines.split(',')) if (e !== 'geopay' && e !== 'baseline') throw new UsageError(`unknown engine "${e}"`);
   } catch (err) {
-    process.stderr.write(`${(err as Error).message}\n\n${USAGE}`);
-    return 2;
+    throw new UsageError((err as Error).message);
   }
-  let durationS: number, warmupS: number, ceilingS: number, load: LoadShape, accounts: number, seed: number, mix;
-  try {
-    durationS = parsePositive(v.duration, '--duration');
-    warmupS = Number(v.warmup);
-    if (!(warmupS >= 0)) throw new UsageError(`--warmup must be >= 0, got "${v.warmup}"`);
-    ceilingS = parsePositive(v['ceiling-duration'], '--ceiling-duration');
-    load = v.rate !== undefined
+  if (v.help) return 'help';
+  if (v.rate !== undefined && v.concurrency !== undefined) throw new UsageError('--rate and --concurrency exclude each other');
+  const engines = v.engines.split(',');
+  for (const e of engines) if (e !== 'geopay' && e !== 'baseline') throw new UsageError(`unknown engine "${e}"`);
+  return {
+    durationS: parsePositive(v.duration, '--duration'),
+    warmupS: parseNonNegative(v.warmup, '--warmup'),
+    ceilingS: parsePositive(v['ceiling-duration'], '--ceiling-duration'),
+    load: v.rate !== undefined
       ? { mode: 'open', rate: parsePositive(v.rate, '--rate'), spike: undefined }
-      : { mode: 'closed', concurrency: parsePositiveInt(v.concurrency ?? '64', '--concurrency') };
-    accounts = parsePositiveInt(v.accounts, '--accounts');
-    mix = parseMix(v.mix);
-    seed = v.seed !== undefined ? Number(v.seed) : randomInt(2 ** 31);
-    if (!Number.isSafeInteger(seed) || seed < 0) throw new UsageError(`--seed must be a non-negative integer, got "${v.seed}"`);
-  } catch (err) {
-    process.stderr.write(`${(err as Error).message}\n\n${USAGE}`);
-    return 2;
-  }
+      : { mode: 'closed', concurrency: parsePositiveInt(v.concurrency ?? '64', '--concurrency') },
+    accounts: parsePositiveInt(v.accounts, '--accounts'),
+    mix: parseMix(v.mix),
+    mixText: v.mix,
+    engines: engines as Engine[],
+    seed: parseSeed(v.seed),
+    out: resolve(v.out ?? join('reports', `compare-${stamp()}`)),
+    png: !v['no-png'],
+  };
+}
 
+/** One engine: a fresh database and server, both workloads and the ceiling, then its checker. */
+async function runEngine(engine: Engine, o: CompareOptions, ui: Progress, remarks: string[]): Promise<EngineRun & { failed: boolean }> {
+  const run = `cmp${Date.now().toString(36)}${randomBytes(2).toString('hex')}`;
+  const connections = o.load.mode === 'closed' ? o.load.concurrency : 64;
+  const spec = (skew: WorkloadSpec['skew']): WorkloadSpec => ({
+    accounts: o.accounts, currencies: ['USD'], mix: o.mix, skew, maxAmount: 5000, fundingMinor: 1_000_000n, overdraftMinor: 0n,
+  });
+  // One log per engine, so each engine's ledger is held against its own requests.
+  const log = new RequestLog(join(o.out, `requests-${engine}.ndjson`));
+  const er = { engine, phases: [] as PhaseReport[], check: undefined as CheckReport | undefined, failed: false };
+  return withSession({
+    target: () => startTarget({ start: 'postgres', engine, keepDb: false, serverEnv: {} }),
+    client: { connections, timeoutMs: 5_000, retries: 3, run },
+    log,
+    onServerExit: (message, output) => {
+      remarks.push(`${engine}: ${message}`);
+      ui.note(`${engine}: ${message}\n${output}`);
+    },
+    onError: (err, serverOutput) => {
+      const msg = `${engine}: ${(err as Error).message}`;
+      remarks.push(msg);
+      ui.note(msg);
+      if (serverOutput !== undefined) ui.note(`--- server output tail ---\n${serverOutput}`);
+      return { ...er, failed: true };
+    },
+  }, async ({ target, client, endLoad }) => {
+    ui.note(`\n${engine}: server ${target.url}, ${target.describe}`);
+    // Both workloads share one setup: the hot one only adds the merchant as destination.
+    const s = await setup(client, { adminKey: target.adminKey, run, spec: spec({ kind: 'uniform' }), concurrency: 64, liftRateLimits: true });
+    ui.note(`${engine}: setup ${o.accounts} accounts in ${s.seconds.toFixed(1)} s`);
+    const common = { client, engine, load: o.load, durationS: o.durationS, warmupS: o.warmupS, maxInFlight: 20_000, progress: ui };
+    er.phases.push(await workloadPhase({ ...common, name: 'uniform', run, spec: spec({ kind: 'uniform' }), setup: s, seed: o.seed }));
+    er.phases.push(await workloadPhase({ ...common, name: 'hot', run, spec: spec({ kind: 'hot', fraction: 0.9 }), setup: s, seed: o.seed + 1 }));
+    // The ceiling is always a closed loop: it measures capacity, there is no latency target.
+    er.phases.push(await ceilingPhase({ ...common, load: { mode: 'closed', concurrency: connections }, durationS: o.ceilingS, warmupS: 1 }));
+    await endLoad();
+    ui.note(phaseSummary(er.phases));
+    er.check = await checkTarget(target, log.path, 30_000);
+    return { ...er, failed: er.check !== undefined && !er.check.ok };
+  });
+}
+
+function compareReport(o: CompareOptions, argv: string[], runs: EngineRun[], rows: ComparisonRow[], remarks: string[], elapsedS: number): RunReport {
+  return {
+    kind: 'compare',
+    title: `geopay vs baseline: ${describeLoad(o.load)}, ${o.durationS} s per workload`,
+    createdAt: new Date().toISOString(),
+    command: `npm run bench:compare -- ${argv.join(' ')}`.trim(),
+    environment: environment(),
+    settings: {
+      engines: runs.map((r) => r.engine).join(','), load: describeLoad(o.load), durationS: o.durationS, warmupS: o.warmupS, ceilingDurationS: o.ceilingS,
+      accounts: o.accounts, mix: o.mixText, hot: 'hot:0.9 (90% of transfers credit one merchant account)', seed: o.seed, elapsedS: Number(elapsedS.toFixed(1)),
+      requestLogs: runs.map((r) => join(o.out, `requests-${r.engine}.ndjson`)).join(' '),
+    },
+    phases: runs.flatMap((r) => r.phases),
+    checks: runs.flatMap((r) => (r.check ? [r.check] : [])),
+    comparison: rows,
+    remarks,
+  };
+}
+
+async function runCompare(o: CompareOptions, argv: string[]): Promise<number> {
   const ui = progress();
-  const out = resolve(v.out ?? join('reports', `compare-${stamp()}`));
-  await mkdir(out, { recursive: true });
+  await mkdir(o.out, { recursive: true });
   const remarks: string[] = [];
   const engines: Engine[] = [];
-  for (const e of v.engines.split(',') as Engine[]) {
+  for (const e of o.engines) {
     const missing = e === 'baseline' ? baselineMissing() : undefined;
     if (missing) {
       remarks.push(`baseline not run: ${missing}`);
@@ -153,88 +227,27 @@ async function main(argv: string[]): Promise<number> {
       engines.push(e);
     }
   }
-  const connections = load.mode === 'closed' ? load.concurrency : 64;
-  const spec = (skew: WorkloadSpec['skew']): WorkloadSpec => ({
-    accounts, currencies: ['USD'], mix, skew, maxAmount: 5000, fundingMinor: 1_000_000n, overdraftMinor: 0n,
-  });
   const t0 = performance.now();
-  ui.note(`bench:compare: ${engines.join(' vs ')}; ${describeLoad(load)}; ${durationS} s per workload after ${warmupS} s warm-up; ${accounts} accounts; seed ${seed}`);
+  ui.note(`bench:compare: ${engines.join(' vs ')}; ${describeLoad(o.load)}; ${o.durationS} s per workload after ${o.warmupS} s warm-up; ${o.accounts} accounts; seed ${o.seed}`);
 
   const runs: EngineRun[] = [];
   let failed = false;
   for (const engine of engines) {
-    const run = `cmp${Date.now().toString(36)}${randomBytes(2).toString('hex')}`;
-    let target: Target | undefined;
-    let client: LoadClient | undefined;
-    let finished = false;
-    let offInterrupt: (() => void) | undefined;
-    // One log per engine, so each engine's ledger is held against its own requests.
-    const log = new RequestLog(join(out, `requests-${engine}.ndjson`));
-    const er: EngineRun = { engine, phases: [], check: undefined };
-    runs.push(er);
-    try {
-      target = await startTarget({ start: 'postgres', engine, keepDb: false, serverEnv: {} });
-      const running = target;
-      offInterrupt = onInterrupt(() => running.stop());
-      void running.server?.exited.then((code) => {
-        if (finished || isInterrupted()) return;
-        remarks.push(`${engine}: the server exited during the run (code ${String(code)})`);
-        ui.note(`${engine}: server exited (code ${String(code)})\n${running.server?.output() ?? ''}`);
-      });
-      client = new LoadClient({ url: target.url, connections, timeoutMs: 5_000, retries: 3, log, run, engine });
-      ui.note(`\n${engine}: server ${target.url}, ${target.describe}`);
-      // Both workloads share one setup: the hot one only adds the merchant as destination.
-      const s = await setup(client, { adminKey: target.adminKey, run, spec: spec({ kind: 'uniform' }), concurrency: 64, liftRateLimits: true });
-      ui.note(`${engine}: setup ${accounts} accounts in ${s.seconds.toFixed(1)} s`);
-      const common = { client, engine, load, durationS, warmupS, maxInFlight: 20_000, progress: ui };
-      er.phases.push(await workloadPhase({ ...common, name: 'uniform', run, spec: spec({ kind: 'uniform' }), setup: s, seed }));
-      er.phases.push(await workloadPhase({ ...common, name: 'hot', run, spec: spec({ kind: 'hot', fraction: 0.9 }), setup: s, seed: seed + 1 }));
-      // The ceiling is always a closed loop: it measures capacity, there is no latency target.
-      er.phases.push(await ceilingPhase({ ...common, load: { mode: 'closed', concurrency: connections }, durationS: ceilingS, warmupS: 1 }));
-      finished = true;
-      ui.note(phaseSummary(er.phases));
-      await client.close();
-      await log.close();
-      er.check = await checkTarget(target, log.path, 30_000);
-      if (er.check && !er.check.ok) failed = true;
-    } catch (err) {
-      failed = true;
-      const msg = `${engine}: ${(err as Error).message}`;
-      remarks.push(msg);
-      ui.note(msg);
-      if (target?.server) ui.note(`--- server output tail ---\n${target.server.output()}`);
-    } finally {
-      finished = true;
-      await client?.destroy();
-      await log.close().catch(() => undefined);
-      await target?.stop();
-      offInterrupt?.();
-    }
+    const r = await runEngine(engine, o, ui, remarks);
+    runs.push(r);
+    failed ||= r.failed;
   }
 
   const rows = comparisonRows(runs, ['uniform', 'hot']);
   ui.note(`\n${ratioTable(runs, rows)}`);
-  const elapsed = (performance.now() - t0) / 1000;
-  ui.note(`\ncompare finished in ${elapsed.toFixed(0)} s`);
-
-  const report: RunReport = {
-    kind: 'compare',
-    title: `geopay vs baseline: ${describeLoad(load)}, ${durationS} s per workload`,
-    createdAt: new Date().toISOString(),
-    command: `npm run bench:compare -- ${argv.join(' ')}`.trim(),
-    environment: environment(),
-    settings: {
-      engines: engines.join(','), load: describeLoad(load), durationS, warmupS, ceilingDurationS: ceilingS, accounts, mix: v.mix,
-      hot: 'hot:0.9 (90% of transfers credit one merchant account)', seed, elapsedS: Number(elapsed.toFixed(1)), requestLogs: engines.map((e) => join(out, `requests-${e}.ndjson`)).join(' '),
-    },
-    phases: runs.flatMap((r) => r.phases),
-    checks: runs.flatMap((r) => (r.check ? [r.check] : [])),
-    comparison: rows,
-    remarks,
-  };
-  const written = await writeReport(out, report, { png: !v['no-png'] });
-  ui.note(`report: ${written.html}${written.png ? `\n        ${written.png}` : written.pngError ? ` (no PNG: ${written.pngError})` : ''}\nresults: ${written.json}`);
+  const elapsedS = (performance.now() - t0) / 1000;
+  ui.note(`\ncompare finished in ${elapsedS.toFixed(0)} s`);
+  const written = await writeReport(o.out, compareReport(o, argv, runs, rows, remarks, elapsedS), { png: o.png });
+  ui.note(describeWritten(written));
   return failed ? 1 : 0;
 }
 
-if (isMain(import.meta.url)) runMain(() => main(process.argv.slice(2)));
+if (isMain(import.meta.url)) {
+  const argv = process.argv.slice(2);
+  runMain(() => withOptions(USAGE, () => parseCompareArgs(argv), (o) => runCompare(o, argv)));
+}

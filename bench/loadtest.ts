@@ -2,25 +2,24 @@
 // workload, open loop at a rate (with an optional spike) or closed loop with C clients, logs
 // every request, then checks the ledger against the log and writes JSON, HTML and PNG reports.
 // Exit code: 0 pass, 1 ledger check failed (or nothing succeeded), 2 bad usage or setup failure.
-import { randomBytes, randomInt } from 'node:crypto';
+import { randomBytes } from 'node:crypto';
 import { mkdir } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
 import { parseArgs } from 'node:util';
-import pg from 'pg';
-import { check, formatResult } from './checker.ts';
-import { LoadClient } from './lib/client.ts';
-import { isInterrupted, isMain, onInterrupt, runMain } from './lib/main.ts';
+import { isMain, runMain, withOptions } from './lib/main.ts';
 import {
-  describeLoad, describeMix, describeSkew, parseCurrencies, parseMinor, parseMix, parsePositive, parsePositiveInt, parseSkew,
-  parseSpike, UsageError, type LoadShape, type WorkloadSpec,
+  describeLoad, describeMix, describeSkew, parseCurrencies, parseMinor, parseMix, parseNonNegative, parsePositive, parsePositiveInt,
+  parseSeed, parseSkew, parseSpike, UsageError, type LoadShape, type WorkloadSpec,
 } from './lib/options.ts';
 import { workloadPhase } from './lib/phases.ts';
-import { progress } from './lib/progress.ts';
-import { environment, writeReport, type CheckReport, type PhaseReport, type RunReport } from './lib/report.ts';
+import { progress, type Progress } from './lib/progress.ts';
+import { describeWritten, environment, writeReport, type PhaseReport, type RunReport } from './lib/report.ts';
 import { RequestLog } from './lib/request-log.ts';
-import { setup } from './lib/setup.ts';
+import { checkTarget, withSession } from './lib/session.ts';
+import { setup, type SetupResult } from './lib/setup.ts';
 import { sumValues } from './lib/stats.ts';
-import { fixed, formatTable, stamp } from './lib/table.ts';
+import { phaseSummary } from './lib/summary.ts';
+import { stamp } from './lib/table.ts';
 import { remoteTarget, startTarget, type Engine, type StartMode, type Target } from './lib/target.ts';
 
 const USAGE = `usage: npm run loadtest -- [options]
@@ -65,7 +64,7 @@ output:
   --no-png                    skip the PNG rendering
 `;
 
-interface Parsed {
+type Parsed = {
   target: { kind: 'start'; start: StartMode; engine: Engine; keepDb: boolean; serverEnv: Record<string, string> }
     | { kind: 'url'; url: string; adminKey: string; databaseUrl: string | undefined; engine: string };
   spec: WorkloadSpec;
@@ -82,12 +81,11 @@ interface Parsed {
   settleMs: number;
   png: boolean;
   liftRateLimits: boolean;
-}
+};
 
-export function parseLoadtestArgs(argv: string[]): Parsed | 'help' {
-  let v;
+function readFlags(argv: string[]) {
   try {
-    v = parseArgs({
+    return parseArgs({
       args: argv,
       options: {
         url: { type: 'string' }, 'admin-key': { type: 'string' }, 'database-url': { type: 'string' },
@@ -109,27 +107,41 @@ export function parseLoadtestArgs(argv: string[]): Parsed | 'help' {
   } catch (err) {
     throw new UsageError((err as Error).message);
   }
-  if (v.help) return 'help';
+}
 
-  let target: Parsed['target'];
+type Flags = ReturnType<typeof readFlags>;
+
+function parseTarget(v: Flags): Parsed['target'] {
   if (v.url !== undefined) {
     if (v.start !== undefined) throw new UsageError('--url and --start exclude each other');
     if (!v['admin-key']) throw new UsageError('--url needs --admin-key (the setup creates a tenant)');
-    target = { kind: 'url', url: v.url, adminKey: v['admin-key'], databaseUrl: v['database-url'], engine: v.engine };
-  } else {
-    const start = v.start ?? 'postgres';
-    if (start !== 'postgres' && start !== 'embedded' && start !== 'cluster') throw new UsageError(`--start is postgres, embedded or cluster, got "${start}"`);
-    if (v.engine !== 'geopay' && v.engine !== 'baseline') throw new UsageError(`--engine is geopay or baseline, got "${v.engine}"`);
-    if (v['database-url']) throw new UsageError('--database-url is for --url mode; a started server\'s database is known');
-    const serverEnv: Record<string, string> = {};
-    for (const kv of v['server-env']) {
-      const m = /^([A-Z][A-Z0-9_]*)=(.*)$/.exec(kv);
-      if (!m) throw new UsageError(`--server-env takes NAME=value, got "${kv}"`);
-      serverEnv[m[1]!] = m[2]!;
-    }
-    target = { kind: 'start', start, engine: v.engine, keepDb: v['keep-db'], serverEnv };
+    return { kind: 'url', url: v.url, adminKey: v['admin-key'], databaseUrl: v['database-url'], engine: v.engine };
   }
+  const start = v.start ?? 'postgres';
+  if (start !== 'postgres' && start !== 'embedded' && start !== 'cluster') throw new UsageError(`--start is postgres, embedded or cluster, got "${start}"`);
+  if (v.engine !== 'geopay' && v.engine !== 'baseline') throw new UsageError(`--engine is geopay or baseline, got "${v.engine}"`);
+  if (v['database-url']) throw new UsageError('--database-url is for --url mode; a started server\'s database is known');
+  const serverEnv: Record<string, string> = {};
+  for (const kv of v['server-env']) {
+    const m = /^([A-Z][A-Z0-9_]*)=(.*)$/.exec(kv);
+    if (!m) throw new UsageError(`--server-env takes NAME=value, got "${kv}"`);
+    serverEnv[m[1]!] = m[2]!;
+  }
+  return { kind: 'start', start, engine: v.engine, keepDb: v['keep-db'], serverEnv };
+}
 
+function parseLoad(v: Flags): LoadShape {
+  if (v.rate !== undefined && v.concurrency !== undefined) throw new UsageError('--rate (open loop) and --concurrency (closed loop) exclude each other');
+  if (v.spike !== undefined && v.concurrency !== undefined) throw new UsageError('--spike needs --rate (open loop)');
+  return v.concurrency !== undefined
+    ? { mode: 'closed', concurrency: parsePositiveInt(v.concurrency, '--concurrency') }
+    : { mode: 'open', rate: parsePositive(v.rate ?? '200', '--rate'), spike: v.spike ? parseSpike(v.spike) : undefined };
+}
+
+export function parseLoadtestArgs(argv: string[]): Parsed | 'help' {
+  const v = readFlags(argv);
+  if (v.help) return 'help';
+  const target = parseTarget(v);
   const spec: WorkloadSpec = {
     accounts: parsePositiveInt(v.accounts, '--accounts'),
     currencies: parseCurrencies(v.currencies),
@@ -140,23 +152,12 @@ export function parseLoadtestArgs(argv: string[]): Parsed | 'help' {
     overdraftMinor: parseMinor(v.overdraft, '--overdraft'),
   };
   if (spec.accounts < 2 * spec.currencies.length) throw new UsageError('--accounts must give each currency at least 2 accounts');
-
-  if (v.rate !== undefined && v.concurrency !== undefined) throw new UsageError('--rate (open loop) and --concurrency (closed loop) exclude each other');
-  if (v.spike !== undefined && v.concurrency !== undefined) throw new UsageError('--spike needs --rate (open loop)');
-  const load: LoadShape = v.concurrency !== undefined
-    ? { mode: 'closed', concurrency: parsePositiveInt(v.concurrency, '--concurrency') }
-    : { mode: 'open', rate: parsePositive(v.rate ?? '200', '--rate'), spike: v.spike ? parseSpike(v.spike) : undefined };
-
-  const seed = v.seed !== undefined ? Number(v.seed) : randomInt(2 ** 31);
-  if (!Number.isSafeInteger(seed) || seed < 0) throw new UsageError(`--seed must be a non-negative integer, got "${v.seed}"`);
-  const warmup = Number(v.warmup);
-  if (!Number.isFinite(warmup) || warmup < 0) throw new UsageError(`--warmup must be >= 0, got "${v.warmup}"`);
-
+  const load = parseLoad(v);
   return {
     target, spec, load,
+    seed: parseSeed(v.seed),
+    warmupS: parseNonNegative(v.warmup, '--warmup'),
     durationS: parsePositive(v.duration, '--duration'),
-    warmupS: warmup,
-    seed,
     out: resolve(v.out ?? join('reports', stamp())),
     name: v.name ?? describeSkew(spec.skew),
     connections: v.connections !== undefined ? parsePositiveInt(v.connections, '--connections') : load.mode === 'closed' ? load.concurrency : 64,
@@ -169,134 +170,87 @@ export function parseLoadtestArgs(argv: string[]): Parsed | 'help' {
   };
 }
 
-export function phaseSummary(phases: PhaseReport[]): string {
-  return formatTable(
-    ['engine', 'workload', 'sent', 'ok', 'rejected', 'errors', 'retries', 'ok/s', 'p50 ms', 'p90 ms', 'p99 ms', 'max ms'],
-    phases.map((p) => [
-      p.engine, p.workload, String(p.counts.sent), String(p.counts.ok), String(sumValues(p.counts.rejected)),
-      String(sumValues(p.counts.errors)), String(p.counts.retries), fixed(p.throughputPerS, 0),
-      fixed(p.latency.p50Ms, 2), fixed(p.latency.p90Ms, 2), fixed(p.latency.p99Ms, 2), fixed(p.latency.maxMs, 1),
-    ]),
-  );
+function startOrName(t: Parsed['target']): Promise<Target> {
+  return t.kind === 'url'
+    ? Promise.resolve(remoteTarget(t.url, t.adminKey, t.databaseUrl, t.engine))
+    : startTarget({ start: t.start, engine: t.engine, keepDb: t.keepDb, serverEnv: t.serverEnv });
 }
 
-/** Runs the checker on the target's database; undefined when there is none to read. */
-export async function checkTarget(target: Target, requests: string | undefined, settleMs: number): Promise<CheckReport | undefined> {
-  const handle = await target.openDatabase();
-  if (!handle) return undefined;
-  // Bounded like everything else: a checker query that runs away must not hang the run.
-  const pool = new pg.Pool({ connectionString: handle.url, max: handle.maxConnections, statement_timeout: 300_000 });
-  try {
-    // A stopped server settles nothing: waiting for its transfers in flight would be in vain.
-    const settleTimeoutMs = handle.serverRunning ? settleMs : 0;
-    const r = await check(pool, { ...(requests ? { requests } : {}), settleTimeoutMs, engine: target.engine === 'baseline' ? 'baseline' : 'auto' });
-    process.stdout.write(`${formatResult(r)}\n`);
-    return { engine: target.engine, ok: r.ok, failures: r.failures, notes: r.notes, stats: r.stats };
-  } finally {
-    await pool.end();
-    await handle.close();
-  }
+function announce(ui: Progress, o: Parsed, run: string, target: Target): void {
+  ui.note(`loadtest ${run}: ${target.engine} at ${target.url}, ${target.describe}`);
+  ui.note(`workload: ${o.spec.accounts} accounts in ${o.spec.currencies.join(',')}, mix ${describeMix(o.spec.mix)}, skew ${describeSkew(o.spec.skew)}, seed ${o.seed}`);
+  ui.note(`load: ${describeLoad(o.load)}, ${o.durationS} s measured${o.warmupS ? ` after ${o.warmupS} s warm-up` : ''}`);
 }
 
-export async function loadtest(argv: string[]): Promise<number> {
-  let o: Parsed | 'help';
-  try {
-    o = parseLoadtestArgs(argv);
-  } catch (err) {
-    if (err instanceof UsageError) {
-      process.stderr.write(`${err.message}\n\n${USAGE}`);
-      return 2;
-    }
-    throw err;
-  }
-  if (o === 'help') {
-    process.stdout.write(USAGE);
-    return 0;
-  }
-  const ui = progress();
+function runReport(o: Parsed, argv: string[], run: string, target: Target, s: SetupResult, log: RequestLog, phase: PhaseReport): RunReport {
+  return {
+    kind: 'loadtest',
+    title: `geopay loadtest: ${target.engine}, ${o.name}, ${describeLoad(o.load)}`,
+    createdAt: new Date().toISOString(),
+    command: `npm run loadtest -- ${argv.join(' ')}`,
+    environment: environment(),
+    settings: {
+      run, target: target.url, engine: target.engine, database: target.describe, seed: o.seed, accounts: o.spec.accounts,
+      currencies: o.spec.currencies.join(','), mix: describeMix(o.spec.mix), skew: describeSkew(o.spec.skew), maxAmount: o.spec.maxAmount,
+      funding: o.spec.fundingMinor.toString(), overdraft: o.spec.overdraftMinor.toString(), load: describeLoad(o.load),
+      durationS: o.durationS, warmupS: o.warmupS, connections: o.connections, timeoutMs: o.timeoutMs, retries: o.retries,
+      setupSeconds: Number(s.seconds.toFixed(2)), requestLog: log.path, requestLogLines: log.written,
+    },
+    phases: [phase],
+    checks: [],
+    remarks: [],
+  };
+}
+
+async function runLoadtest(o: Parsed, argv: string[], ui: Progress): Promise<number> {
   const run = `lt${Date.now().toString(36)}${randomBytes(3).toString('hex')}`;
   await mkdir(o.out, { recursive: true });
   const log = new RequestLog(join(o.out, 'requests.ndjson'));
   const remarks: string[] = [];
-  let target: Target | undefined;
-  let client: LoadClient | undefined;
-  let finished = false;
-  let offInterrupt: (() => void) | undefined;
-  try {
-    const t = o.target;
-    target = t.kind === 'url'
-      ? remoteTarget(t.url, t.adminKey, t.databaseUrl, t.engine)
-      : await startTarget({ start: t.start, engine: t.engine, keepDb: t.keepDb, serverEnv: t.serverEnv });
-    const running = target;
-    offInterrupt = onInterrupt(() => running.stop());
-    void running.server?.exited.then((code) => {
-      if (finished || isInterrupted()) return;
-      const msg = `the server exited during the run (code ${String(code)})`;
-      remarks.push(msg);
-      ui.note(`${msg}\n${running.server?.output() ?? ''}`);
-    });
-    ui.note(`loadtest ${run}: ${target.engine} at ${target.url}, ${target.describe}`);
-    ui.note(`workload: ${o.spec.accounts} accounts in ${o.spec.currencies.join(',')}, mix ${describeMix(o.spec.mix)}, skew ${describeSkew(o.spec.skew)}, seed ${o.seed}`);
-    ui.note(`load: ${describeLoad(o.load)}, ${o.durationS} s measured${o.warmupS ? ` after ${o.warmupS} s warm-up` : ''}`);
-
-    client = new LoadClient({ url: target.url, connections: o.connections, timeoutMs: o.timeoutMs, retries: o.retries, log, run, engine: target.engine });
+  return withSession({
+    target: () => startOrName(o.target),
+    client: { connections: o.connections, timeoutMs: o.timeoutMs, retries: o.retries, run },
+    log,
+    onServerExit: (message, output) => {
+      remarks.push(message);
+      ui.note(`${message}\n${output}`);
+    },
+    onError: (err, serverOutput) => {
+      process.stderr.write(`loadtest failed: ${err instanceof Error ? err.message : String(err)}\n`);
+      if (serverOutput !== undefined) process.stderr.write(`--- server output tail ---\n${serverOutput}\n`);
+      return 2;
+    },
+  }, async ({ target, client, endLoad }) => {
+    announce(ui, o, run, target);
     const s = await setup(client, {
       adminKey: target.adminKey, run, spec: o.spec, concurrency: Math.min(64, o.connections), liftRateLimits: o.liftRateLimits, onProgress: (m) => ui.note(`setup: ${m}`),
     });
     ui.note(`setup: ${o.spec.accounts} accounts and ${o.spec.currencies.length} merchant(s) ready in ${s.seconds.toFixed(1)} s`);
-
     const phase = await workloadPhase({
       client, engine: target.engine, load: o.load, durationS: o.durationS, warmupS: o.warmupS, maxInFlight: o.maxInFlight,
       progress: ui, name: o.name, run, spec: o.spec, setup: s, seed: o.seed,
     });
-    finished = true;
-    await client.close();
-    await log.close();
+    await endLoad();
     ui.note(`\n${phaseSummary([phase])}`);
     if (phase.sendLag && phase.sendLag.p99Ms > 10) {
       remarks.push(`the client sent requests late (send lag p99 ${phase.sendLag.p99Ms} ms): it was itself a bottleneck, latencies include its delay`);
     }
-    const errors = sumValues(phase.counts.errors);
-    if (errors > 0) ui.note(`errors: ${Object.entries(phase.counts.errors).map(([k, n]) => `${k} ×${n}`).join(', ')}`);
+    if (sumValues(phase.counts.errors) > 0) ui.note(`errors: ${Object.entries(phase.counts.errors).map(([k, n]) => `${k} ×${n}`).join(', ')}`);
 
     const checked = await checkTarget(target, log.path, o.settleMs);
     if (!checked) remarks.push('ledger not checked: no --database-url');
-    const report: RunReport = {
-      kind: 'loadtest',
-      title: `geopay loadtest: ${target.engine}, ${o.name}, ${describeLoad(o.load)}`,
-      createdAt: new Date().toISOString(),
-      command: `npm run loadtest -- ${argv.join(' ')}`,
-      environment: environment(),
-      settings: {
-        run, target: target.url, engine: target.engine, database: target.describe, seed: o.seed, accounts: o.spec.accounts,
-        currencies: o.spec.currencies.join(','), mix: describeMix(o.spec.mix), skew: describeSkew(o.spec.skew), maxAmount: o.spec.maxAmount,
-        funding: o.spec.fundingMinor.toString(), overdraft: o.spec.overdraftMinor.toString(), load: describeLoad(o.load),
-        durationS: o.durationS, warmupS: o.warmupS, connections: o.connections, timeoutMs: o.timeoutMs, retries: o.retries,
-        setupSeconds: Number(s.seconds.toFixed(2)), requestLog: log.path, requestLogLines: log.written,
-      },
-      phases: [phase],
-      checks: checked ? [checked] : [],
-      remarks,
-    };
-    const written = await writeReport(o.out, report, { png: o.png });
-    ui.note(`report: ${written.html}${written.png ? `\n        ${written.png}` : written.pngError ? ` (no PNG: ${written.pngError})` : ''}\nresults: ${written.json}\nrequests: ${log.path}`);
+    const report = { ...runReport(o, argv, run, target, s, log, phase), checks: checked ? [checked] : [], remarks };
+    ui.note(`${describeWritten(await writeReport(o.out, report, { png: o.png }))}\nrequests: ${log.path}`);
     if (phase.counts.ok === 0) {
       ui.note('FAIL: no request succeeded');
       return 1;
     }
     return checked && !checked.ok ? 1 : 0;
-  } catch (err) {
-    finished = true;
-    process.stderr.write(`loadtest failed: ${err instanceof Error ? err.message : String(err)}\n`);
-    if (target?.server) process.stderr.write(`--- server output tail ---\n${target.server.output()}\n`);
-    return 2;
-  } finally {
-    finished = true;
-    await client?.destroy();
-    await log.close().catch(() => undefined);
-    await target?.stop();
-    offInterrupt?.();
-  }
+  });
+}
+
+export function loadtest(argv: string[]): Promise<number> {
+  return withOptions(USAGE, () => parseLoadtestArgs(argv), (o) => runLoadtest(o, argv, progress()));
 }
 
 if (isMain(import.meta.url)) runMain(() => loadtest(process.argv.slice(2)));

@@ -3,10 +3,9 @@
 // drops). Ctrl-C (SIGINT) or SIGTERM stops exactly what it started: the nodes (drained), the
 // Redis masters, the database it created. bench/cluster.ts starts the same cluster from here.
 import { randomBytes } from 'node:crypto';
-import { realpathSync } from 'node:fs';
-import { resolve } from 'node:path';
-import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
+import { isMain } from '../bench/lib/main.ts';
+import { formatTable } from '../bench/lib/table.ts';
 import { createTestDatabase } from '../test/helpers/db.ts';
 import { startCluster, startRedisMasters, type LocalCluster, type RedisMasters } from '../test/helpers/cluster.ts';
 
@@ -79,6 +78,22 @@ const usage = `npm run cluster -- [--regions eu=2,us=2,ap=2] [--masters 3] [--le
 Uses DATABASE_URL if set (kept), else creates a database on the local PostgreSQL (dropped at exit).
 ADMIN_API_KEY, if set, is installed as the admin key; other variables (LOG_LEVEL, ...) reach the nodes.`;
 
+/** What was started, and how to reach it. */
+function printCluster(r: RunningCluster): void {
+  console.log(`geopay cluster: ${r.cluster.nodes.length} nodes in ${r.cluster.regions.length} regions, ${r.redis.urls.length} Redis masters`);
+  console.log('');
+  const order = (n: { region: string; nodeId: string }): string => `${r.cluster.regions.indexOf(n.region)}/${n.nodeId}`;
+  const rows = [...r.cluster.nodes].sort((a, b) => order(a).localeCompare(order(b))).map((n) => [n.nodeId, n.region, n.url, String(n.pid)]);
+  console.log(formatTable(['node', 'region', 'url', 'pid'], rows, { labelColumns: 3 }));
+  console.log('');
+  console.log(`redis:     ${r.redis.urls.join(',')} (pids ${r.redis.urls.map((_, i) => r.redis.pid(i)).join(', ')})`);
+  console.log(`database:  ${r.databaseUrl}${r.createdDatabase ? ' (created; dropped at exit)' : ' (DATABASE_URL; kept)'}`);
+  console.log(`admin key: ${r.adminKey}`);
+  console.log('');
+  console.log(`try:       curl -s -H "authorization: Bearer ${r.adminKey}" ${r.cluster.nodes[0]!.url}/v1/cluster`);
+  console.log('Ctrl-C stops everything.');
+}
+
 async function main(): Promise<number> {
   const { values } = parseArgs({
     options: {
@@ -131,22 +146,7 @@ async function main(): Promise<number> {
   running = startLocalCluster(opts);
   const r = await running;
   if (signals > 0) return 0;
-  console.log(`geopay cluster: ${r.cluster.nodes.length} nodes in ${r.cluster.regions.length} regions, ${r.redis.urls.length} Redis masters`);
-  console.log('');
-  const order = (n: { region: string; nodeId: string }): string => `${r.cluster.regions.indexOf(n.region)}/${n.nodeId}`;
-  const rows = [...r.cluster.nodes].sort((a, b) => order(a).localeCompare(order(b))).map((n) => [n.nodeId, n.region, n.url, String(n.pid)]);
-  const header = ['node', 'region', 'url', 'pid'];
-  const widths = header.map((h, i) => Math.max(h.length, ...rows.map((row) => row[i]!.length)));
-  const line = (cells: string[]): string => cells.map((c, i) => c.padEnd(widths[i]!)).join('  ');
-  console.log(line(header));
-  for (const row of rows) console.log(line(row));
-  console.log('');
-  console.log(`redis:     ${r.redis.urls.join(',')} (pids ${r.redis.urls.map((_, i) => r.redis.pid(i)).join(', ')})`);
-  console.log(`database:  ${r.databaseUrl}${r.createdDatabase ? ' (created; dropped at exit)' : ' (DATABASE_URL; kept)'}`);
-  console.log(`admin key: ${r.adminKey}`);
-  console.log('');
-  console.log(`try:       curl -s -H "authorization: Bearer ${r.adminKey}" ${r.cluster.nodes[0]!.url}/v1/cluster`);
-  console.log('Ctrl-C stops everything.');
+  printCluster(r);
   for (const n of r.cluster.nodes) {
     void n.exited.then((code) => {
       if (signals === 0) console.error(`node ${n.nodeId} (pid ${n.pid}) exited with ${String(code)}:\n${n.output()}`);
@@ -154,16 +154,6 @@ async function main(): Promise<number> {
   }
   // The children and the signal handlers keep the process alive until a signal comes.
   return new Promise<number>(() => undefined);
-}
-
-function isMain(moduleUrl: string): boolean {
-  const entry = process.argv[1];
-  if (entry === undefined) return false;
-  try {
-    return realpathSync(resolve(entry)) === realpathSync(fileURLToPath(moduleUrl));
-  } catch {
-    return false;
-  }
 }
 
 if (isMain(import.meta.url)) {

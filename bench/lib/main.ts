@@ -1,8 +1,10 @@
-// Whether a module is the program node was asked to run, so one file can be both a CLI and
-// an importable module (the checker is both). Paths are compared after resolving symlinks.
+// How a bench (or the checker, or `npm run cluster`) runs as a program: whether a module is
+// the one node was asked to run, so one file can be both a CLI and an importable module
+// (paths compared after resolving symlinks); exit codes; clean-up on Ctrl-C or SIGTERM.
 import { realpathSync } from 'node:fs';
 import { resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { parseBenchDuration, UsageError } from './options.ts';
 
 export function isMain(moduleUrl: string): boolean {
   const entry = process.argv[1];
@@ -51,4 +53,29 @@ export function runMain(main: () => Promise<number>): void {
       process.exitCode = 2;
     },
   );
+}
+
+/**
+ * Parses a CLI's options and runs it: --help prints the usage (exit 0), a UsageError prints
+ * its message and the usage (exit 2); anything else thrown is a crash, for runMain.
+ */
+export async function withOptions<O>(usage: string, parse: () => O | 'help', main: (o: O) => Promise<number>): Promise<number> {
+  let o: O | 'help';
+  try {
+    o = parse();
+  } catch (err) {
+    if (!(err instanceof UsageError)) throw err;
+    process.stderr.write(`${err.message}\n\n${usage}`);
+    return 2;
+  }
+  if (o === 'help') {
+    process.stdout.write(usage);
+    return 0;
+  }
+  return main(o);
+}
+
+/** runMain for the fixed benches (core, batch, cluster), whose one option is `--duration S` (see parseBenchDuration). */
+export function runBench(usage: string, defaultS: number, main: (durationS: number) => Promise<number>): void {
+  runMain(() => withOptions(usage, () => parseBenchDuration(process.argv.slice(2), process.env.BENCH_SECONDS, defaultS), main));
 }

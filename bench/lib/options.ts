@@ -1,6 +1,8 @@
 // The load-test vocabulary and its command-line spellings: workload (accounts, currencies,
 // operation mix, skew, amounts) and load shape (open loop at a rate with an optional spike,
 // or closed loop with a number of clients). Parsers throw UsageError with the bad spelling.
+import { randomInt } from 'node:crypto';
+import { parseArgs } from 'node:util';
 
 export class UsageError extends Error {}
 
@@ -51,6 +53,36 @@ export function parsePositiveInt(raw: string, what: string): number {
 
 export function parsePositive(raw: string, what: string): number {
   return posNumber(raw, what);
+}
+
+/**
+ * The fixed benches (core, batch, cluster) run set workloads; their one command-line knob is
+ * the measured seconds per workload: `--duration S`, else BENCH_SECONDS (the spelling
+ * docs/tradeoffs.md uses), else the bench's default.
+ */
+export function parseBenchDuration(argv: string[], fromEnv: string | undefined, defaultS: number): number | 'help' {
+  let v;
+  try {
+    v = parseArgs({ args: argv, options: { duration: { type: 'string' }, help: { type: 'boolean', short: 'h' } }, strict: true }).values;
+  } catch (err) {
+    throw new UsageError((err as Error).message);
+  }
+  if (v.help) return 'help';
+  if (v.duration !== undefined) return parsePositive(v.duration, '--duration');
+  return fromEnv !== undefined && fromEnv !== '' ? parsePositive(fromEnv, 'BENCH_SECONDS') : defaultS;
+}
+
+/** A run's seed: the one given, else a random one (printed by the run, so it can be replayed). */
+export function parseSeed(raw: string | undefined): number {
+  const seed = raw !== undefined ? Number(raw) : randomInt(2 ** 31);
+  if (!Number.isSafeInteger(seed) || seed < 0) throw new UsageError(`--seed must be a non-negative integer, got "${raw}"`);
+  return seed;
+}
+
+export function parseNonNegative(raw: string, what: string): number {
+  const v = Number(raw);
+  if (raw.trim() === '' || !Number.isFinite(v) || v < 0) throw new UsageError(`${what} must be >= 0, got "${raw}"`);
+  return v;
 }
 
 export function parseMinor(raw: string, what: string): bigint {

@@ -1,18 +1,18 @@
-// The measured phases shared by `loadtest` and `compare`: a workload phase (payments from the
-// seeded stream, each with its own idempotency key) and the HTTP ceiling (GET /healthz on the
-// same server with the same client), each summarised into a PhaseReport.
-import type { LoadClient } from './client.ts';
+// The measured phases of every bench, all run by the one runner (drivers.ts) and summarised
+// into a PhaseReport: a workload phase (payments from the seeded stream, each with its own
+// idempotency key), plain transfers between accounts a bench picks (core, cluster), any other
+// job a bench builds (batch), and the HTTP ceiling (GET /healthz, same server and client).
+import { randomUUID } from 'node:crypto';
+import { classify, type LoadClient } from './client.ts';
 import { runPhase, type Job, type PhaseRun } from './drivers.ts';
 import { describeLoad, describeMix, describeSkew, type LoadShape, type WorkloadSpec } from './options.ts';
 import type { Progress } from './progress.ts';
 import type { PhaseReport } from './report.ts';
 import type { SetupResult } from './setup.ts';
 import { histogramData, summarize, type Outcome } from './stats.ts';
-import { classify } from './client.ts';
 import { Workload } from './workload.ts';
 
 export interface PhaseCommon {
-  client: LoadClient;
   engine: string;
   load: LoadShape;
   durationS: number;
@@ -40,20 +40,25 @@ export function toReport(run: PhaseRun, meta: { engine: string; workload: string
   };
 }
 
-async function tracked(common: PhaseCommon, label: string, next: () => Job, name: string): Promise<PhaseRun> {
+/** Runs one phase of `next`'s jobs under the progress line, and summarises it. */
+export async function measurePhase(
+  common: PhaseCommon, name: string, next: () => Job, meta: { mix?: string; skew?: string } = {},
+): Promise<PhaseReport> {
   let stop: (() => void) | undefined;
+  let run: PhaseRun;
   try {
-    return await runPhase({
+    run = await runPhase({
       name, load: common.load, durationS: common.durationS, warmupS: common.warmupS, maxInFlight: common.maxInFlight, next,
-      onMeasure: (stats) => { stop = common.progress.track(label, stats, common.durationS); },
+      onMeasure: (stats) => { stop = common.progress.track(`${common.engine} ${name}`, stats, common.durationS); },
     });
   } finally {
     stop?.();
   }
+  return toReport(run, { engine: common.engine, workload: name, load: common.load, ...meta });
 }
 
 export async function workloadPhase(
-  common: PhaseCommon & { name: string; run: string; spec: WorkloadSpec; setup: SetupResult; seed: number },
+  common: PhaseCommon & { client: LoadClient; name: string; run: string; spec: WorkloadSpec; setup: SetupResult; seed: number },
 ): Promise<PhaseReport> {
   const workload = new Workload(common.spec, common.setup.accounts, common.seed);
   const { tenantId, tenantKey } = common.setup;
@@ -73,14 +78,11 @@ export async function workloadPhase(
       },
     };
   };
-  const run = await tracked(common, `${common.engine} ${common.name}`, next, common.name);
-  return toReport(run, {
-    engine: common.engine, workload: common.name, load: common.load, mix: describeMix(common.spec.mix), skew: describeSkew(common.spec.skew),
-  });
+  return measurePhase(common, common.name, next, { mix: describeMix(common.spec.mix), skew: describeSkew(common.spec.skew) });
 }
 
 /** What the server and client manage when the handler does nothing: the bound on any route. */
-export async function ceilingPhase(common: PhaseCommon): Promise<PhaseReport> {
+export async function ceilingPhase(common: PhaseCommon & { client: LoadClient }): Promise<PhaseReport> {
   const next = (): Job => ({
     op: 'healthz',
     send: async (): Promise<Outcome> => {
@@ -88,6 +90,47 @@ export async function ceilingPhase(common: PhaseCommon): Promise<PhaseReport> {
       return classify(r.status, r.answer, r.error);
     },
   });
-  const run = await tracked(common, `${common.engine} ceiling`, next, 'ceiling');
-  return toReport(run, { engine: common.engine, workload: 'ceiling', load: common.load });
+  return measurePhase(common, 'ceiling', next);
+}
+
+/** One of `xs` at random: Math.random, since the fixed benches' workloads need no replay (loadtest's do, and are seeded). */
+export const pickFrom = <T>(xs: readonly T[]): T => xs[Math.floor(Math.random() * xs.length)]!;
+
+/** Two different accounts of `accounts` at random: the uniform workload of core, batch and cluster. */
+export function anyTwo(accounts: readonly string[]): () => [string, string] {
+  return () => {
+    const source = pickFrom(accounts);
+    let destination = pickFrom(accounts);
+    while (destination === source) destination = pickFrom(accounts);
+    return [source, destination];
+  };
+}
+
+export interface TransferJobs {
+  /** Each request goes to the next client in turn: a cluster bench spreads its load over every node. */
+  clients: readonly LoadClient[];
+  tenantId: string;
+  tenantKey: string;
+  currency: string;
+  /** Amounts are uniform in 1..maxAmountMinor. */
+  maxAmountMinor: number;
+  /** The source and destination of the next transfer: the workload. */
+  pickPair(): [string, string];
+}
+
+/** Jobs of one POST /v1/transfers each, with a key of its own, between the accounts `pickPair` names. */
+export function transferJobs(o: TransferJobs): () => Job {
+  let n = 0;
+  return () => {
+    const client = o.clients[n++ % o.clients.length]!;
+    const [sourceAccountId, destinationAccountId] = o.pickPair();
+    const amount = String(1 + Math.floor(Math.random() * o.maxAmountMinor));
+    const body = { sourceAccountId, destinationAccountId, amount, currency: o.currency };
+    const key = randomUUID();
+    return {
+      op: 'transfer',
+      send: async (phase, onRetry) =>
+        (await client.post({ op: 'transfer', path: '/v1/transfers', body, key, bearer: o.tenantKey, tenant: o.tenantId, phase }, onRetry)).outcome,
+    };
+  };
 }

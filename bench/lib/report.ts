@@ -237,6 +237,12 @@ export interface WrittenReport {
   pngError?: string;
 }
 
+/** Where the report went, as loadtest and compare print it. */
+export function describeWritten(written: WrittenReport): string {
+  const png = written.png ? `\n        ${written.png}` : written.pngError ? ` (no PNG: ${written.pngError})` : '';
+  return `report: ${written.html}${png}\nresults: ${written.json}`;
+}
+
 /** Writes results.json, report.html and (unless the browser fails) report.png into `dir`. */
 export async function writeReport(dir: string, r: RunReport, opts: { png?: boolean } = {}): Promise<WrittenReport> {
   const json = join(dir, 'results.json');

@@ -14,8 +14,11 @@ function newHistogram(): Int32Histogram {
 }
 
 export type Outcome =
-  /** 201/202 for POSTs, 200 for probes. */
-  | { kind: 'ok'; status: number }
+  /**
+   * 201/202 for POSTs, 200 for probes. `items`: an answer that carries several payments (a
+   * batch) counts as that many ok, so throughput stays payments per second; 1 when absent.
+   */
+  | { kind: 'ok'; status: number; items?: number }
   /** A business answer (4xx with a code, e.g. insufficient_funds): valid, but nothing moved. */
   | { kind: 'rejected'; code: string }
   /** No acceptable answer after the retries: 5xx, timeout, connection error, unexpected 4xx. */
@@ -56,6 +59,7 @@ export interface HistogramData {
 
 export interface PhaseCounts {
   sent: number;
+  /** Successful answers; a batch answer counts its successful items. */
   ok: number;
   /** 201 (settled when answered). */
   settled: number;
@@ -209,12 +213,13 @@ export class PhaseStats {
         const us = Math.min(Math.max(1, Math.round(latencyUs)), MAX_LATENCY_US);
         this.latency.recordValue(us);
         if (!this.closed) this.interval.recordValue(us);
-        this.counts.ok++;
+        const items = outcome.items ?? 1;
+        this.counts.ok += items;
         if (!this.closed) {
-          this.cur.ok++;
-          this.okInWindow++;
+          this.cur.ok += items;
+          this.okInWindow += items;
         }
-        (this.counts.byOp[op] ??= { sent: 0, ok: 0 }).ok++;
+        (this.counts.byOp[op] ??= { sent: 0, ok: 0 }).ok += items;
         if (outcome.status === 201) this.counts.settled++;
         if (outcome.status === 202) this.counts.accepted++;
         break;

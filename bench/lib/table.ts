@@ -1,9 +1,12 @@
-// Plain-text tables for the terminal summary: left-aligned first column, numbers right-aligned.
+// Plain-text tables for the terminal: every bench and `npm run cluster` print through
+// formatTable, so columns line up the same way everywhere. Labels (the leading columns) are
+// left-aligned, numbers right-aligned so their digits line up.
 
-export function formatTable(header: string[], rows: string[][]): string {
+export function formatTable(header: string[], rows: string[][], opts: { labelColumns?: number } = {}): string {
+  const labels = opts.labelColumns ?? 1;
   const widths = header.map((h, i) => Math.max(h.length, ...rows.map((r) => (r[i] ?? '').length)));
   const line = (cells: string[]): string =>
-    cells.map((c, i) => (i === 0 ? c.padEnd(widths[i]!) : c.padStart(widths[i]!))).join('  ').trimEnd();
+    cells.map((c, i) => (i < labels ? c.padEnd(widths[i]!) : c.padStart(widths[i]!))).join('  ').trimEnd();
   return [line(header), widths.map((w) => '-'.repeat(w)).join('  '), ...rows.map(line)].join('\n');
 }
 

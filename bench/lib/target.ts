@@ -120,3 +120,9 @@ export function remoteTarget(url: string, adminKey: string, databaseUrl: string 
     stop: async () => undefined,
   };
 }
+
+/** The server's Prometheus metrics, read once: a lookup by name without the `geopay_` prefix (NaN when absent). */
+export async function readMetrics(url: string): Promise<(name: string) => number> {
+  const text = await (await fetch(`${url}/metrics`)).text();
+  return (name) => Number(new RegExp(`^geopay_${name} (\\S+)$`, 'm').exec(text)?.[1] ?? Number.NaN);
+}
