@@ -14,7 +14,7 @@ import { send, toAnswer, transferAnswer } from '../http/answer.ts';
 import { rejectionAnswer } from '../http/errors.ts';
 import type { OpenAccountBody } from '../http/requests.ts';
 import { moneyBody, moneySchema, openAccountSchema, parseMoney, parseOpenAccount } from '../http/requests.ts';
-import { errorResponses, idParams, idString } from '../http/schemas.ts';
+import { idParams, idString } from '../http/schemas.ts';
 import { BaselineEngine } from './engine.ts';
 
 /** Attempts of one request's transaction when PostgreSQL aborts it for a deadlock or serialization failure. */
@@ -57,7 +57,7 @@ function accountRoutes(app: FastifyInstance, ctx: Ctx, engine: BaselineEngine): 
   });
 
   app.get('/v1/accounts/:id', {
-    schema: { tags: ['accounts'], params: idParams, response: { 200: { $ref: 'Account#' }, ...errorResponses } },
+    schema: { tags: ['accounts'], params: idParams, response: { 200: { $ref: 'Account#' } } },
   }, async (req) => engine.getAccount(tenantOf(req), customerId((req.params as { id: string }).id)));
 }
 
@@ -83,7 +83,7 @@ function moneyRoutes(app: FastifyInstance, engine: BaselineEngine): void {
   }
 
   app.get('/v1/transfers/:id', {
-    schema: { tags: ['money'], params: idParams, response: { 200: { $ref: 'Transfer#' }, ...errorResponses } },
+    schema: { tags: ['money'], params: idParams, response: { 200: { $ref: 'Transfer#' } } },
   }, async (req) => {
     const tenantId = tenantOf(req);
     const id = parseTransferId((req.params as { id: string }).id);

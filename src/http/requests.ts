@@ -6,7 +6,7 @@ import { parseRegion } from '../domain/ids.ts';
 import type { Currency } from '../domain/money.ts';
 import { parseAmount, parseCurrency, parseNonNegativeAmount } from '../domain/money.ts';
 import { GeopayError } from '../domain/errors.ts';
-import { amountString, currencyCode, errorResponses, idempotencyHeader, metadata } from './schemas.ts';
+import { amountString, currencyCode, idParams, idempotencyHeader, metadata } from './schemas.ts';
 
 /** A body that moves money: `fields` plus amount, currency and metadata. */
 export const moneyBody = (fields: Record<string, unknown>, required: string[]) => ({
@@ -17,7 +17,14 @@ export const moneyBody = (fields: Record<string, unknown>, required: string[]) =
 /** A route that creates a transfer: 201 settled, 202 in flight. */
 export const moneySchema = (body: object) => ({
   tags: ['money'], headers: idempotencyHeader, body,
-  response: { 201: { $ref: 'Transfer#' }, 202: { $ref: 'Transfer#' }, ...errorResponses },
+  response: { 201: { $ref: 'Transfer#' }, 202: { $ref: 'Transfer#' } },
+});
+
+/** A body that moves part of an existing resource (a capture, a refund): all that is left when no amount is given. */
+export const partialMoneySchema = (tag: string) => ({
+  tags: [tag], params: idParams, headers: idempotencyHeader,
+  body: { type: 'object', additionalProperties: false, properties: { amount: amountString, metadata } },
+  response: { 201: { $ref: 'Transfer#' }, 202: { $ref: 'Transfer#' } },
 });
 
 export const openAccountSchema = {
@@ -26,7 +33,7 @@ export const openAccountSchema = {
     type: 'object', additionalProperties: false, required: ['currency'],
     properties: { currency: currencyCode, overdraftLimit: amountString, metadata, region: { type: 'string', maxLength: 16 } },
   },
-  response: { 201: { $ref: 'Account#' }, ...errorResponses },
+  response: { 201: { $ref: 'Account#' } },
 };
 
 export function parseMoney(body: { amount: string; currency: string }): { amount: bigint; currency: Currency } {

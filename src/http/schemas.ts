@@ -76,12 +76,6 @@ export const tenantSchema = {
   required: ['id', 'name', 'createdAt'],
 } as const;
 
-/**
- * Empty: the error responses of every documented route are written by src/http/openapi.ts from
- * its table, one per status with the codes behind it. Kept while route schemas still spread it.
- */
-export const errorResponses = {} as const;
-
 export const idempotencyHeader = {
   type: 'object',
   properties: { 'idempotency-key': { type: 'string', minLength: 1, maxLength: 255, pattern: '^[\\x21-\\x7E]+$' } },

@@ -7,7 +7,7 @@ import { idempotencyKey, tenantOf } from '../context.ts';
 import type { OpenAccountBody } from '../requests.ts';
 import { openAccountSchema, parseOpenAccount } from '../requests.ts';
 import { send, toAnswer } from '../answer.ts';
-import { errorResponses, idParams, idempotencyHeader } from '../schemas.ts';
+import { idParams, idempotencyHeader } from '../schemas.ts';
 
 const statementSchema = {
   tags: ['accounts'], params: idParams,
@@ -17,7 +17,6 @@ const statementSchema = {
   },
   response: {
     200: { type: 'object', properties: { data: { type: 'array', items: { $ref: 'Posting#' } }, nextCursor: { type: ['string', 'null'] } }, required: ['data', 'nextCursor'] },
-    ...errorResponses,
   },
 };
 
@@ -34,12 +33,12 @@ export function accountRoutes(app: FastifyInstance, ctx: Ctx): void {
   });
 
   app.get('/v1/accounts/:id', {
-    schema: { tags: ['accounts'], params: idParams, response: { 200: { $ref: 'Account#' }, ...errorResponses } },
+    schema: { tags: ['accounts'], params: idParams, response: { 200: { $ref: 'Account#' } } },
   }, async (req) => accounts.get(tenantOf(req), (req.params as { id: string }).id));
 
   for (const action of ['freeze', 'unfreeze', 'close'] as const) {
     app.post(`/v1/accounts/:id/${action}`, {
-      schema: { tags: ['accounts'], params: idParams, headers: idempotencyHeader, response: { 200: { $ref: 'Account#' }, ...errorResponses } },
+      schema: { tags: ['accounts'], params: idParams, headers: idempotencyHeader, response: { 200: { $ref: 'Account#' } } },
     }, async (req, reply) => {
       const tenantId = tenantOf(req);
       const key = idempotencyKey(req, false);

@@ -5,23 +5,22 @@ import { requestHash } from '../../payments/index.ts';
 import type { Ctx } from '../context.ts';
 import { idempotencyKey, requireAdmin } from '../context.ts';
 import { send, toAnswer } from '../answer.ts';
-import { errorResponses, idParams, idempotencyHeader } from '../schemas.ts';
+import { idParams, idempotencyHeader } from '../schemas.ts';
 
 const createTenantSchema = {
   tags: ['admin'], headers: idempotencyHeader,
   body: { type: 'object', additionalProperties: false, required: ['name'], properties: { name: { type: 'string', minLength: 1, maxLength: 200 } } },
-  response: { 201: { $ref: 'Tenant#' }, ...errorResponses },
+  response: { 201: { $ref: 'Tenant#' } },
 };
 
 const createKeySchema = {
   tags: ['admin'], params: idParams, headers: idempotencyHeader,
   response: {
     201: { type: 'object', properties: { id: { type: 'string' }, tenantId: { type: 'string' }, key: { type: 'string' } }, required: ['id', 'tenantId'] },
-    ...errorResponses,
   },
 };
 
-const openObject = { 200: { type: 'object', additionalProperties: true }, ...errorResponses };
+const openObject = { 200: { type: 'object', additionalProperties: true } };
 
 export function adminRoutes(app: FastifyInstance, ctx: Ctx): void {
   const { tenants, inspection } = ctx.payments;
@@ -34,7 +33,7 @@ export function adminRoutes(app: FastifyInstance, ctx: Ctx): void {
   });
 
   app.get('/v1/tenants', {
-    schema: { tags: ['admin'], response: { 200: { type: 'object', properties: { data: { type: 'array', items: { $ref: 'Tenant#' } } } }, ...errorResponses } },
+    schema: { tags: ['admin'], response: { 200: { type: 'object', properties: { data: { type: 'array', items: { $ref: 'Tenant#' } } } } } },
   }, async (req) => {
     requireAdmin(req);
     return { data: await tenants.list() };

@@ -7,7 +7,7 @@ import { requestHash } from '../../payments/index.ts';
 import type { Ctx } from '../context.ts';
 import { idempotencyKey, tenantOf } from '../context.ts';
 import { transferAnswer } from '../answer.ts';
-import { amountString, currencyCode, errorResponses, idempotencyHeader, idString, metadata } from '../schemas.ts';
+import { amountString, currencyCode, idempotencyHeader, idString, metadata } from '../schemas.ts';
 
 const batchSchema = (maxItems: number) => ({
   tags: ['money'], headers: idempotencyHeader,
@@ -39,7 +39,6 @@ const batchSchema = (maxItems: number) => ({
         },
       },
     },
-    ...errorResponses,
   },
 });
 

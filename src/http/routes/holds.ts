@@ -6,7 +6,8 @@ import { requestHash } from '../../payments/index.ts';
 import type { Ctx } from '../context.ts';
 import { idempotencyKey, tenantOf } from '../context.ts';
 import { send, toAnswer, transferAnswer } from '../answer.ts';
-import { amountString, currencyCode, errorResponses, idParams, idempotencyHeader, idString, metadata } from '../schemas.ts';
+import { partialMoneySchema } from '../requests.ts';
+import { amountString, currencyCode, idParams, idempotencyHeader, idString, metadata } from '../schemas.ts';
 
 type Metadata = Record<string, unknown>;
 interface AuthorizeBody { sourceAccountId: string; destinationAccountId: string; amount: string; currency: string; metadata?: Metadata; expiresInSeconds?: number; multiCapture?: boolean }
@@ -20,7 +21,7 @@ const authorizeSchema = {
       expiresInSeconds: { type: 'integer', minimum: 1 }, multiCapture: { type: 'boolean' },
     },
   },
-  response: { 201: { $ref: 'Hold#' }, ...errorResponses },
+  response: { 201: { $ref: 'Hold#' } },
 };
 
 export function holdRoutes(app: FastifyInstance, ctx: Ctx): void {
@@ -42,16 +43,10 @@ export function holdRoutes(app: FastifyInstance, ctx: Ctx): void {
   });
 
   app.get('/v1/holds/:id', {
-    schema: { tags: ['holds'], params: idParams, response: { 200: { $ref: 'Hold#' }, ...errorResponses } },
+    schema: { tags: ['holds'], params: idParams, response: { 200: { $ref: 'Hold#' } } },
   }, async (req) => holds.get(tenantOf(req), (req.params as { id: string }).id));
 
-  app.post('/v1/holds/:id/capture', {
-    schema: {
-      tags: ['holds'], params: idParams, headers: idempotencyHeader,
-      body: { type: 'object', additionalProperties: false, properties: { amount: amountString, metadata } },
-      response: { 201: { $ref: 'Transfer#' }, 202: { $ref: 'Transfer#' }, ...errorResponses },
-    },
-  }, async (req, reply) => {
+  app.post('/v1/holds/:id/capture', { schema: partialMoneySchema('holds') }, async (req, reply) => {
     const tenantId = tenantOf(req);
     const key = idempotencyKey(req, true);
     const body = (req.body ?? {}) as { amount?: string; metadata?: Metadata };
@@ -62,7 +57,7 @@ export function holdRoutes(app: FastifyInstance, ctx: Ctx): void {
   });
 
   app.post('/v1/holds/:id/void', {
-    schema: { tags: ['holds'], params: idParams, headers: idempotencyHeader, response: { 200: { $ref: 'Hold#' }, ...errorResponses } },
+    schema: { tags: ['holds'], params: idParams, headers: idempotencyHeader, response: { 200: { $ref: 'Hold#' } } },
   }, async (req, reply) => {
     const tenantId = tenantOf(req);
     const key = idempotencyKey(req, false);

@@ -5,8 +5,8 @@ import { requestHash } from '../../payments/index.ts';
 import type { Ctx } from '../context.ts';
 import { idempotencyKey, tenantOf } from '../context.ts';
 import { send, transferAnswer } from '../answer.ts';
-import { moneyBody, moneySchema, parseMoney } from '../requests.ts';
-import { amountString, errorResponses, idParams, idempotencyHeader, idString, metadata } from '../schemas.ts';
+import { moneyBody, moneySchema, parseMoney, partialMoneySchema } from '../requests.ts';
+import { idParams, idString } from '../schemas.ts';
 
 type Metadata = Record<string, unknown>;
 
@@ -38,13 +38,7 @@ export function transferRoutes(app: FastifyInstance, ctx: Ctx): void {
     });
   }
 
-  app.post('/v1/transfers/:id/refunds', {
-    schema: {
-      tags: ['money'], params: idParams, headers: idempotencyHeader,
-      body: { type: 'object', additionalProperties: false, properties: { amount: amountString, metadata } },
-      response: { 201: { $ref: 'Transfer#' }, 202: { $ref: 'Transfer#' }, ...errorResponses },
-    },
-  }, async (req, reply) => {
+  app.post('/v1/transfers/:id/refunds', { schema: partialMoneySchema('money') }, async (req, reply) => {
     const tenantId = tenantOf(req);
     const key = idempotencyKey(req, true);
     const transferId = (req.params as { id: string }).id;
@@ -54,6 +48,6 @@ export function transferRoutes(app: FastifyInstance, ctx: Ctx): void {
   });
 
   app.get('/v1/transfers/:id', {
-    schema: { tags: ['money'], params: idParams, response: { 200: { $ref: 'Transfer#' }, ...errorResponses } },
+    schema: { tags: ['money'], params: idParams, response: { 200: { $ref: 'Transfer#' } } },
   }, async (req) => transfers.get(tenantOf(req), (req.params as { id: string }).id));
 }
