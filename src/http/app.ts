@@ -3,7 +3,7 @@
 // routes are plugins the composition root hands in; this module imports none of them.
 import { randomUUID } from 'node:crypto';
 import Fastify from 'fastify';
-import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
+import type { FastifyBaseLogger, FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import swagger from '@fastify/swagger';
 import swaggerUi from '@fastify/swagger-ui';
 import type { ErrorCode } from '../domain/errors.ts';
@@ -20,8 +20,10 @@ const PUBLIC = /^\/(healthz|readyz|metrics|docs|internal)(\/|$|\?)/;
 const HEALTH = /^\/(healthz|readyz|metrics)(\/|$|\?)/;
 
 export async function buildApp(deps: Ctx, routes: Routes): Promise<FastifyInstance> {
+  // Widened to fastify's logger type, so the instance is the plain FastifyInstance routes take.
+  const logger: FastifyBaseLogger = deps.logger;
   const app = Fastify({
-    loggerInstance: deps.logger as unknown as import("fastify").FastifyBaseLogger,
+    loggerInstance: logger,
     bodyLimit: deps.config.bodyLimitBytes,
     requestTimeout: deps.config.requestTimeoutMs,
     genReqId: (req) => {
@@ -29,7 +31,7 @@ export async function buildApp(deps: Ctx, routes: Routes): Promise<FastifyInstan
       return typeof h === 'string' && /^[\w.-]{1,64}$/.test(h) ? h : randomUUID();
     },
     ajv: { customOptions: { coerceTypes: false, removeAdditional: false, allErrors: false } },
-    // Requests that arrive while the server closes are answered by the hook below, as
+    // Requests that arrive while the server closes are answered by requestHooks, as
     // problem+json with Retry-After like every other 503, not by fastify's own plain body.
     return503OnClosing: false,
   });
@@ -41,6 +43,37 @@ export async function buildApp(deps: Ctx, routes: Routes): Promise<FastifyInstan
   await app.register(swagger, swaggerOptions(deps.config));
   await app.register(swaggerUi, { routePrefix: '/docs' });
 
+  requestHooks(app, deps);
+
+  app.setErrorHandler((err: unknown, req: FastifyRequest, reply: FastifyReply) => {
+    const { code, detail, retryAfterS } = classify(err);
+    const status = statusOf(code);
+    // A 500 is our bug; a 503 is load or an outage, expected and answered: no stack per request.
+    if (status === 500) req.log.error({ err }, 'request failed');
+    else if (status >= 500) req.log.info({ code }, 'request answered unavailable');
+    if (retryAfterS !== undefined) reply.header('retry-after', String(retryAfterS));
+    void reply.code(status).type('application/problem+json').send(problem(code, detail));
+  });
+
+  app.setNotFoundHandler((_req, reply) => {
+    void reply.code(404).type('application/problem+json').send(problem('not_found'));
+  });
+
+  healthRoutes(app, deps);
+
+  for (const plugin of routes.root) await plugin(app, deps);
+
+  await app.register(async (scope) => {
+    // First, so it limits every /v1 route; its hook runs after authentication.
+    await registerRateLimit(scope, deps);
+    for (const plugin of routes.api) await plugin(scope, deps);
+  });
+
+  return app;
+}
+
+/** Every request: its id echoed, refused while closing, authenticated (outside the public paths), its JSON body checked. */
+function requestHooks(app: FastifyInstance, deps: Ctx): void {
   app.addHook('onSend', async (req, reply) => {
     reply.header('x-request-id', req.id);
   });
@@ -75,32 +108,6 @@ export async function buildApp(deps: Ctx, routes: Routes): Promise<FastifyInstan
     const body = req.body as { metadata?: unknown };
     if (typeof body === 'object' && body.metadata !== undefined) body.metadata = jsonbOrder(body.metadata);
   });
-
-  app.setErrorHandler((err: unknown, req: FastifyRequest, reply: FastifyReply) => {
-    const { code, detail, retryAfterS } = classify(err);
-    const status = statusOf(code);
-    // A 500 is our bug; a 503 is load or an outage, expected and answered: no stack per request.
-    if (status === 500) req.log.error({ err }, 'request failed');
-    else if (status >= 500) req.log.info({ code }, 'request answered unavailable');
-    if (retryAfterS !== undefined) reply.header('retry-after', String(retryAfterS));
-    void reply.code(status).type('application/problem+json').send(problem(code, detail));
-  });
-
-  app.setNotFoundHandler((_req, reply) => {
-    void reply.code(404).type('application/problem+json').send(problem('not_found'));
-  });
-
-  healthRoutes(app, deps);
-
-  for (const plugin of routes.root) await plugin(app, deps);
-
-  await app.register(async (scope) => {
-    // First, so it limits every /v1 route; its hook runs after authentication.
-    await registerRateLimit(scope, deps);
-    for (const plugin of routes.api) await plugin(scope, deps);
-  });
-
-  return app;
 }
 
 /** Liveness, readiness and the metrics, outside the tenant API. */
