@@ -35,6 +35,7 @@ async function main(): Promise<void> {
   const node = await starting;
   if (signalled) return;
   process.stdout.write(`geopay listening on ${node.url}\n`);
+  if (node.internalUrl) process.stdout.write(`node-to-node listener on ${node.internalUrl}\n`);
   process.stdout.write(cfg.databaseUrl ? 'database: DATABASE_URL\n' : `database: embedded PGlite in ${cfg.dataDir}\n`);
   if (node.createdAdminKey) {
     process.stdout.write(`admin key (shown once, store it now): ${node.createdAdminKey}\n`);
@@ -42,6 +43,12 @@ async function main(): Promise<void> {
 }
 
 main().catch((err: unknown) => {
+  // A setting the database refuses (SHARD_BUCKETS against the pinned shard map) is a
+  // configuration error like any other: one line, exit code 2, no stack.
+  if (err instanceof ConfigError) {
+    process.stderr.write(`${err.message}\n`);
+    process.exit(2);
+  }
   process.stderr.write(`geopay failed to start: ${err instanceof Error ? err.stack : String(err)}\n`);
   process.exit(1);
 });

@@ -1,13 +1,16 @@
 // One geopay node, assembled: config -> PostgreSQL (or the embedded PGlite) -> migrations ->
 // shard ownership -> account actors and relay -> HTTP. main.ts runs it as a process; tests
 // run it in-process against their own database.
+import assert from 'node:assert/strict';
 import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import type { FastifyInstance } from 'fastify';
 import pino from 'pino';
 import type { Logger } from 'pino';
 import type { Config } from '../config/settings.ts';
+import { ConfigError } from '../config/settings.ts';
 import { createPool, migrate } from './persistence/db.ts';
+import { pinShardBuckets, shardMapRefusal } from './persistence/shard-map.ts';
 import type { Pool } from './persistence/db.ts';
 import type { CommitObserver } from './persistence/journal.ts';
 import { makeRepositories } from './persistence/repositories.ts';
@@ -22,13 +25,15 @@ import { ClusterOwnership } from './cluster/cluster-ownership.ts';
 import { LeaseKeeper } from './cluster/leases.ts';
 import { Membership } from './cluster/membership.ts';
 import { Forwarder } from './cluster/forward.ts';
-import type { AccountId } from './domain/ids.ts';
 import { AccountRegistry } from './actors/registry.ts';
 import { GroupWriter } from './persistence/writer.ts';
 import { Relay } from './payments/relay.ts';
 import { buildPayments } from './payments/index.ts';
 import type { Payments } from './payments/index.ts';
 import { buildApp } from './http/app.ts';
+import { startInternalListener } from './http/internal-app.ts';
+import type { InternalListener } from './http/internal-app.ts';
+import { listen } from './http/listen.ts';
 import { rejectionAnswer } from './http/errors.ts';
 import { routesFor } from './http/routes/index.ts';
 import { setupBaseline } from './baseline/engine.ts';
@@ -37,6 +42,8 @@ import { baselineRoutes } from './baseline/routes.ts';
 export interface GeopayNode {
   app: FastifyInstance;
   url: string;
+  /** The node-to-node listener's URL (advertised to peers); undefined without CLUSTER_SECRET. */
+  internalUrl: string | undefined;
   pool: Pool;
   registry: AccountRegistry;
   relay: Relay;
@@ -59,7 +66,9 @@ export function rootLogger(cfg: Config): Logger {
 }
 
 export async function startNode(cfg: Config, opts: { logger?: Logger; onCommit?: CommitObserver; clock?: () => number } = {}): Promise<GeopayNode> {
-  const clock = opts.clock ?? Date.now;
+  // FAULT_CLOCK_OFFSET_MS (tests only) makes this host's clock wrong, as a real one can be.
+  const offsetMs = cfg.faultClockOffsetMs;
+  const clock = opts.clock ?? (offsetMs === 0 ? Date.now : () => Date.now() + offsetMs);
   const logger = opts.logger ?? rootLogger(cfg);
   const { pool, embedded } = await openDatabase(cfg, logger);
 
@@ -67,7 +76,7 @@ export async function startNode(cfg: Config, opts: { logger?: Logger; onCommit?:
   // Single node or cluster, the composition is the same from here: ownership -> actors ->
   // payments -> HTTP; assemble() keeps this function to the order of the steps.
   const parts = await assemble(cfg, pool, logger, clock, opts.onCommit, embedded !== undefined);
-  const { ownership, cluster, writer, registry } = parts;
+  const { ownership, cluster, single, writer, registry } = parts;
   const payments = buildPayments({ config: cfg, registry, ownership, repos, logger, clock });
   const createdAdminKey = await payments.tenants.ensureAdminKey(cfg.adminApiKey);
   if (createdAdminKey && embedded) {
@@ -77,8 +86,13 @@ export async function startNode(cfg: Config, opts: { logger?: Logger; onCommit?:
   }
 
   // The relay and the hold sweeper act on the shards this node owns; others have their owner.
-  const mine = (accountId: string) => ownership.isLocal(registry.shardOf(accountId as AccountId));
-  const relay = new Relay(repos, registry, { intervalMs: cfg.relayIntervalMs, minAgeMs: cfg.relayMinAgeMs, batch: 500, clock, mine }, logger);
+  // A test's injected clock is virtual time for everyone, so due holds are judged by it; in
+  // production (FAULT_CLOCK_OFFSET_MS included) the database's clock judges them.
+  const shards = () => ownership.shards().map((s) => s.shard).filter((s) => ownership.isLocal(s));
+  const relay = new Relay(repos, registry, {
+    intervalMs: cfg.relayIntervalMs, minAgeMs: cfg.relayMinAgeMs, maxBackoffMs: cfg.relayMaxBackoffMs, batch: 500, clock, shards,
+    ...(opts.clock ? { virtualNow: opts.clock } : {}),
+  }, logger);
 
   let accepting = true;
   const metrics = () => ({
@@ -90,12 +104,12 @@ export async function startNode(cfg: Config, opts: { logger?: Logger; onCommit?:
   });
   const redis = await rateLimitRedis(cfg, logger);
   const routes = cfg.engine === 'baseline' ? routesFor([baselineRoutes(pool, clock)]) : routesFor('geopay');
-  const app = await buildApp({ config: cfg, logger, payments, ready: () => accepting, metrics, redis }, routes);
-  await app.listen({ port: cfg.port, host: cfg.host });
-  const addr = app.server.address();
-  const port = typeof addr === 'object' && addr ? addr.port : cfg.port;
-  const url = `http://${cfg.host.includes(':') ? `[${cfg.host}]` : cfg.host}:${port}`;
-  const membership = cluster ? await joinCluster(cluster, cfg, cfg.advertisedUrl || url, logger) : undefined;
+  const ctx = { config: cfg, logger, payments, ready: () => accepting, metrics, redis };
+  const app = await buildApp(ctx, routes);
+  const url = await listen(app, cfg.host, cfg.port);
+  // Peers forward to the internal listener, never to the public port: that is what membership advertises.
+  const internal = await startInternalListener(ctx, routes.internal);
+  const membership = cluster ? await joinCluster(cluster, cfg, internal, logger) : undefined;
 
   // The relay's first pass re-delivers what a crash left in flight, at once.
   relay.start();
@@ -108,10 +122,11 @@ export async function startNode(cfg: Config, opts: { logger?: Logger; onCommit?:
       relay.stop();
       clearInterval(cleanup);
       // Stop taking requests; those in progress finish (bounded by the request timeout).
-      await app.close();
+      await Promise.all([app.close(), internal?.app.close()]);
       redis?.disconnect();
       await registry.drain(cfg.shutdownTimeoutMs);
       payments.saga.clear();
+      single?.stop();
       // Leases go back only after the actors drained and snapshotted: the next owner starts clean.
       if (cluster) {
         await cluster.own.stop();
@@ -119,6 +134,8 @@ export async function startNode(cfg: Config, opts: { logger?: Logger; onCommit?:
         await cluster.leases.stop();
         await cluster.forwarder.close();
       }
+      // The first answers of the last transfers, handed to their batched write, are written.
+      await repos.keys.answersStored();
       await pool.end();
       if (embedded) await embedded.close();
       logger.info('node stopped');
@@ -126,7 +143,7 @@ export async function startNode(cfg: Config, opts: { logger?: Logger; onCommit?:
     return stopping;
   };
 
-  return { app, url, pool, registry, relay, writer, createdAdminKey, stop, ownership, payments, membership };
+  return { app, url, internalUrl: internal?.url, pool, registry, relay, writer, createdAdminKey, stop, ownership, payments, membership };
 }
 
 /** The first URL carries the rate-limit counters; a Redis that is down does not stop the node. */
@@ -160,12 +177,23 @@ async function openDatabase(cfg: Config, logger: Logger): Promise<{ pool: Pool; 
   // PGlite is one session shared by every connection: one connection, never more.
   const pool = createPool({ connectionString, max: embedded ? 1 : cfg.pgPoolMax, statementTimeoutMs: cfg.pgStatementTimeoutMs, logger });
   await migrate(pool, logger);
+  // Before any shard is taken: a node hashing accounts into another bucket count would be a
+  // second writer of them. Refused like a bad setting (main exits 2).
+  const shardMap = await pinShardBuckets(pool, cfg.shardBuckets);
+  if (shardMap.kind === 'disagrees') {
+    await pool.end();
+    await embedded?.close();
+    throw new ConfigError(shardMapRefusal(cfg.shardBuckets, shardMap));
+  }
   if (cfg.engine === 'baseline') await setupBaseline(pool, logger);
   return { pool, embedded };
 }
 
-/** Heartbeats this node's URL and starts placing shards; once the node listens. */
-async function joinCluster(cluster: ClusterParts, cfg: Config, url: string, logger: Logger): Promise<Membership> {
+/** Heartbeats this node's internal URL and starts placing shards; once the node listens. */
+async function joinCluster(cluster: ClusterParts, cfg: Config, internal: InternalListener | undefined, logger: Logger): Promise<Membership> {
+  // Cluster mode needs CLUSTER_SECRET, and with it the internal listener always starts.
+  assert.ok(internal, 'a clustered node has an internal listener');
+  const { url } = internal;
   // A member is gone after min(lease TTL, 3 heartbeats): its shards are re-placed about when
   // their leases expire, not later (at least 2 heartbeats, so one late beat moves nothing).
   const membership = new Membership({
@@ -190,6 +218,7 @@ async function assemble(cfg: Config, pool: Pool, logger: Logger, clock: () => nu
   const clustered = redisUrls.length > 0 && cfg.clusterSecret !== '';
   let ownership: Ownership;
   let cluster: ClusterParts | undefined;
+  let single: SingleNodeOwnership | undefined;
   if (clustered) {
     const leases = new LeaseKeeper({ redisUrls, nodeId: cfg.nodeId, ttlMs: cfg.leaseTtlMs, keyPrefix: cfg.redisKeyPrefix, commandTimeoutMs: cfg.redisCommandTimeoutMs, logger });
     await leases.start();
@@ -202,13 +231,14 @@ async function assemble(cfg: Config, pool: Pool, logger: Logger, clock: () => nu
     cluster = { leases, own, forwarder: new Forwarder({ secret: cfg.clusterSecret, timeoutMs: cfg.forwardTimeoutMs, logger }) };
     ownership = own;
   } else {
-    const single = new SingleNodeOwnership(pool, cfg.nodeId, cfg.region, logger);
+    single = new SingleNodeOwnership(pool, cfg.nodeId, cfg.region, logger, cfg.epochCheckMs);
     await single.start(cfg.shardBuckets);
     ownership = single;
   }
   const writer = new GroupWriter(pool, { lanes: embedded ? 1 : Math.min(cfg.writerLanes, cfg.pgPoolMax), maxSets: cfg.writerMaxSets }, onCommit);
   const registry = new AccountRegistry(pool, ownership, cfg, logger, writer, clock, cluster?.forwarder);
   cluster?.own.bind({ lost: (shard) => registry.retireShard(shard), drain: (shard) => registry.drainShard(shard, cfg.shutdownTimeoutMs) });
+  single?.bind({ lost: (shard) => registry.retireShard(shard) });
   registry.rejectionAnswer = rejectionAnswer;
-  return { ownership, cluster, writer, registry };
+  return { ownership, cluster, single, writer, registry };
 }

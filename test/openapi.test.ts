@@ -12,6 +12,7 @@ import { documentRoute } from '../src/http/openapi.ts';
 import { rootLogger } from '../src/node.ts';
 import { ERRORS } from '../src/http/errors.ts';
 import { problemSchema } from '../src/http/schemas.ts';
+import type { AccountId, TenantId, TransferId } from '../src/domain/ids.ts';
 
 // ---------------------------------------------------------------------------------------------
 // The document, and the comparison of answers with it
@@ -100,6 +101,16 @@ const PLANS: Record<string, Plan> = {
   'GET /v1/tenants/{id}/limits': { as: 'admin', id: () => A.id, valid: (id) => ({ url: `/v1/tenants/${id}/limits` }) },
   'GET /v1/cluster': { as: 'admin', valid: () => ({ url: '/v1/cluster' }) },
   'GET /v1/actors/accounts/{id}': { as: 'admin', id: () => ids.a1!, valid: (id) => ({ url: `/v1/actors/accounts/${id}` }) },
+  'GET /v1/suspense': { as: 'admin', valid: () => ({ url: '/v1/suspense' }) },
+  'POST /v1/suspense/{id}/payouts': {
+    as: 'admin', idem: 'required', id: () => ids.suspense!, valid: (id) => ({ url: `/v1/suspense/${id}/payouts`, body: { destinationAccountId: ids.a2, amount: '1' } }),
+    other: () => ({ url: `/v1/suspense/${ids.suspense}/payouts`, body: { destinationAccountId: ids.a2, amount: '2' } }),
+    refusals: [
+      ['more than is in suspense', () => ({ url: `/v1/suspense/${ids.suspense}/payouts`, body: { destinationAccountId: ids.a2, amount: '1000000' } }), 422],
+      ['an account of another currency', () => ({ url: `/v1/suspense/${ids.suspense}/payouts`, body: { destinationAccountId: ids.eur, amount: '1' } }), 422],
+      ['an unknown destination', () => ({ url: `/v1/suspense/${ids.suspense}/payouts`, body: { destinationAccountId: 'nonexistent' } }), 404],
+    ],
+  },
 
   'POST /v1/accounts': {
     as: 'tenant', idem: 'required', valid: () => ({ url: '/v1/accounts', body: { currency: 'USD' } }), other: () => ({ url: '/v1/accounts', body: { currency: 'EUR' } }),
@@ -216,6 +227,34 @@ async function fixtures(): Promise<void> {
   await post('/v1/holds', transfer({ sourceAccountId: ids.held, amount: '50' }));
   for (const name of ['hold', 'toCapture', 'toVoid', 'voided']) ids[name] = (await post('/v1/holds', transfer({ amount: '5' }))).id;
   await post(`/v1/holds/${ids.voided}/void`);
+  await suspenseFixture();
+}
+
+/**
+ * Money in suspense: an account sends 10 to a closed one and closes itself before the refusal
+ * brings the money back (its mailbox takes the debit, then the close), so the return goes on to
+ * A's suspense account.
+ */
+async function suspenseFixture(): Promise<void> {
+  const [src, closedDst] = [await t.account(A.key), await t.account(A.key)];
+  expect((await t.deposit(A.key, src, '10')).status).toBe(201);
+  await ok(t.call('POST', `/v1/accounts/${closedDst}/close`, { key: A.key }), 'close');
+  const transferId = `tr_${'5'.repeat(32)}` as TransferId;
+  await Promise.all([
+    t.node.registry.send(src as AccountId, {
+      cmd: { type: 'Debit', transferId, amount: 10n, currency: 'USD' },
+      idem: { tenantId: A.id, key: idem(), requestHash: 'openapi-suspense', resourceId: transferId, onOk: null },
+      transfer: { destinationId: closedDst as AccountId, kind: 'transfer', tenantId: A.id as TenantId, metadata: null },
+    }),
+    t.node.registry.send(src as AccountId, { cmd: { type: 'Close' } }),
+  ]);
+  for (let i = 0; i < 200 && !ids.suspense; i++) {
+    const listed = await ok(t.call('GET', '/v1/suspense', { key: t.adminKey }), 'suspense');
+    const found = (listed.data as { accountId: string; tenantId: string; balance: string }[]).find((s) => s.tenantId === A.id && s.balance === '10');
+    if (found) ids.suspense = found.accountId;
+    else await new Promise((r) => setTimeout(r, 50));
+  }
+  expect(ids.suspense, 'money in suspense for the payout probes').toBeDefined();
 }
 
 beforeAll(async () => {

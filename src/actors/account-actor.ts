@@ -9,7 +9,7 @@ import type { AccountId, ShardId } from '../domain/ids.ts';
 import { GeopayError } from '../domain/errors.ts';
 import type { Pool } from '../persistence/db.ts';
 import type { Loaded, WriteSet } from '../persistence/journal.ts';
-import { emptyWriteSet, loadAccount, prefetch } from '../persistence/journal.ts';
+import { ShardFenced, StaleState, emptyWriteSet, loadAccount, prefetch } from '../persistence/journal.ts';
 import type { GroupWriter } from '../persistence/writer.ts';
 import type { Ownership } from '../cluster/ownership.ts';
 import { failureFor } from './batch.ts';
@@ -35,7 +35,8 @@ type ReadReply = (r: { state: AccountState | undefined } | { error: GeopayError 
 
 export type AccountMsg =
   | { type: 'Command'; req: Pending }
-  | { type: 'Loaded'; result: Loaded | undefined; error?: unknown }
+  /** `epoch`: the shard's epoch here when the load began (with every result). */
+  | { type: 'Loaded'; result: Loaded | undefined; epoch?: bigint; error?: unknown }
   | { type: 'Flushed'; batch: Pending[]; outcome: FlushOutcome | undefined; error?: unknown }
   | { type: 'Inspect'; reply: (i: Inspection) => void }
   /** The committed state, once loaded. */
@@ -57,6 +58,10 @@ export interface ActorState {
   lastActivity: number;
   passivation: PassivationRequest | null;
   readers: ReadReply[];
+  /** The shard epoch `account` was loaded under; once the ownership's differs, it is reloaded before use. */
+  loadedAt: bigint | undefined;
+  /** Reloads in a row to redo a batch decided on a stale state (see MAX_STALE_REDOS). */
+  staleRedos: number;
 }
 
 /** What the actor reports of itself for the registry to read synchronously. Only the actor writes it. */
@@ -113,7 +118,10 @@ export interface ActorDeps {
 }
 
 export function initialActorState(now: number): ActorState {
-  return { phase: 'loading', account: undefined, lastSnapshotSeq: 0, pending: [], inFlight: null, lastActivity: now, passivation: null, readers: [] };
+  return {
+    phase: 'loading', account: undefined, lastSnapshotSeq: 0, pending: [], inFlight: null, lastActivity: now, passivation: null, readers: [],
+    loadedAt: undefined, staleRedos: 0,
+  };
 }
 
 /** The nact handler of one account's actor. `activity` is the actor's to write (see ActorHandle). */
@@ -122,13 +130,19 @@ export function makeAccountHandler(h: ActorHandle, activity: ActorActivity, deps
   return (s: ActorState, msg: AccountMsg, self: ActorRef<AccountMsg>): ActorState => actor.handle(s, msg, self);
 }
 
-/** Starts loading an account's state; the result comes back as a Loaded message. */
-export function startLoadFor(pool: Pool, id: AccountId, self: ActorRef<AccountMsg>): void {
-  loadAccount(pool, id).then(
-    (result) => tell(self, { type: 'Loaded', result }),
-    (error) => tell(self, { type: 'Loaded', result: undefined, error }),
-  );
+/**
+ * Starts loading an account's state; the result comes back as a Loaded message. The shard's
+ * epoch is read first: what an earlier owner wrote is all in the journal by then (taking the
+ * epoch waited for its writes), and a later change of epoch tells the actor to reload.
+ */
+export function startLoadFor(pool: Pool, id: AccountId, self: ActorRef<AccountMsg>, epochOf: () => Promise<bigint>): void {
+  epochOf()
+    .then(async (epoch) => tell(self, { type: 'Loaded', result: await loadAccount(pool, id), epoch }))
+    .catch((error: unknown) => tell(self, { type: 'Loaded', result: undefined, error }));
 }
+
+/** Reloads in a row to redo one batch decided on a stale state; past it the batch is answered as a failed commit. */
+export const MAX_STALE_REDOS = 3;
 
 const retiredError = (): GeopayError => new GeopayError('shard_unavailable', 'account actor retired');
 
@@ -141,7 +155,7 @@ class AccountActor {
     this.flushDeps = {
       accountId: h.id, shard: h.shard, nodeId: deps.nodeId, snapshotEvery: deps.snapshotEvery,
       rejectionAnswer: deps.rejectionAnswer, faultCommitDelayMs: deps.faultCommitDelayMs,
-      read: (transferIds, keys) => prefetch(deps.pool, transferIds, keys),
+      read: (transferIds, keys, holdIds) => prefetch(deps.pool, transferIds, keys, holdIds),
       epoch: () => deps.ownership.epochFor(h.shard),
       writer: deps.writer,
       log: this.log,
@@ -153,11 +167,11 @@ class AccountActor {
       case 'Command': return this.onCommand(s, msg.req, self);
       case 'Loaded': return this.onLoaded(s, msg, self);
       case 'Flushed': return this.onFlushed(s, msg, self);
-      case 'Read': return this.onRead(s, msg.reply);
+      case 'Read': return this.onRead(s, msg.reply, self);
       case 'Inspect': return this.onInspect(s, msg.reply);
       case 'Retire':
         if (s.phase === 'retired') return s;
-        this.log.warn({ code: msg.error.code }, 'actor retired: shard lost');
+        this.log.warn({ code: msg.error.code, reason: msg.error.message }, 'actor retired: shard lost or handed over');
         return this.retire(s, msg.error);
       case 'Passivate': return this.onPassivate(s, msg, self);
       case 'Snapshotted': return this.onSnapshotted(s, msg, self);
@@ -184,12 +198,19 @@ class AccountActor {
   }
 
   private onLoaded(s: ActorState, msg: Extract<AccountMsg, { type: 'Loaded' }>, self: ActorRef<AccountMsg>): ActorState {
+    // Retired while loading: it answered everything then, and stays out of service.
+    if (s.phase === 'retired') return s;
+    if (msg.error instanceof GeopayError && msg.error.code === 'shard_unavailable') {
+      this.log.warn({ err: msg.error }, 'account not loaded: shard not owned here');
+      return this.retire(s, msg.error);
+    }
     if (msg.error !== undefined || !msg.result) {
       this.log.error({ err: msg.error }, 'account load failed');
       return this.retire(s, new GeopayError('database_unavailable', 'account could not be loaded', { cause: msg.error }));
     }
     for (const r of s.readers) r({ state: msg.result.state });
-    return this.maybeFlush({ ...s, phase: 'ready', account: msg.result.state, lastSnapshotSeq: msg.result.lastSnapshotSeq, readers: [] }, self);
+    const { state, lastSnapshotSeq } = msg.result;
+    return this.maybeFlush({ ...s, phase: 'ready', account: state, lastSnapshotSeq, readers: [], loadedAt: msg.epoch }, self);
   }
 
   private onFlushed(s: ActorState, msg: Extract<AccountMsg, { type: 'Flushed' }>, self: ActorRef<AccountMsg>): ActorState {
@@ -200,26 +221,63 @@ class AccountActor {
     msg.batch.forEach((r, i) => r.reply(o.results[i]!));
     for (const ws of o.wss) this.deps.afterCommit(ws);
     this.activity.depth = next.pending.length;
-    return this.maybeFlush({ ...next, account: o.state, lastSnapshotSeq: o.lastSnapshotSeq }, self);
+    return this.maybeFlush({ ...next, account: o.state, lastSnapshotSeq: o.lastSnapshotSeq, staleRedos: 0 }, self);
   }
 
   private flushFailed(s: ActorState, batch: Pending[], err: unknown, self: ActorRef<AccountMsg>): ActorState {
+    if (err instanceof StaleState) {
+      if (s.phase === 'retired') {
+        failAll(batch, retiredError());
+        return s;
+      }
+      if (s.staleRedos < MAX_STALE_REDOS) return this.redoAfterReload(s, batch, err, self);
+    }
     if (err instanceof GeopayError && err.code === 'shard_unavailable') {
-      // Fenced: another owner took the shard. Stop at once; the caller retries there.
+      // Fenced (another owner took the shard), or not ours any more. Stop at once; the caller retries there.
       this.log.warn({ err }, 'write fenced; retiring actor');
       failAll(batch, err);
-      const { ownership } = this.deps;
-      void ownership.epochFor(this.h.shard).then((epoch) => ownership.fenced(this.h.shard, epoch), () => undefined);
+      // The epoch the write carried, not the one held now: a write queued before the shard was
+      // lost and taken back is fenced by our own new epoch, which must not drop the shard.
+      const epoch = err instanceof ShardFenced ? err.epochs.get(this.h.shard) : undefined;
+      if (epoch !== undefined) this.deps.ownership.fenced(this.h.shard, epoch);
       return this.retire(s, err);
     }
     // The commit may or may not have happened: answer retryable and reload from the journal.
     this.log.error({ err }, 'batch failed; reloading from the journal');
     failAll(batch, failureFor(err));
-    startLoadFor(this.deps.pool, this.h.id, self);
+    this.reload(self);
     return { ...s, phase: 'loading' };
   }
 
-  private onRead(s: ActorState, reply: ReadReply): ActorState {
+  /**
+   * The state is older than the journal (the shard changed hands under it, or the journal has
+   * the seq it took): nothing of the batch is answered yet; it goes back to the front of the
+   * queue, careful (a part of it may have committed before the collision, and its key then
+   * answers it as a duplicate), and is decided again on the reloaded state.
+   */
+  private redoAfterReload(s: ActorState, batch: Pending[], err: StaleState, self: ActorRef<AccountMsg>): ActorState {
+    this.log.info({ err, loadedAt: s.loadedAt?.toString() }, 'actor state older than the journal; reloading to redo its batch');
+    this.reload(self);
+    const again = batch.map((r) => ({ ...r, careful: true }));
+    return { ...s, phase: 'loading', pending: [...again, ...s.pending], staleRedos: s.staleRedos + 1 };
+  }
+
+  private reload(self: ActorRef<AccountMsg>): void {
+    startLoadFor(this.deps.pool, this.h.id, self, this.flushDeps.epoch);
+  }
+
+  /** Loaded under another epoch than the one the shard is held at here now. */
+  private loadedUnderAnotherEpoch(s: ActorState): boolean {
+    const now = this.deps.ownership.info(this.h.shard)?.epoch;
+    return now !== undefined && now !== s.loadedAt;
+  }
+
+  private onRead(s: ActorState, reply: ReadReply, self: ActorRef<AccountMsg>): ActorState {
+    if (s.phase === 'ready' && s.inFlight === null && this.loadedUnderAnotherEpoch(s)) {
+      // Memory from an earlier take of the shard: answer from the journal as it is now.
+      this.reload(self);
+      return { ...s, phase: 'loading', readers: [...s.readers, reply] };
+    }
     if (s.phase === 'retired') reply({ error: retiredError() });
     else if (s.phase === 'loading') return { ...s, readers: [...s.readers, reply] };
     else reply({ state: s.account });
@@ -264,7 +322,7 @@ class AccountActor {
     if (s.pending.length === 0) return this.passivateIfAsked(s, self);
     const batch = s.pending.slice(0, this.deps.maxBatch);
     const rest = s.pending.slice(batch.length);
-    flushBatch(this.flushDeps, { state: s.account, lastSnapshotSeq: s.lastSnapshotSeq }, batch).then(
+    flushBatch(this.flushDeps, { state: s.account, lastSnapshotSeq: s.lastSnapshotSeq, loadedAt: s.loadedAt }, batch).then(
       (outcome) => tell(self, { type: 'Flushed', batch, outcome }),
       (error) => tell(self, { type: 'Flushed', batch, outcome: undefined, error }),
     );

@@ -45,7 +45,7 @@ export class Sequence {
     readonly keys = new Map<string, StoredKey>(),
     /** Credit and return legs the batch has seen (`Credit:<transferId>`, `Return:<transferId>`). */
     readonly legs = new Set<string>(),
-    /** What the batch refunded of each original transfer. */
+    /** What the batch refunded of each original transfer, net of refunds it saw come back. */
     readonly refunds = new Map<string, bigint>(),
   ) {}
 
@@ -56,7 +56,7 @@ export class Sequence {
   /** Decides one command after the ones before it, and its rows; updates this sequence. */
   plan(req: Pending, env: BatchEnv): PlannedCommand {
     const k = req.idem ? keyOf(req.idem.tenantId, req.idem.key) : undefined;
-    const stored = k === undefined ? undefined : (env.known.keys.get(k) ?? this.keys.get(k));
+    const stored = k === undefined ? undefined : (env.known.keys.get(k) ?? this.keys.get(k)) ?? existingResource(req, env);
     if (stored) return { result: { type: 'duplicate', stored }, rows: [], idempotency: undefined };
     const cmd = this.withBatchKnowledge(req.cmd, env);
     const d = decide(this.state, cmd);
@@ -67,6 +67,7 @@ export class Sequence {
       this.state = evolve(before, e);
       rows.push(rowsOfEvent(e, before, this.state, source));
       if (e.type === 'RefundDebited') this.refunds.set(e.originalId, (this.refunds.get(e.originalId) ?? 0n) + e.amount);
+      if (e.type === 'Returned' && e.refundOf) this.refunds.set(e.refundOf, (this.refunds.get(e.refundOf) ?? 0n) - e.amount);
     }
     let idempotency: IdempotencyRow | undefined;
     if (req.idem && k !== undefined) {
@@ -97,6 +98,37 @@ export class Sequence {
     }
     return cmd;
   }
+}
+
+/** The transfer or hold a keyed command creates, under the id derived from its request (src/payments/keyed-ids.ts). */
+export function keyedCreation(req: Pending): { transferId: string } | { holdId: string } | undefined {
+  if (!req.idem) return undefined;
+  const { cmd } = req;
+  if (cmd.type === 'Debit' || cmd.type === 'Refund' || cmd.type === 'Capture') return { transferId: cmd.transferId };
+  if (cmd.type === 'Authorize') return { holdId: cmd.holdId };
+  return undefined;
+}
+
+/**
+ * A keyed command whose transfer or hold exists already, found by a careful read: a retry of
+ * the request that made it (the id is derived from the request), whose key is gone (expired)
+ * or was not seen. It is a duplicate with no stored answer: the caller reads the resource.
+ */
+function existingResource(req: Pending, env: BatchEnv): StoredKey | undefined {
+  const made = env.careful ? keyedCreation(req) : undefined;
+  if (!made || !req.idem) return undefined;
+  const exists = 'transferId' in made ? env.known.transfers.has(made.transferId) : env.known.holds?.has(made.holdId) === true;
+  if (!exists) return undefined;
+  return { requestHash: req.idem.requestHash, resourceId: 'transferId' in made ? made.transferId : made.holdId, statusCode: null, response: null };
+}
+
+/**
+ * A keyed command that would create a transfer or hold and was refused, decided without reads:
+ * perhaps the late retry of one that went through (its key expired, and now the funds or the
+ * hold are gone). Worth a careful read before the refusal is stored under its key.
+ */
+export function refusedKeyedCreation(batch: readonly Pending[], results: readonly CommandResult[]): boolean {
+  return results.some((r, i) => r.type === 'done' && !r.reply.ok && keyedCreation(batch[i]!) !== undefined);
 }
 
 /** The answer an idempotency key keeps for this reply. */

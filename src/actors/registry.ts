@@ -1,9 +1,10 @@
 // The node's account actors: spawned on demand, routed to by id (here, or forwarded to the
 // shard's owner), passivated when idle, and drained at shutdown. What follows a commit (the
 // saga's next leg) is not decided here: every committed write set goes to `onCommitted`.
+import { randomBytes } from 'node:crypto';
 import type { Logger } from 'pino';
 import type { AccountId, ShardId, TransferId } from '../domain/ids.ts';
-import { shardOf } from '../domain/ids.ts';
+import { makeTransferId, shardOf, uuidv7Hex } from '../domain/ids.ts';
 import { GeopayError } from '../domain/errors.ts';
 import type { ErrorCode } from '../domain/errors.ts';
 import type { Currency } from '../domain/money.ts';
@@ -17,6 +18,7 @@ import { ask, spawn, startSystem, stopActor, stopSystem, tell } from './nact.ts'
 import type { AccountMsg, ActorHandle, Inspection } from './account-actor.ts';
 import { initialActorState, makeAccountHandler, startLoadFor } from './account-actor.ts';
 import type { AccountRequest, CommandResult } from './protocol.ts';
+import { SuspenseAccounts } from './suspense.ts';
 
 export interface RegistryConfig {
   nodeId: string;
@@ -46,6 +48,8 @@ export class AccountRegistry {
   private draining = false;
   private readonly listeners: CommitListener[] = [];
   private idleTimer: NodeJS.Timeout | undefined;
+  /** Opens a suspense account before the first money carried on from a closed account lands in it. */
+  private readonly suspense = new SuspenseAccounts((id, cmd) => this.send(id, { cmd }), () => this.clock());
   /** Commits since start; tests count transactions with it. */
   commits = 0;
   /** The stored answer of a business rejection (status and problem body), given by the HTTP layer. */
@@ -111,10 +115,16 @@ export class AccountRegistry {
       if ('error' in r) throw r.error;
       return r.state as AccountState | undefined;
     }
+    // Actor memory is the truth only while this node owns the shard: the epoch is taken before
+    // the actor answers and confirmed after (lease, or a bounded epoch check on one node), so a
+    // zombie's memory is never served past the bound.
+    const shard = this.shardOf(id);
+    const epoch = await this.ownership.epochFor(shard);
     const h = this.handleFor(id);
     h.queued++;
     const r = await ask<AccountMsg, { state: AccountState | undefined } | { error: GeopayError }>(h.ref, (reply) => ({ type: 'Read', reply }), this.cfg.askTimeoutMs);
     if ('error' in r) throw r.error;
+    await this.ownership.confirmRead(shard, epoch);
     return r.state;
   }
 
@@ -145,13 +155,21 @@ export class AccountRegistry {
   }
 
   /** Delivers the credit leg of a transfer; the destination applies it exactly once. */
-  deliverCredit(t: { id: TransferId; destinationId: AccountId; amount: bigint; currency: Currency }, redelivery = false): Promise<CommandResult> {
+  async deliverCredit(t: { id: TransferId; destinationId: AccountId; amount: bigint; currency: Currency }, redelivery = false): Promise<CommandResult> {
+    const notOpen = await this.suspense.ensureOpen(t.destinationId);
+    if (notOpen) return notOpen;
     return this.send(t.destinationId, { cmd: { type: 'Credit', transferId: t.id, amount: t.amount, currency: t.currency, alreadyApplied: false }, careful: redelivery });
   }
 
-  /** Gives refused money back to the source, exactly once. */
-  deliverReturn(t: { id: TransferId; sourceId: AccountId; amount: bigint }, redelivery = false): Promise<CommandResult> {
-    return this.send(t.sourceId, { cmd: { type: 'Return', transferId: t.id, amount: t.amount, alreadyApplied: false }, careful: redelivery });
+  /**
+   * Gives refused money back to the source, exactly once; a returned refund gives back its
+   * claim on `refundOf`. `forwardId` names the transfer to suspense should the source be
+   * closed: a new one each delivery, used only by the one that applies the return.
+   */
+  deliverReturn(t: { id: TransferId; sourceId: AccountId; amount: bigint; refundOf?: TransferId | null }, redelivery = false): Promise<CommandResult> {
+    const forwardId = makeTransferId(uuidv7Hex(this.clock(), randomBytes(10)));
+    const refundOf = t.refundOf ? { refundOf: t.refundOf } : {};
+    return this.send(t.sourceId, { cmd: { type: 'Return', transferId: t.id, amount: t.amount, alreadyApplied: false, forwardId, ...refundOf }, careful: redelivery });
   }
 
   private afterCommit(ws: WriteSet): void {
@@ -206,7 +224,7 @@ export class AccountRegistry {
       },
     );
     this.actors.set(id, h);
-    startLoadFor(this.pool, id, h.ref);
+    startLoadFor(this.pool, id, h.ref, () => this.ownership.epochFor(shard));
     return h;
   }
 
@@ -243,7 +261,11 @@ export class AccountRegistry {
     }
   }
 
-  /** Hand-over: every actor of the shard finishes its mailbox, snapshots and stops. */
+  /**
+   * Hand-over: every actor of the shard finishes its mailbox, snapshots and stops. One still
+   * resident after that (the drain timed out with a commit in flight, or its snapshot failed)
+   * is retired: kept, its memory would hide the next owner's writes if the shard came back.
+   */
   async drainShard(shard: ShardId, timeoutMs: number): Promise<void> {
     const all = [...this.actors.values()].filter((h) => h.shard === shard);
     const done = Promise.all(all.map((h) => new Promise<void>((resolve) => {
@@ -252,13 +274,14 @@ export class AccountRegistry {
     let timer: NodeJS.Timeout | undefined;
     await Promise.race([done, new Promise<void>((r) => { timer = setTimeout(r, timeoutMs); })]);
     clearTimeout(timer);
+    this.retireShard(shard, 'was handed over');
   }
 
-  /** The shard's lease is gone: its actors stop at once and answer what they hold, retryable. */
-  retireShard(shard: ShardId): void {
+  /** The shard's lease is gone (or it was handed over): its actors stop at once and answer what they hold, retryable. */
+  retireShard(shard: ShardId, why = 'lost its lease'): void {
     for (const h of [...this.actors.values()]) {
       if (h.shard !== shard) continue;
-      tell(h.ref, { type: 'Retire', error: new GeopayError('shard_unavailable', `shard ${shard} lost its lease`) });
+      tell(h.ref, { type: 'Retire', error: new GeopayError('shard_unavailable', `shard ${shard} ${why}`) });
     }
   }
 

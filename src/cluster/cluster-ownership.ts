@@ -203,12 +203,20 @@ export class ClusterOwnership implements Ownership {
 
   fenced(shard: ShardId, epoch: bigint): void {
     const o = this.owned.get(shard);
-    if (o && o.epoch === epoch) {
+    // A write of an older epoch than ours (queued before the shard was lost and taken back
+    // here) was fenced by our own take: no news, and dropping the shard would make it flap.
+    if (o && epoch >= o.epoch) {
       this.owned.delete(shard);
       void this.leases.release(shard);
       this.logger.error({ shard, epoch: epoch.toString() }, 'shard fenced: a newer owner wrote it');
       for (const h of this.lostHandlers) h(shard);
     }
+  }
+
+  /** Still held now, by the monotonic clock, under the same take: a lease lost and re-taken meanwhile has a new epoch. */
+  async confirmRead(shard: ShardId, epoch: bigint): Promise<void> {
+    const o = this.owned.get(shard);
+    if (!o || o.epoch !== epoch || !this.leases.holds(shard)) throw new GeopayError('shard_unavailable', `shard ${shard} lost its lease during the read`);
   }
 
   info(shard: ShardId): ShardInfo | undefined {

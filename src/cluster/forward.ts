@@ -1,15 +1,16 @@
-// Node-to-node forwarding of account requests to the shard's owner, authenticated with the
-// cluster secret, with a bounded number of hops and a bounded wait. An owner that cannot be
-// reached answers shard_unavailable (503, Retry-After): the caller retries, nobody guesses.
+// Node-to-node forwarding of account requests to the internal listener of the shard's owner,
+// each request signed with the cluster secret (./signature.ts), with a bounded number of hops
+// and a bounded wait. An owner that cannot be reached answers shard_unavailable (503,
+// Retry-After): the caller retries, nobody guesses.
+import { randomBytes } from 'node:crypto';
 import { Pool } from 'undici';
 import type { Logger } from 'pino';
 import { GeopayError } from '../domain/errors.ts';
 import type { AccountId } from '../domain/ids.ts';
 import type { AccountRequest, CommandResult } from '../actors/protocol.ts';
 import { decodeResult, decodeState, encodeRequest } from '../actors/wire.ts';
+import { signForward } from './signature.ts';
 
-export const CLUSTER_SECRET_HEADER = 'x-geopay-cluster-secret';
-export const HOPS_HEADER = 'x-geopay-hops';
 export const MAX_HOPS = 2;
 
 export class Forwarder {
@@ -26,14 +27,22 @@ export class Forwarder {
     return p;
   }
 
+  /** Signed now, under a fresh nonce: the owner refuses it once replayed or out of its window. */
+  private signed(url: string, method: 'GET' | 'POST', path: string, body: string, hops?: string): Record<string, string> {
+    const request = { audience: url, method, path, body, ...(hops === undefined ? {} : { hops }) };
+    return signForward(this.opts.secret, request, Date.now(), randomBytes(16).toString('hex'));
+  }
+
   async send(url: string, id: AccountId, req: AccountRequest, at: string, hops: number): Promise<CommandResult> {
     if (hops >= MAX_HOPS) return { type: 'error', error: new GeopayError('shard_unavailable', 'too many forwarding hops') };
     try {
+      const path = `/internal/v1/accounts/${encodeURIComponent(id)}/commands`;
+      const body = encodeRequest({ req, at, hops: hops + 1 });
       const res = await this.peer(url).request({
-        path: `/internal/v1/accounts/${encodeURIComponent(id)}/commands`,
+        path,
         method: 'POST',
-        headers: { 'content-type': 'application/json', [CLUSTER_SECRET_HEADER]: this.opts.secret },
-        body: encodeRequest({ req, at, hops: hops + 1 }),
+        headers: { 'content-type': 'application/json', ...this.signed(url, 'POST', path, body) },
+        body,
       });
       const text = await res.body.text();
       if (res.statusCode !== 200) return { type: 'error', error: new GeopayError('shard_unavailable', `owner answered ${res.statusCode}`) };
@@ -53,11 +62,8 @@ export class Forwarder {
   async read(url: string, id: AccountId, hops: number): Promise<{ state: unknown } | { error: GeopayError }> {
     if (hops >= MAX_HOPS) return { error: new GeopayError('shard_unavailable', 'too many forwarding hops') };
     try {
-      const res = await this.peer(url).request({
-        path: `/internal/v1/accounts/${encodeURIComponent(id)}/state`,
-        method: 'GET',
-        headers: { [CLUSTER_SECRET_HEADER]: this.opts.secret, [HOPS_HEADER]: String(hops + 1) },
-      });
+      const path = `/internal/v1/accounts/${encodeURIComponent(id)}/state`;
+      const res = await this.peer(url).request({ path, method: 'GET', headers: this.signed(url, 'GET', path, '', String(hops + 1)) });
       const text = await res.body.text();
       if (res.statusCode !== 200) return { error: new GeopayError(res.statusCode === 404 ? 'account_not_found' : 'shard_unavailable', `owner answered ${res.statusCode}`) };
       return { state: decodeState(text) };

@@ -55,8 +55,9 @@ const debit = (amount: bigint, n = 1, currency: Currency = 'EUR'): AccountComman
   ({ type: 'Debit', transferId: tr(n), amount, currency });
 const credit = (amount: bigint, n = 1, currency: Currency = 'EUR', alreadyApplied = false): AccountCommand =>
   ({ type: 'Credit', transferId: tr(n), amount, currency, alreadyApplied });
+/** A return of transfer n; were the account closed, the money would go on to suspense as transfer 0xf00 + n. */
 const ret = (amount: bigint, n = 1, alreadyApplied = false): AccountCommand =>
-  ({ type: 'Return', transferId: tr(n), amount, alreadyApplied });
+  ({ type: 'Return', transferId: tr(n), amount, alreadyApplied, forwardId: tr(0xf00 + n) });
 
 /** A rejection: the code, no events, and (by construction) no state change. */
 function expectRejected(state: AccountState | undefined, cmd: AccountCommand, code: ErrorCode): void {
@@ -108,7 +109,7 @@ describe('Open', () => {
     { type: 'Freeze' }, { type: 'Unfreeze' }, { type: 'Close' },
     { type: 'Debit', transferId: tr(1), amount: 1n, currency: 'EUR' },
     { type: 'Credit', transferId: tr(1), amount: 1n, currency: 'EUR', alreadyApplied: false },
-    { type: 'Return', transferId: tr(1), amount: 1n, alreadyApplied: false },
+    { type: 'Return', transferId: tr(1), amount: 1n, alreadyApplied: false, forwardId: tr(2) },
   ])('any other command before Open is account_not_found ($type)', (cmd) => {
     expectRejected(undefined, cmd, 'account_not_found');
   });
@@ -300,7 +301,6 @@ describe('Return', () => {
 
   it.each([
     ['frozen', [{ type: 'Freeze' }]],
-    ['closed', [{ type: 'Close' }]],
   ] as const)('applies even on a %s account: money owed back never vanishes', (status, extra) => {
     const s = given(openCmd(), ...extra);
     expect(s.status).toBe(status);
@@ -308,6 +308,30 @@ describe('Return', () => {
     expect(d.events).toEqual([{ type: 'Returned', transferId: tr(5), amount: 100n }]);
     expect(d.next).toEqual({ ...s, balance: 100n, seq: s.seq + 1 });
     expect(d.reply).toEqual({ ok: true, state: d.next });
+  });
+
+  // Issue 9, point 10: a closed account can never send, so money it took back would be
+  // stranded. It takes it (the return is journaled on it) and, in the same decision, sends it
+  // on to the tenant's suspense account of its region and currency; it stays closed at 0.
+  it('on a closed account applies and sends the money on to suspense: money owed back never vanishes', () => {
+    const s = given(openCmd(), { type: 'Close' });
+    const d = run(s, ret(100n, 5));
+    const suspense = `sus_eu_EUR_${'2'.repeat(32)}`;
+    expect(d.events).toEqual([
+      { type: 'Returned', transferId: tr(5), amount: 100n },
+      { type: 'SentToSuspense', transferId: tr(0xf05), returnedId: tr(5), destinationId: suspense, amount: 100n },
+    ]);
+    expect(d.next).toEqual({ ...s, status: 'closed', balance: 0n, seq: s.seq + 2 });
+    expect(d.reply).toEqual({ ok: true, state: d.next });
+    expect(d.events.map(signedAmount)).toEqual([100n, -100n]);
+    expect(d.events.map(journalKind)).toEqual(['return', 'debit']);
+  });
+
+  it('a returned refund gives back its claim on the original (the event names it)', () => {
+    const s = given(openCmd(), credit(100n), debit(100n, 2));
+    const d = run(s, { type: 'Return', transferId: tr(2), amount: 100n, alreadyApplied: false, forwardId: tr(3), refundOf: tr(9) });
+    expect(d.events).toEqual([{ type: 'Returned', transferId: tr(2), amount: 100n, refundOf: tr(9) }]);
+    expect(d.next).toEqual({ ...s, balance: 100n, seq: s.seq + 1 });
   });
 
   it('with alreadyApplied produces nothing', () => {

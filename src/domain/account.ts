@@ -2,13 +2,15 @@
 // evolve(state, event) -> state. The actor only sequences these with persistence, so every
 // rule about money lives here and is tested without I/O.
 import type { AccountId, HoldId, Region, TenantId, TransferId } from './ids.ts';
+import { suspenseAccountId } from './ids.ts';
 import type { Currency } from './money.ts';
 import { MAX_AMOUNT } from './money.ts';
 import { invariant } from './assert.ts';
 import type { ErrorCode } from './errors.ts';
 
 export type AccountStatus = 'open' | 'frozen' | 'closed';
-export type AccountKind = 'customer' | 'external';
+/** `suspense`: where money returned to a closed customer account is kept for the admin to pay out. */
+export type AccountKind = 'customer' | 'external' | 'suspense';
 
 export interface AccountState {
   readonly id: AccountId;
@@ -30,7 +32,8 @@ export interface AccountState {
   readonly createdAt: string;
 }
 
-export type TransferKind = 'transfer' | 'deposit' | 'withdrawal' | 'capture' | 'refund';
+/** `suspense`: money returned to a closed account, carried on to its suspense account; `payout`: the admin paying it out. */
+export type TransferKind = 'transfer' | 'deposit' | 'withdrawal' | 'capture' | 'refund' | 'suspense' | 'payout';
 
 export interface Hold {
   readonly id: HoldId;
@@ -56,8 +59,12 @@ export type AccountCommand =
   | { type: 'Debit'; transferId: TransferId; amount: bigint; currency: Currency }
   /** Destination leg; `alreadyApplied` says the transfer left `debited` before (delivered twice). */
   | { type: 'Credit'; transferId: TransferId; amount: bigint; currency: Currency; alreadyApplied: boolean }
-  /** The destination refused: the money comes back to the source. */
-  | { type: 'Return'; transferId: TransferId; amount: bigint; alreadyApplied: boolean }
+  /**
+   * The destination refused: the money comes back to the source. A closed source carries it on
+   * to its suspense account in a transfer `forwardId`. `refundOf`: the transfer a returned
+   * refund was taken from, whose claim the return gives back.
+   */
+  | { type: 'Return'; transferId: TransferId; amount: bigint; alreadyApplied: boolean; forwardId: TransferId; refundOf?: TransferId }
   /** Reserve an amount for a later capture. */
   | { type: 'Authorize'; holdId: HoldId; destinationId: AccountId; amount: bigint; currency: Currency; multiCapture: boolean; expiresAt: string }
   /** Send all (amount undefined) or part of a hold's remaining amount; `at` decides expiry. */
@@ -76,7 +83,10 @@ export type AccountEvent =
   | { type: 'Closed' }
   | { type: 'Debited'; transferId: TransferId; amount: bigint }
   | { type: 'Credited'; transferId: TransferId; amount: bigint }
-  | { type: 'Returned'; transferId: TransferId; amount: bigint }
+  /** `refundOf`: a refund came back, and gives its claim on that transfer back (rows.ts). */
+  | { type: 'Returned'; transferId: TransferId; amount: bigint; refundOf?: TransferId }
+  /** Returned money a closed account cannot hold, sent on to its suspense account as transfer `transferId`. */
+  | { type: 'SentToSuspense'; transferId: TransferId; returnedId: TransferId; destinationId: AccountId; amount: bigint }
   /** Not journaled on the account: it moves the transfer to `refused`. */
   | { type: 'CreditRefused'; transferId: TransferId; reason: ErrorCode }
   | { type: 'HoldPlaced'; holdId: HoldId; destinationId: AccountId; amount: bigint; multiCapture: boolean; expiresAt: string }
@@ -109,6 +119,7 @@ export function journalKind(e: AccountEvent): JournalKind | undefined {
     case 'HoldCaptured': return 'capture';
     case 'HoldReleased': return 'release';
     case 'RefundDebited': return 'debit';
+    case 'SentToSuspense': return 'debit';
     case 'CreditRefused': return undefined;
     default: return assertNever(e);
   }
@@ -129,6 +140,7 @@ export function signedAmount(e: AccountEvent): bigint {
   switch (e.type) {
     case 'Debited':
     case 'RefundDebited':
+    case 'SentToSuspense':
     case 'HoldCaptured': return -e.amount;
     case 'Credited':
     case 'Returned': return e.amount;
@@ -197,6 +209,22 @@ function decideCredit(state: AccountState, cmd: Extract<AccountCommand, { type: 
   return accepted({ type: 'Credited', transferId: cmd.transferId, amount: cmd.amount });
 }
 
+/**
+ * Money owed back is always taken, whatever the status: it must never vanish. A closed account
+ * can never send it on, though, so in the same commit it goes on to the tenant's suspense
+ * account of the region and currency (a transfer of kind `suspense`), where the admin sees it
+ * and pays it out; the closed account stays at 0.
+ */
+function decideReturn(state: AccountState, cmd: Extract<AccountCommand, { type: 'Return' }>, accepted: Accept): Decision {
+  if (cmd.alreadyApplied) return accepted();
+  const returned: AccountEvent = { type: 'Returned', transferId: cmd.transferId, amount: cmd.amount, ...(cmd.refundOf ? { refundOf: cmd.refundOf } : {}) };
+  if (state.status !== 'closed') return accepted(returned);
+  // Only a customer account closes (Close refuses the others), and it always has a tenant.
+  invariant(state.tenantId !== null, 'a closed account without a tenant');
+  const destinationId = suspenseAccountId(state.region, state.currency, state.tenantId);
+  return accepted(returned, { type: 'SentToSuspense', transferId: cmd.forwardId, returnedId: cmd.transferId, destinationId, amount: cmd.amount });
+}
+
 export function decide(state: AccountState | undefined, cmd: AccountCommand): Decision {
   if (state === undefined) {
     if (cmd.type !== 'Open') return rejected('account_not_found');
@@ -225,7 +253,8 @@ export function decide(state: AccountState | undefined, cmd: AccountCommand): De
       return state.status === 'open' ? accepted() : accepted({ type: 'Unfrozen' });
     case 'Close':
       if (state.status === 'closed') return accepted();
-      if (state.kind === 'external') return rejected('forbidden');
+      // External and suspense accounts belong to the ledger, not to a customer.
+      if (state.kind !== 'customer') return rejected('forbidden');
       if (state.balance !== 0n) return rejected('balance_not_zero');
       if (state.held !== 0n) return rejected('holds_outstanding');
       return accepted({ type: 'Closed' });
@@ -258,9 +287,7 @@ export function decide(state: AccountState | undefined, cmd: AccountCommand): De
     case 'Credit':
       return decideCredit(state, cmd, accepted);
     case 'Return':
-      // Money owed back is always taken, whatever the status: it must never vanish.
-      if (cmd.alreadyApplied) return accepted();
-      return accepted({ type: 'Returned', transferId: cmd.transferId, amount: cmd.amount });
+      return decideReturn(state, cmd, accepted);
     default:
       return assertNever(cmd);
   }
@@ -284,6 +311,7 @@ export function evolve(state: AccountState | undefined, e: AccountEvent): Accoun
     case 'Credited': return next({ balance: state.balance + e.amount });
     case 'Returned': return next({ balance: state.balance + e.amount });
     case 'RefundDebited': return next({ balance: state.balance - e.amount });
+    case 'SentToSuspense': return next({ balance: state.balance - e.amount });
     case 'HoldPlaced':
       return next({
         held: state.held + e.amount,

@@ -43,6 +43,7 @@ export const ERRORS = {
   hold_not_found: { kind: 'not_found', title: 'No such hold' },
   hold_not_active: { kind: 'conflict', title: 'The hold was captured in full, voided or has expired' },
   hold_expired: { kind: 'refused', title: 'The hold is past its deadline and can no longer be captured' },
+  hold_in_linked_group: { kind: 'conflict', title: 'The hold belongs to a linked batch group; only its group captures or releases it' },
   capture_exceeds_hold: { kind: 'refused', title: 'The capture is larger than what the hold still reserves' },
   invalid_expiry: { kind: 'invalid', title: 'The hold expiry is outside the allowed range' },
   refund_exceeds_transfer: { kind: 'refused', title: 'The refunds would exceed the amount of the transfer' },

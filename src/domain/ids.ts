@@ -18,6 +18,7 @@ const REGION = /^[a-z][a-z0-9-]{0,15}$/;
 const HEX32 = '[0-9a-f]{32}';
 const CUSTOMER = new RegExp(`^acc_([a-z][a-z0-9-]{0,15})_${HEX32}$`);
 const EXTERNAL = /^ext_([a-z][a-z0-9-]{0,15})_([A-Z]{3})$/;
+const SUSPENSE = new RegExp(`^sus_([a-z][a-z0-9-]{0,15})_([A-Z]{3})_(${HEX32})$`);
 const TRANSFER = new RegExp(`^tr_${HEX32}$`);
 const TENANT = new RegExp(`^ten_${HEX32}$`);
 const HOLD = new RegExp(`^hold_${HEX32}$`);
@@ -29,7 +30,7 @@ export function parseRegion(raw: unknown): Region | undefined {
 export function parseAccountId(raw: unknown): AccountId | undefined {
   if (typeof raw !== 'string') return undefined;
   if (CUSTOMER.test(raw)) return raw as AccountId;
-  const m = EXTERNAL.exec(raw);
+  const m = EXTERNAL.exec(raw) ?? SUSPENSE.exec(raw);
   if (m && Object.hasOwn(CURRENCIES, m[2]!)) return raw as AccountId;
   return undefined;
 }
@@ -52,7 +53,7 @@ export function parseTenantId(raw: unknown): TenantId | undefined {
 
 /** The region an account lives in, read off its id. */
 export function regionOf(id: AccountId): Region {
-  const m = /^(?:acc|ext)_([a-z][a-z0-9-]{0,15})_/.exec(id);
+  const m = /^(?:acc|ext|sus)_([a-z][a-z0-9-]{0,15})_/.exec(id);
   if (!m) throw new Error(`account id without region: ${id}`);
   return m[1] as Region;
 }
@@ -64,6 +65,23 @@ export function isExternal(id: AccountId): boolean {
 /** Money enters and leaves the ledger through one external account per region and currency. */
 export function externalAccountId(region: Region, currency: Currency): AccountId {
   return `ext_${region}_${currency}` as AccountId;
+}
+
+/**
+ * Money returned to a closed account is kept, visible to the admin, in one suspense account
+ * per tenant, region and currency: `sus_<region>_<currency>_<tenant hex>`.
+ */
+export function suspenseAccountId(region: Region, currency: Currency, tenantId: TenantId): AccountId {
+  const hex = TENANT.test(tenantId) ? tenantId.slice('ten_'.length) : undefined;
+  if (hex === undefined) throw new Error(`not a tenant id: ${tenantId}`);
+  return `sus_${region}_${currency}_${hex}` as AccountId;
+}
+
+/** The tenant, region and currency of a suspense account; undefined for any other id. */
+export function suspenseParts(id: string): { tenantId: TenantId; region: Region; currency: Currency } | undefined {
+  const m = SUSPENSE.exec(id);
+  if (!m || !Object.hasOwn(CURRENCIES, m[2]!)) return undefined;
+  return { region: m[1] as Region, currency: m[2] as Currency, tenantId: `ten_${m[3]!}` as TenantId };
 }
 
 const HEX_DIGITS = '0123456789abcdef';
@@ -80,6 +98,24 @@ export function uuidv7Hex(nowMs: number, random: Uint8Array): string {
   bytes.set(random.subarray(0, 10), 6);
   bytes[6] = (bytes[6]! & 0x0f) | 0x70;
   bytes[8] = (bytes[8]! & 0x3f) | 0x80;
+  return hexOf(bytes);
+}
+
+/**
+ * A name-based id as 32 hex digits (UUIDv8 layout, RFC 9562): the first 16 bytes of a digest
+ * the caller computed over the name, with the version and variant bits set. The same name
+ * always gives the same id, so a retry finds what its first attempt made; the price is that
+ * such ids are not time-sortable (order by `created_at` instead).
+ */
+export function uuidv8Hex(digest: Uint8Array): string {
+  if (digest.length < 16) throw new Error('a name-based id needs 16 bytes of digest');
+  const bytes = digest.slice(0, 16);
+  bytes[6] = (bytes[6]! & 0x0f) | 0x80;
+  bytes[8] = (bytes[8]! & 0x3f) | 0x80;
+  return hexOf(bytes);
+}
+
+function hexOf(bytes: Uint8Array): string {
   let hex = '';
   for (const b of bytes) hex += HEX_DIGITS[b >> 4]! + HEX_DIGITS[b & 0x0f]!;
   return hex;

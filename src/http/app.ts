@@ -15,11 +15,13 @@ import type { Ctx, Routes } from './context.ts';
 import { DEFAULT_RETRY_AFTER_S, problem, statusOf } from './errors.ts';
 import { documentRoute, swaggerOptions } from './openapi.ts';
 
+// /internal is not served on this listener (src/http/internal-app.ts is): left out of
+// authentication so that it answers 404, the same with or without a key.
 const PUBLIC = /^\/(healthz|readyz|metrics|docs|internal)(\/|$|\?)/;
 /** Answered to the end, also while the server closes: orchestrators watch them. */
 const HEALTH = /^\/(healthz|readyz|metrics)(\/|$|\?)/;
 
-export async function buildApp(deps: Ctx, routes: Routes): Promise<FastifyInstance> {
+export async function buildApp(deps: Ctx, routes: Pick<Routes, 'root' | 'api'>): Promise<FastifyInstance> {
   // Widened to fastify's logger type, so the instance is the plain FastifyInstance routes take.
   const logger: FastifyBaseLogger = deps.logger;
   const app = Fastify({
@@ -45,15 +47,7 @@ export async function buildApp(deps: Ctx, routes: Routes): Promise<FastifyInstan
 
   requestHooks(app, deps);
 
-  app.setErrorHandler((err: unknown, req: FastifyRequest, reply: FastifyReply) => {
-    const { code, detail, retryAfterS } = classify(err);
-    const status = statusOf(code);
-    // A 500 is our bug; a 503 is load or an outage, expected and answered: no stack per request.
-    if (status === 500) req.log.error({ err }, 'request failed');
-    else if (status >= 500) req.log.info({ code }, 'request answered unavailable');
-    if (retryAfterS !== undefined) reply.header('retry-after', String(retryAfterS));
-    void reply.code(status).type('application/problem+json').send(problem(code, detail));
-  });
+  app.setErrorHandler(answerError);
 
   app.setNotFoundHandler((_req, reply) => {
     void reply.code(404).type('application/problem+json').send(problem('not_found'));
@@ -70,6 +64,17 @@ export async function buildApp(deps: Ctx, routes: Routes): Promise<FastifyInstan
   });
 
   return app;
+}
+
+/** Any error as problem+json with its code; the internal listener answers the same way. */
+export function answerError(err: unknown, req: FastifyRequest, reply: FastifyReply): void {
+  const { code, detail, retryAfterS } = classify(err);
+  const status = statusOf(code);
+  // A 500 is our bug; a 503 is load or an outage, expected and answered: no stack per request.
+  if (status === 500) req.log.error({ err }, 'request failed');
+  else if (status >= 500) req.log.info({ code }, 'request answered unavailable');
+  if (retryAfterS !== undefined) reply.header('retry-after', String(retryAfterS));
+  void reply.code(status).type('application/problem+json').send(problem(code, detail));
 }
 
 /** Every request: its id echoed, refused while closing, authenticated (outside the public paths), its JSON body checked. */

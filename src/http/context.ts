@@ -22,8 +22,11 @@ export interface Ctx {
 /** A group of routes: a fastify plugin over the shared context. */
 export type RoutePlugin = (app: FastifyInstance, ctx: Ctx) => void | Promise<void>;
 
-/** The routes buildApp registers: `root` outside the tenant API (no bearer key, no rate limit), `api` under /v1. */
-export interface Routes { root: RoutePlugin[]; api: RoutePlugin[] }
+/**
+ * The routes buildApp registers: `root` outside the tenant API (no bearer key, no rate limit),
+ * `api` under /v1; and `internal`, the node-to-node routes that only the internal listener serves.
+ */
+export interface Routes { root: RoutePlugin[]; api: RoutePlugin[]; internal: RoutePlugin[] }
 
 declare module 'fastify' {
   interface FastifyRequest { principal?: Principal }

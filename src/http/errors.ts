@@ -41,8 +41,3 @@ export function problem(code: ErrorCode, detail?: string): Problem {
 export function rejectionAnswer(code: ErrorCode): { status: number; body: Problem } {
   return { status: statusOf(code), body: problem(code) };
 }
-
-/** Terminal transfers answer 201, those still in flight 202. */
-export function transferStatus(state: string): 201 | 202 {
-  return state === 'settled' || state === 'returned' ? 201 : 202;
-}

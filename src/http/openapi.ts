@@ -72,6 +72,9 @@ export const OPERATIONS: Readonly<Record<OperationKey, Operation>> = {
   'PUT /v1/tenants/:id/limits': op('setTenantLimits', "Replace a tenant's rate limits", 'admin', WRONG_KEY, 'tenant_not_found'),
   'GET /v1/tenants/:id/limits': op('getTenantLimits', "A tenant's rate limits", 'admin', WRONG_KEY, PARAMS, 'tenant_not_found'),
   'GET /v1/cluster': op('getCluster', "The cluster map: live nodes, held shards, every shard's epoch and owner", 'admin', WRONG_KEY),
+  'GET /v1/suspense': op('listSuspense', 'Money returned to closed accounts: a balance per tenant, region and currency', 'admin', WRONG_KEY),
+  'POST /v1/suspense/:id/payouts': op('payOutSuspense', "Pay money held in suspense out to an account of its tenant", 'admin',
+    WRONG_KEY, KEYED, ACTOR, DEBIT, 'invalid_amount', 'account_not_found'),
   'GET /v1/actors/accounts/:id': op('inspectAccountActor', "An account actor's state, mailbox and journal position", 'admin', WRONG_KEY, PARAMS, 'account_not_found'),
 
   'POST /v1/accounts': op('openAccount', 'Open an account', 'accounts',
@@ -99,8 +102,8 @@ export const OPERATIONS: Readonly<Record<OperationKey, Operation>> = {
     WRONG_KEY, KEYED, ACTOR, MONEY, DEBIT, 'account_not_found', 'same_account', 'invalid_expiry'),
   'GET /v1/holds/:id': op('getHold', 'A hold as it stands', 'holds', WRONG_KEY, PARAMS, 'hold_not_found'),
   'POST /v1/holds/:id/capture': op('captureHold', 'Capture all or part of a hold', 'holds',
-    WRONG_KEY, KEYED, ACTOR, 'invalid_amount', 'hold_not_found', 'hold_not_active', 'hold_expired', 'capture_exceeds_hold'),
-  'POST /v1/holds/:id/void': op('voidHold', 'Release a hold', 'holds', WRONG_KEY, KEY_OPTIONAL, ACTOR, 'hold_not_found', 'hold_not_active'),
+    WRONG_KEY, KEYED, ACTOR, 'invalid_amount', 'hold_not_found', 'hold_in_linked_group', 'hold_not_active', 'hold_expired', 'capture_exceeds_hold'),
+  'POST /v1/holds/:id/void': op('voidHold', 'Release a hold', 'holds', WRONG_KEY, KEY_OPTIONAL, ACTOR, 'hold_not_found', 'hold_in_linked_group', 'hold_not_active'),
 };
 
 const isApi = (url: string): boolean => url.startsWith('/v1/');

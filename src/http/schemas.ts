@@ -37,7 +37,7 @@ export const transferSchema = {
   $id: 'Transfer',
   type: 'object',
   properties: {
-    id: { type: 'string' }, kind: { type: 'string', enum: ['transfer', 'deposit', 'withdrawal', 'capture', 'refund'] },
+    id: { type: 'string' }, kind: { type: 'string', enum: ['transfer', 'deposit', 'withdrawal', 'capture', 'refund', 'suspense', 'payout'] },
     sourceAccountId: { type: 'string' }, destinationAccountId: { type: 'string' }, amount: amountOut, currency: { type: 'string' },
     state: { type: 'string', enum: ['debited', 'settled', 'refused', 'returned'] }, refusalCode: { type: ['string', 'null'] },
     holdId: { type: ['string', 'null'] }, refundOf: { type: ['string', 'null'] }, refunded: amountOutOrZero,

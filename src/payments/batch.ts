@@ -117,7 +117,8 @@ export class Batches {
         hold: { tenantId: tenantId as TenantId, metadata: it.metadata, groupId },
       });
       if (r.type === 'error') return r.error.code;
-      if (r.type === 'duplicate') return r.stored.statusCode === STORED_CREATED ? undefined : ((r.stored.response as { code?: ErrorCode } | null)?.code ?? 'internal_error');
+      // No stored answer: the hold was found by its id, placed by an earlier run whose key expired.
+      if (r.type === 'duplicate') return r.stored.statusCode === STORED_CREATED || r.stored.statusCode === null ? undefined : ((r.stored.response as { code?: ErrorCode } | null)?.code ?? 'internal_error');
       return r.reply.ok ? undefined : r.reply.code;
     }));
   }

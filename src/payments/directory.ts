@@ -27,12 +27,16 @@ export class Directory {
     this.cache.set(e.id, e);
   }
 
-  /** The account if it exists and belongs to the tenant; account_not_found otherwise, whatever the reason. */
+  /**
+   * The customer account if it exists and belongs to the tenant; account_not_found otherwise,
+   * whatever the reason. External and suspense accounts are the ledger's, never a tenant's (a
+   * suspense account carries its tenant's id, but only the admin pays it out).
+   */
   async owned(tenantId: string, raw: string): Promise<OwnedAccount> {
     const id = parseAccountId(raw);
     if (!id || id.startsWith('ext_')) throw new GeopayError('account_not_found');
     const e = await this.get(id);
-    if (!e || e.tenantId !== tenantId) throw new GeopayError('account_not_found');
+    if (!e || e.tenantId !== tenantId || e.kind !== 'customer') throw new GeopayError('account_not_found');
     return { id, currency: e.currency, region: e.region };
   }
 }

@@ -1,16 +1,16 @@
 // Holds (two-phase payments): authorize reserves an amount on the source; capture sends all
 // or part of it through the same saga as a transfer; void releases it; at its deadline it is
 // released by the node's sweeper (src/payments/relay.ts) and can no longer be captured.
-import { randomBytes } from 'node:crypto';
 import type { AccountId, HoldId, TenantId } from '../domain/ids.ts';
-import { makeHoldId, parseHoldId, uuidv7Hex } from '../domain/ids.ts';
+import { parseHoldId } from '../domain/ids.ts';
 import type { Currency } from '../domain/money.ts';
 import { GeopayError } from '../domain/errors.ts';
 import type { HoldView, TransferView } from '../domain/views.ts';
 import type { PaymentsContext } from './context.ts';
 import type { Outcome } from './outcome.ts';
 import { STORED_CREATED, ok } from './outcome.ts';
-import { resolve, stillRunning } from './resolve.ts';
+import { keyedHoldId } from './keyed-ids.ts';
+import { resolve } from './resolve.ts';
 import type { Transfers } from './transfers.ts';
 import { parseAmountOrThrow } from './transfers.ts';
 
@@ -20,7 +20,9 @@ export interface AuthorizeRequest {
   metadata: Record<string, unknown> | null; expiresInSeconds: number | undefined; multiCapture: boolean;
 }
 
-const view = ({ tenantId: _t, ...h }: HoldView & { tenantId: string | null }): HoldView => h;
+type StoredHold = HoldView & { tenantId: string | null; groupId: string | null };
+
+const view = ({ tenantId: _t, groupId: _g, ...h }: StoredHold): HoldView => h;
 
 export class Holds {
   constructor(private readonly ctx: PaymentsContext, private readonly transfers: Transfers) {}
@@ -35,7 +37,8 @@ export class Holds {
     if (src.currency !== r.currency || dst.currency !== r.currency) throw new GeopayError('currency_mismatch');
     return keys.run(r.tenantId, r.key, r.hash, async () => {
       const now = this.ctx.clock();
-      const holdId = makeHoldId(uuidv7Hex(now, randomBytes(10)));
+      // Derived from the request, so a retry after its key expired finds this hold (keyed-ids.ts).
+      const holdId = keyedHoldId({ tenantId: r.tenantId, key: r.key, hash: r.hash });
       const at = new Date(now).toISOString();
       const placed: HoldView = {
         id: holdId, sourceAccountId: src.id, destinationAccountId: dst.id, amount: r.amount.toString(), captured: '0',
@@ -47,7 +50,9 @@ export class Holds {
         idem: { tenantId: r.tenantId, key: r.key, requestHash: r.hash, resourceId: holdId, onOk: { status: STORED_CREATED, body: placed } },
         hold: { tenantId: r.tenantId as TenantId, metadata: r.metadata },
       }, { at });
-      return resolve(res, r.hash, () => ok(placed), stillRunning);
+      // A duplicate without a stored answer is a retry that found the hold by its id (its key
+      // expired): it answers the hold as it stands.
+      return resolve(res, r.hash, () => ok(placed), async (s) => ok(await this.get(r.tenantId, s.resourceId ?? holdId)));
     });
   }
 
@@ -61,7 +66,7 @@ export class Holds {
    * memory, so concurrent captures of one hold are serialised there.
    */
   async capture(r: { tenantId: string; key: string; holdId: string; amount: string | undefined; metadata: Record<string, unknown> | null; hash: (holdId: HoldId) => string }): Promise<Outcome<TransferView>> {
-    const hold = await this.holdOf(r.tenantId, r.holdId);
+    const hold = outsideAnyGroup(await this.holdOf(r.tenantId, r.holdId));
     const amount = r.amount === undefined ? undefined : parseAmountOrThrow(r.amount);
     const holdId = hold.id as HoldId;
     return this.transfers.moveMoney({
@@ -73,7 +78,7 @@ export class Holds {
 
   /** Releases the hold; with a key, a replay answers the hold as it stands. */
   async void(r: { tenantId: string; key: string | undefined; holdId: string; hash: (holdId: HoldId) => string }): Promise<Outcome<HoldView>> {
-    const hold = await this.holdOf(r.tenantId, r.holdId);
+    const hold = outsideAnyGroup(await this.holdOf(r.tenantId, r.holdId));
     const holdId = hold.id as HoldId;
     const hash = r.hash(holdId);
     const { key, tenantId } = r;
@@ -88,10 +93,20 @@ export class Holds {
     return key ? this.ctx.keys.run(tenantId, key, hash, exec) : exec();
   }
 
-  private async holdOf(tenantId: string, raw: string): Promise<HoldView & { tenantId: string | null }> {
+  private async holdOf(tenantId: string, raw: string): Promise<StoredHold> {
     const id = parseHoldId(raw);
     const h = id ? await this.ctx.repos.holds.get(id) : undefined;
     if (!h || h.tenantId !== tenantId) throw new GeopayError('hold_not_found');
     return h;
   }
+}
+
+/**
+ * A linked batch group's hold is captured or released by its group's decision alone
+ * (src/payments/batch.ts, the sweeper in relay.ts): a capture or void of one of them from
+ * outside would leave some transfers of an all-or-nothing group without the others.
+ */
+function outsideAnyGroup(hold: StoredHold): StoredHold {
+  if (hold.groupId !== null) throw new GeopayError('hold_in_linked_group');
+  return hold;
 }

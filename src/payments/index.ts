@@ -13,6 +13,7 @@ import { Holds } from './holds.ts';
 import { InFlightKeys } from './in-flight-keys.ts';
 import { Inspection } from './inspection.ts';
 import { Saga } from './saga.ts';
+import { Suspense } from './suspense.ts';
 import { Tenants } from './tenants.ts';
 import { Transfers } from './transfers.ts';
 
@@ -21,6 +22,8 @@ export interface Payments {
   transfers: Transfers;
   holds: Holds;
   batches: Batches;
+  /** Money returned to closed accounts: the admin's list and payouts. */
+  suspense: Suspense;
   tenants: Tenants;
   inspection: Inspection;
   forwarded: ForwardedRequests;
@@ -42,6 +45,7 @@ export function buildPayments(deps: { config: Config; registry: AccountRegistry;
     transfers,
     holds: new Holds(ctx, transfers),
     batches: new Batches(ctx, transfers),
+    suspense: new Suspense(ctx, transfers),
     tenants: new Tenants(repos, keys, logger),
     inspection: new Inspection(registry, deps.ownership, repos, directory),
     forwarded: new ForwardedRequests(registry),
@@ -51,5 +55,6 @@ export function buildPayments(deps: { config: Config; registry: AccountRegistry;
 }
 
 export type { Outcome } from './outcome.ts';
+export { transferAnswerStatus } from './outcome.ts';
 export { requestHash } from './request-hash.ts';
 export type { Principal, TenantLimits } from '../persistence/repositories.ts';

@@ -1,11 +1,13 @@
 // What a payments workflow answers, before anyone turns it into HTTP: the value it made or
 // read, a failure code (a business refusal, or an item's operational failure inside a
 // batch), or the answer an Idempotency-Key stored the first time, replayed verbatim.
+// `replayed` marks an answer given to a repeat of a request (HTTP: `Idempotent-Replayed`).
 import type { ErrorCode } from '../domain/errors.ts';
 
 export type Outcome<T> =
-  | { type: 'ok'; value: T }
-  | { type: 'failed'; code: ErrorCode }
+  | { type: 'ok'; value: T; replayed?: true }
+  | { type: 'failed'; code: ErrorCode; replayed?: true }
+  /** Always a replay: the answer a key stored. */
   | { type: 'stored'; status: number; body: unknown };
 
 /**
@@ -15,6 +17,16 @@ export type Outcome<T> =
  */
 export const STORED_CREATED = 201;
 export const STORED_OK = 200;
+/** A transfer still in flight when its request stopped waiting. */
+export const STORED_ACCEPTED = 202;
+
+/** A transfer answers 201 once terminal (settled, returned), 202 while in flight. */
+export function transferAnswerStatus(state: string): typeof STORED_CREATED | typeof STORED_ACCEPTED {
+  return state === 'settled' || state === 'returned' ? STORED_CREATED : STORED_ACCEPTED;
+}
+
+/** The outcome as a repeat of its request hears it. */
+export const replayed = <O extends Outcome<unknown>>(o: O): O => (o.type === 'stored' ? o : { ...o, replayed: true });
 
 export const ok = <T>(value: T): Outcome<T> => ({ type: 'ok', value });
 export const failed = <T = never>(code: ErrorCode): Outcome<T> => ({ type: 'failed', code });

@@ -1,46 +1,102 @@
 // The saga's safety net: transfers left `debited` (the credit was never applied, say after a
 // crash) are re-delivered to the destination, and `refused` ones back to the source.
-// At-least-once delivery; the actors apply each leg exactly once.
+// At-least-once delivery; the actors apply each leg exactly once. The hold sweeper releases
+// holds past their deadline. Both take only rows of the shards this node owns, due first, in
+// claims of CLAIM_SIZE rows; a row taken waits a growing backoff before it is taken again, so
+// a backlog that cannot move (a region down) never hides the rows behind it. Whether a row is
+// due is decided on the database's clock, never on this node's.
 import { randomBytes } from 'node:crypto';
 import type { Logger } from 'pino';
 import type { AccountId, HoldId, TenantId, TransferId } from '../domain/ids.ts';
 import { makeTransferId, uuidv7Hex } from '../domain/ids.ts';
 import type { Currency } from '../domain/money.ts';
 import type { AccountRegistry } from '../actors/registry.ts';
-import type { DueHold, Repositories } from '../persistence/repositories.ts';
+import type { DueHold, InFlightTransfer, Repositories, WorkClaim } from '../persistence/repositories.ts';
+
+/** Rows per claim, delivered together: a backlog aimed at one hot account must not fill its mailbox. */
+const CLAIM_SIZE = 32;
+
+export interface RelayOptions {
+  intervalMs: number;
+  minAgeMs: number;
+  /** Rows one pass takes at most, transfers and holds each. */
+  batch: number;
+  /** Longest wait before a row is taken again; the wait doubles from max(minAgeMs, intervalMs). */
+  maxBackoffMs: number;
+  /** Ids (capture transfers) are time-sortable by this clock. */
+  clock: () => number;
+  /** The shards this node owns and may write now: their rows are its work, nobody else's. */
+  shards: () => string[];
+  /** Tests only: a virtual clock that stands for everyone's time, the database's too (startNode's `clock`). */
+  virtualNow?: () => number;
+}
 
 export class Relay {
   private timer: NodeJS.Timeout | undefined;
-  private running = false;
-  private readonly inProgress = new Set<string>();
+  /** The pass of each kind in progress, if any: one at a time, so no pass skips rows another holds locked. */
+  private readonly busy: { relay?: Promise<number>; sweep?: Promise<number> } = {};
   redelivered = 0;
 
   constructor(
     private readonly repos: Pick<Repositories, 'transfers' | 'holds' | 'groups'>,
     private readonly registry: AccountRegistry,
-    private readonly opts: { intervalMs: number; minAgeMs: number; batch: number; clock: () => number; mine?: (accountId: string) => boolean },
+    private readonly opts: RelayOptions,
     private readonly logger: Logger,
   ) {}
 
   start(): void {
-    const pass = () => void this.runOnce().then(() => this.expireHolds());
+    const pass = () => void this.exclusive('relay', () => this.relayTransfers(this.opts.minAgeMs, false), true)
+      .then(() => this.exclusive('sweep', () => this.sweepHolds(false), true));
     this.timer = setInterval(pass, this.opts.intervalMs);
     this.timer.unref();
     pass();
   }
 
-  /** Releases holds past their deadline, on their source actor. Returns how many it sent. */
-  async expireHolds(): Promise<number> {
+  /**
+   * A timer's pass is skipped while one of its kind runs (never stacked); an explicit call waits
+   * for that one, then runs its own, so when it resolves every due row has been handled.
+   */
+  private exclusive(kind: 'relay' | 'sweep', work: () => Promise<number>, skipIfBusy: boolean): Promise<number> {
+    const running = this.busy[kind];
+    if (running && skipIfBusy) return Promise.resolve(0);
+    const next = (running ?? Promise.resolve(0)).then(work, work);
+    this.busy[kind] = next;
+    void next.finally(() => { if (this.busy[kind] === next) delete this.busy[kind]; }).catch(() => undefined);
+    return next;
+  }
+
+  /**
+   * Releases this node's holds past their deadline now, backoff or not (tests and operators;
+   * the timer's passes honour it). Returns how many it took.
+   */
+  expireHolds(): Promise<number> {
+    return this.exclusive('sweep', () => this.sweepHolds(true), false);
+  }
+
+  private async sweepHolds(ignoreBackoff: boolean): Promise<number> {
     try {
-      const now = new Date(this.opts.clock()).toISOString();
-      const rows = await this.repos.holds.due(now, this.opts.batch);
-      const mine = this.opts.mine ?? (() => true);
-      await Promise.all(rows.filter((h) => mine(h.sourceId)).map((h) => this.expireHold(h, now)));
-      return rows.length;
+      // Production asks the database which holds are due (null: its now()); a test's virtual clock stands in for it.
+      const asOf = this.opts.virtualNow ? new Date(this.opts.virtualNow()).toISOString() : null;
+      return await this.drain((c) => this.repos.holds.claimDue(asOf, c), (h) => this.expireHold(h, h.asOf), ignoreBackoff);
     } catch (err) {
       this.logger.warn({ err }, 'hold expiry pass failed');
       return 0;
     }
+  }
+
+  /** Claims and handles up to `batch` rows, CLAIM_SIZE at a time, each row once per pass. */
+  private async drain<T extends { id: string }>(claim: (c: WorkClaim) => Promise<T[]>, handle: (row: T) => Promise<void>, ignoreBackoff: boolean): Promise<number> {
+    const seen: string[] = [];
+    const backoffMs = Math.max(this.opts.minAgeMs, this.opts.intervalMs, 1);
+    while (seen.length < this.opts.batch) {
+      const shards = this.opts.shards();
+      if (shards.length === 0) break;
+      const rows = await claim({ shards, exclude: seen, limit: Math.min(CLAIM_SIZE, this.opts.batch - seen.length), backoffMs, maxBackoffMs: this.opts.maxBackoffMs, ignoreBackoff });
+      if (rows.length === 0) break;
+      seen.push(...rows.map((r) => r.id));
+      await Promise.all(rows.map(handle));
+    }
+    return seen.length;
   }
 
   private async expireHold(h: DueHold, now: string): Promise<void> {
@@ -61,38 +117,31 @@ export class Relay {
     if (this.timer) clearInterval(this.timer);
   }
 
-  /** One pass over the in-flight transfers; returns how many it delivered. */
-  async runOnce(minAgeMs = this.opts.minAgeMs): Promise<number> {
-    if (this.running) return 0;
-    this.running = true;
+  /**
+   * One pass over this node's transfers in flight; returns how many it tried. With `minAgeMs`
+   * given (tests, operators) it takes every one that old now, backoff or not.
+   */
+  runOnce(minAgeMs?: number): Promise<number> {
+    return this.exclusive('relay', () => this.relayTransfers(minAgeMs ?? this.opts.minAgeMs, minAgeMs !== undefined), false);
+  }
+
+  private async relayTransfers(minAgeMs: number, ignoreBackoff: boolean): Promise<number> {
     try {
-      const mine = this.opts.mine ?? (() => true);
       // A debited transfer is the source owner's to finish, a refused one too (it returns to the source).
-      const todo = (await this.repos.transfers.inFlight(minAgeMs, this.opts.batch)).filter((t) => !this.inProgress.has(t.id) && mine(t.sourceId));
-      // A bounded number at a time: a backlog aimed at one hot account must not fill its mailbox.
-      await inBatches(todo, 32, async (t) => {
-        this.inProgress.add(t.id);
-        try {
-          const r = t.state === 'debited'
-            ? await this.registry.deliverCredit({ id: t.id as TransferId, destinationId: t.destinationId as AccountId, amount: t.amount, currency: t.currency as Currency }, true)
-            : await this.registry.deliverReturn({ id: t.id as TransferId, sourceId: t.sourceId as AccountId, amount: t.amount }, true);
-          if (r.type === 'error') this.logger.warn({ transfer: t.id, code: r.error.code }, 'relay delivery failed');
-          else this.redelivered++;
-        } finally {
-          this.inProgress.delete(t.id);
-        }
-      });
-      if (todo.length > 0) this.logger.info({ count: todo.length }, 'relay re-delivered transfers');
-      return todo.length;
+      const n = await this.drain((c) => this.repos.transfers.claimInFlight(minAgeMs, c), (t) => this.redeliver(t), ignoreBackoff);
+      if (n > 0) this.logger.info({ count: n }, 'relay re-delivered transfers');
+      return n;
     } catch (err) {
       this.logger.warn({ err }, 'relay pass failed');
       return 0;
-    } finally {
-      this.running = false;
     }
   }
-}
 
-async function inBatches<T>(items: T[], size: number, fn: (item: T) => Promise<void>): Promise<void> {
-  for (let i = 0; i < items.length; i += size) await Promise.all(items.slice(i, i + size).map(fn));
+  private async redeliver(t: InFlightTransfer): Promise<void> {
+    const r = t.state === 'debited'
+      ? await this.registry.deliverCredit({ id: t.id as TransferId, destinationId: t.destinationId as AccountId, amount: t.amount, currency: t.currency as Currency }, true)
+      : await this.registry.deliverReturn({ id: t.id as TransferId, sourceId: t.sourceId as AccountId, amount: t.amount, refundOf: t.refundOf as TransferId | null }, true);
+    if (r.type === 'error') this.logger.warn({ transfer: t.id, code: r.error.code }, 'relay delivery failed; it waits its backoff');
+    else this.redelivered++;
+  }
 }

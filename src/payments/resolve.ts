@@ -5,7 +5,7 @@ import { GeopayError } from '../domain/errors.ts';
 import type { CommandResult } from '../actors/protocol.ts';
 import type { StoredKey } from '../persistence/journal.ts';
 import type { Outcome } from './outcome.ts';
-import { failed } from './outcome.ts';
+import { failed, replayed } from './outcome.ts';
 
 export type Accepted = Extract<AccountReply, { ok: true }>;
 
@@ -21,7 +21,7 @@ export async function resolve<T>(
     case 'duplicate':
       if (hash !== undefined && r.stored.requestHash !== hash) throw new GeopayError('idempotency_key_reused');
       if (r.stored.statusCode !== null) return { type: 'stored', status: r.stored.statusCode, body: r.stored.response };
-      return replay(r.stored);
+      return replayed(await replay(r.stored));
     case 'done':
       return r.reply.ok ? onOk(r.reply) : failed(r.reply.code);
     default: {

@@ -83,7 +83,7 @@ export class Saga {
   private async returnRefused(id: TransferId): Promise<void> {
     try {
       const t = await this.transfers.source(id);
-      if (t) await this.registry.deliverReturn({ id, sourceId: t.sourceId as AccountId, amount: t.amount });
+      if (t) await this.registry.deliverReturn({ id, sourceId: t.sourceId as AccountId, amount: t.amount, refundOf: t.refundOf as TransferId | null });
     } catch (err) {
       this.logger.warn({ err, transfer: id }, 'return delivery failed; the relay will retry');
     }

@@ -1,17 +1,17 @@
 // Money movement: deposits, withdrawals, transfers, refunds and captures are one saga. The
 // source actor commits the debit with the transfer record and the idempotency key; the
 // destination applies the credit exactly once; the request waits (bounded) for the credit.
-import { randomBytes } from 'node:crypto';
 import type { AccountCommand, TransferKind } from '../domain/account.ts';
 import type { AccountId, Region, TenantId, TransferId } from '../domain/ids.ts';
-import { externalAccountId, makeTransferId, parseTransferId, uuidv7Hex } from '../domain/ids.ts';
+import { externalAccountId, parseTransferId } from '../domain/ids.ts';
 import type { Currency } from '../domain/money.ts';
 import { parseAmount } from '../domain/money.ts';
 import { GeopayError } from '../domain/errors.ts';
 import type { TransferView } from '../domain/views.ts';
 import type { PaymentsContext } from './context.ts';
 import type { Outcome } from './outcome.ts';
-import { ok } from './outcome.ts';
+import { ok, transferAnswerStatus } from './outcome.ts';
+import { keyedTransferId } from './keyed-ids.ts';
 import { resolve } from './resolve.ts';
 import type { TransferOutcome } from './saga.ts';
 
@@ -92,12 +92,15 @@ export class Transfers {
    * Every movement of money is a transfer created by its source actor: it commits the debit,
    * the transfer record and the idempotency key together; then the request waits (bounded)
    * for the credit, and answers the transfer as it stands (settled, returned or in flight).
+   * That first answer is what every replay gives back (stored beside the key once decided).
+   * The transfer's id is derived from the request (keyed-ids.ts): a retry of it, however late,
+   * finds this transfer instead of making a second.
    */
   moveMoney(m: MoveSpec): Promise<Outcome<TransferView>> {
     const { config, registry, saga, keys } = this.ctx;
-    return keys.run(m.tenantId, m.key, m.hash, async () => {
+    return keys.run(m.tenantId, m.key, m.hash, async (keep) => {
       const now = this.ctx.clock();
-      const transferId = makeTransferId(uuidv7Hex(now, randomBytes(10)));
+      const transferId = keyedTransferId({ tenantId: m.tenantId, key: m.key, hash: m.hash });
       const at = new Date(now).toISOString();
       // Wait for the credit from before the debit is sent: it can land before we look.
       const settled = saga.waitForTransfer(transferId, config.askTimeoutMs + config.transferWaitMs);
@@ -108,18 +111,27 @@ export class Transfers {
       }, { at });
       if (r.type !== 'done' || !r.reply.ok) settled.cancel();
       return resolve(r, m.hash, async () => {
-        const outcome = await this.settlement(transferId, m, settled);
-        // A return carries the refusal code, and a capture of all that is left its amount,
-        // which only the row has: read it (rare).
-        if (outcome?.state === 'returned' || m.amount === undefined) return ok(await this.read(transferId, m.tenantId));
-        // Otherwise the answer is what was committed, built here exactly as the row reads back.
-        return ok({
-          id: transferId, kind: m.kind, sourceAccountId: m.src, destinationAccountId: m.dst, amount: m.amount.toString(), currency: m.currency,
-          state: outcome?.state ?? 'debited', refusalCode: null, metadata: m.metadata, holdId: m.holdId ?? null, refundOf: m.refundOf ?? null,
-          refunded: '0', createdAt: at, updatedAt: outcome?.at ?? at,
-        });
+        const view = await this.firstAnswer(transferId, m, at, settled);
+        // Stored off the request's path; until it is, this process's duplicates share it (keep).
+        // Lost (a crash in between, a failed write), a replay answers the transfer as it stands.
+        keep(this.ctx.repos.keys.storeAnswer({ tenantId: m.tenantId, key: m.key, requestHash: m.hash, status: transferAnswerStatus(view.state), body: view }));
+        return ok(view);
       }, async (s) => ok(await this.read(s.resourceId!, m.tenantId)));
     });
+  }
+
+  /** The transfer as its request answers it, once the credit landed or TRANSFER_WAIT_MS passed. */
+  private async firstAnswer(transferId: TransferId, m: MoveSpec, at: string, settled: ReturnType<PaymentsContext['saga']['waitForTransfer']>): Promise<TransferView> {
+    const outcome = await this.settlement(transferId, m, settled);
+    // A return carries the refusal code, and a capture of all that is left its amount,
+    // which only the row has: read it (rare).
+    if (outcome?.state === 'returned' || m.amount === undefined) return this.read(transferId, m.tenantId);
+    // Otherwise the answer is what was committed, built here exactly as the row reads back.
+    return {
+      id: transferId, kind: m.kind, sourceAccountId: m.src, destinationAccountId: m.dst, amount: m.amount.toString(), currency: m.currency,
+      state: outcome?.state ?? 'debited', refusalCode: null, metadata: m.metadata, holdId: m.holdId ?? null, refundOf: m.refundOf ?? null,
+      refunded: '0', createdAt: at, updatedAt: outcome?.at ?? at,
+    };
   }
 
   /** The transfer's outcome within TRANSFER_WAIT_MS, or undefined while it is still in flight. */

@@ -3,7 +3,7 @@
 // plus the postings after it, read back as events (rows.ts) and replayed through the same
 // evolve as the live path.
 import type { Pool } from './db.ts';
-import type { AccountState, Hold, JournalKind } from '../domain/account.ts';
+import type { AccountKind, AccountState, Hold, JournalKind } from '../domain/account.ts';
 import { evolve } from '../domain/account.ts';
 import type { AccountId, HoldId, Region, TenantId, TransferId } from '../domain/ids.ts';
 import type { Currency } from '../domain/money.ts';
@@ -25,6 +25,24 @@ export function emptyWriteSet(shard: string, epoch: bigint, nodeId: string): Wri
 
 /** A write lost a race it must not win (a key or a transfer claimed elsewhere): redo the batch. */
 export class WriteConflict extends Error {}
+
+/**
+ * The journal already holds a posting at a seq this write took (its primary key): the actor's
+ * state is older than the journal, so it reloads the account and redoes the batch. Fresh reads
+ * alone would collide again. A WriteConflict: the statement rolled back for certain.
+ */
+export class StaleState extends WriteConflict {}
+
+/**
+ * GP001: a shard of this write moved past the epoch the write carried. `epochs` are the epochs
+ * it carried, so the owner tells a fence of an old write (its epoch has moved on since: keep
+ * the shard) from a fence of the epoch it holds (another node took the shard).
+ */
+export class ShardFenced extends GeopayError {
+  constructor(readonly epochs: ReadonlyMap<string, bigint>, opts: { cause: unknown }) {
+    super('shard_unavailable', `a shard moved past the epoch of this write (${[...epochs.keys()].join(', ')})`, opts);
+  }
+}
 
 /** Observes each actor's committed write set. */
 export interface CommitObserver { (ws: WriteSet): void }
@@ -96,7 +114,9 @@ WITH guard AS (
     ${p(t.map((r) => r.holdId), 'text[]')}, ${p(t.map((r) => r.refundOf), 'text[]')}) AS x(i, tn, kd, s, d, m, c, md, at, h, rf)
   ${ok}
 ), tu AS (
-  UPDATE transfers t SET state = x.st, refusal_code = COALESCE(x.rc, t.refusal_code), updated_at = x.at
+  UPDATE transfers t SET state = x.st, refusal_code = COALESCE(x.rc, t.refusal_code), updated_at = x.at,
+    -- A new state starts the relay's clock afresh, on the database's time (006_relay_fairness.sql).
+    state_since = now(), next_attempt_at = NULL, relay_attempts = 0
   FROM unnest(${p(u.map((r) => r.id), 'text[]')}, ${p(u.map((r) => r.from), 'text[]')}, ${p(u.map((r) => r.to), 'text[]')},
     ${p(u.map((r) => r.refusalCode), 'text[]')}, ${p(u.map((r) => r.at), 'timestamptz[]')}) AS x(i, fr, st, rc, at)
   WHERE t.id = x.i AND t.state = x.fr AND (SELECT ok FROM held)
@@ -145,7 +165,11 @@ SELECT geopay_commit_check(CASE WHEN (SELECT ok FROM held) THEN 1 ELSE 0 END,
     const { code, constraint } = err as { code?: string; constraint?: string };
     // A leg applied already (an optimistic redelivery): redo the batch with fresh reads.
     if (code === '23505' && constraint === 'journal_transfer_once') throw new WriteConflict('a transfer leg was applied already', { cause: err });
-    if (code === 'GP001') throw new GeopayError('shard_unavailable', `a shard moved past the epoch of this write (${[...shards.keys()].join(', ')})`, { cause: err });
+    // The id of a keyed request's transfer or hold is derived from the request: a retry (its key
+    // expired, or claimed on another node) finds the first one this way; redone, it answers it.
+    if (code === '23505' && (constraint === 'transfers_pkey' || constraint === 'holds_pkey')) throw new WriteConflict('a transfer or hold of this id exists', { cause: err });
+    if (code === '23505' && constraint === 'journal_pkey') throw new StaleState('a posting of this seq exists: the account moved on without this actor', { cause: err });
+    if (code === 'GP001') throw new ShardFenced(shards, { cause: err });
     if (code === 'GP002') throw new WriteConflict('a key, a transfer or a hold was claimed under this batch', { cause: err });
     throw err;
   }
@@ -173,7 +197,7 @@ export interface Loaded {
 }
 
 interface AccountDbRow {
-  id: string; tenant_id: string | null; kind: 'customer' | 'external'; currency: string; region: string;
+  id: string; tenant_id: string | null; kind: AccountKind; currency: string; region: string;
   overdraft_limit: bigint; metadata: Record<string, unknown>; created_at: Date;
 }
 
@@ -237,6 +261,8 @@ const storedHold = (h: HoldDbRow): StoredHold => ({
 export interface Prefetched {
   transfers: Map<string, { state: string; amount: bigint; refunded: bigint }>;
   keys: Map<string, StoredKey>;
+  /** Those of the holds asked about that exist (none asked: absent). */
+  holds?: ReadonlySet<string>;
 }
 
 export interface StoredKey {
@@ -245,10 +271,15 @@ export interface StoredKey {
 
 export const keyOf = (tenantId: string, key: string): string => `${tenantId}\u0000${key}`;
 
-/** What a batch must know before deciding: states of transfers it would credit or return,
- * and idempotency keys already used. The actor is the only writer of these transitions. */
-export async function prefetch(pool: Pool, transferIds: string[], keys: { tenantId: string; key: string }[]): Promise<Prefetched> {
+/** What a batch must know before deciding: states of transfers it would credit or return (or
+ * create, under a derived id), idempotency keys already used, and which of the holds it would
+ * place exist already. The actor is the only writer of these transitions. */
+export async function prefetch(pool: Pool, transferIds: string[], keys: { tenantId: string; key: string }[], holdIds: string[] = []): Promise<Prefetched> {
   const out: Prefetched = { transfers: new Map(), keys: new Map() };
+  if (holdIds.length > 0) {
+    const { rows } = await pool.query<{ id: string }>('SELECT id FROM holds WHERE id = ANY($1::text[])', [holdIds]);
+    out.holds = new Set(rows.map((r) => r.id));
+  }
   if (transferIds.length > 0) {
     const { rows } = await pool.query<{ id: string; state: string; amount: bigint; refunded: bigint }>(
       'SELECT id, state, amount, refunded FROM transfers WHERE id = ANY($1::text[])', [transferIds]);

@@ -38,10 +38,10 @@ export async function listTenants(pool: Pool, limit: number): Promise<TenantRow[
   return rows.map((r) => ({ id: r.id, name: r.name, createdAt: r.created_at.toISOString() }));
 }
 
-export interface DirectoryEntry { id: string; tenantId: string | null; currency: string; kind: 'customer' | 'external'; region: string }
+export interface DirectoryEntry { id: string; tenantId: string | null; currency: string; kind: 'customer' | 'external' | 'suspense'; region: string }
 
 export async function findAccount(pool: Pool, id: string): Promise<DirectoryEntry | undefined> {
-  const { rows } = await pool.query<{ id: string; tenant_id: string | null; currency: string; kind: 'customer' | 'external'; region: string }>(
+  const { rows } = await pool.query<{ id: string; tenant_id: string | null; currency: string; kind: DirectoryEntry['kind']; region: string }>(
     'SELECT id, tenant_id, currency, kind, region FROM accounts WHERE id = $1', [id],
   );
   const r = rows[0];
@@ -69,28 +69,54 @@ export async function getTransfer(pool: Pool, id: string): Promise<(TransferView
   return r ? { ...transferRowView(r), tenantId: r.tenant_id } : undefined;
 }
 
-export interface InFlightTransfer { id: string; state: 'debited' | 'refused'; sourceId: string; destinationId: string; amount: bigint; currency: string }
+/** `refundOf`: a refund's original, whose claim a return gives back. */
+export interface InFlightTransfer { id: string; state: 'debited' | 'refused'; sourceId: string; destinationId: string; amount: bigint; currency: string; refundOf: string | null }
 
-/** Transfers still in flight and older than `minAgeMs`: the relay's work list. */
-export async function inFlightTransfers(pool: Pool, minAgeMs: number, limit: number): Promise<InFlightTransfer[]> {
+/**
+ * What one claim of the relay or the sweeper takes: rows of these shards (the source account's
+ * shard), none of `exclude`, at most `limit`. Each row taken waits before it can be taken again:
+ * `backoffMs` doubled per earlier attempt, at most `maxBackoffMs`, unless `ignoreBackoff`.
+ */
+export interface WorkClaim { shards: string[]; exclude: string[]; limit: number; backoffMs: number; maxBackoffMs: number; ignoreBackoff: boolean }
+
+/** The wait before a row taken `attempts` times before may be taken again, as an SQL interval. */
+const backoff = (attempts: string, base: string, max: string): string =>
+  `make_interval(secs => LEAST(${max}::float8, ${base}::float8 * power(2, LEAST(${attempts}, 30))) / 1000)`;
+
+/**
+ * The relay's next work: transfers in flight for `minAgeMs` or more, due first, each pushed back
+ * by its backoff as it is taken, so a row that cannot move goes behind the others (a row that
+ * moves leaves the list). Every time here is the database's: `state_since`, `now()`.
+ */
+export async function claimInFlightTransfers(pool: Pool, minAgeMs: number, c: WorkClaim): Promise<InFlightTransfer[]> {
   const { rows } = await pool.query<TransferDbRow>(
-    `SELECT * FROM transfers WHERE state IN ('debited', 'refused') AND updated_at < now() - make_interval(secs => $1::float8 / 1000)
-     ORDER BY updated_at LIMIT $2`, [minAgeMs, limit],
+    `WITH due AS (
+       SELECT t.id FROM transfers t JOIN accounts a ON a.id = t.source_id
+       WHERE t.state IN ('debited', 'refused') AND a.shard = ANY($1::text[]) AND t.id <> ALL($2::text[])
+         AND t.state_since <= now() - make_interval(secs => $3::float8 / 1000)
+         AND ($4::boolean OR t.next_attempt_at IS NULL OR t.next_attempt_at <= now())
+       ORDER BY COALESCE(t.next_attempt_at, t.state_since), t.id LIMIT $5
+       FOR UPDATE OF t SKIP LOCKED)
+     UPDATE transfers t SET relay_attempts = t.relay_attempts + 1, next_attempt_at = now() + ${backoff('t.relay_attempts', '$6', '$7')}
+     FROM due WHERE t.id = due.id
+     RETURNING t.*`, [c.shards, c.exclude, minAgeMs, c.ignoreBackoff, c.limit, c.backoffMs, c.maxBackoffMs],
   );
-  return rows.map((r) => ({ id: r.id, state: r.state as 'debited' | 'refused', sourceId: r.source_id, destinationId: r.destination_id, amount: r.amount, currency: r.currency }));
+  return rows.map((r) => ({ id: r.id, state: r.state as 'debited' | 'refused', sourceId: r.source_id, destinationId: r.destination_id, amount: r.amount, currency: r.currency, refundOf: r.refund_of }));
 }
 
 interface HoldDbRow {
   id: string; tenant_id: string | null; source_id: string; destination_id: string; amount: bigint; captured: bigint; currency: string;
   multi_capture: boolean; state: string; expires_at: Date; metadata: Record<string, unknown> | null; created_at: Date; updated_at: Date;
+  group_id: string | null;
 }
 
-export async function getHold(pool: Pool, id: string): Promise<(HoldView & { tenantId: string | null }) | undefined> {
+/** A hold with its tenant and its linked batch group (null for a hold a client placed). */
+export async function getHold(pool: Pool, id: string): Promise<(HoldView & { tenantId: string | null; groupId: string | null }) | undefined> {
   const { rows } = await pool.query<HoldDbRow>('SELECT * FROM holds WHERE id = $1', [id]);
   const r = rows[0];
   if (!r) return undefined;
   return {
-    tenantId: r.tenant_id, id: r.id, sourceAccountId: r.source_id, destinationAccountId: r.destination_id, amount: r.amount.toString(),
+    tenantId: r.tenant_id, groupId: r.group_id, id: r.id, sourceAccountId: r.source_id, destinationAccountId: r.destination_id, amount: r.amount.toString(),
     captured: r.captured.toString(), remaining: (r.state === 'held' ? r.amount - r.captured : 0n).toString(), currency: r.currency,
     multiCapture: r.multi_capture, state: r.state, expiresAt: r.expires_at.toISOString(), metadata: r.metadata,
     createdAt: r.created_at.toISOString(), updatedAt: r.updated_at.toISOString(),
@@ -113,8 +139,14 @@ export async function statement(pool: Pool, accountId: string, limit: number, be
   };
 }
 
+/**
+ * Deletes the keys past their retention, except those whose transfer is still in flight: a
+ * replay of it must still get its first answer. They go once the transfer is terminal.
+ */
 export async function deleteExpiredKeys(pool: Pool, retentionMs: number): Promise<number> {
-  const res = await pool.query("DELETE FROM idempotency_keys WHERE created_at < now() - make_interval(secs => $1::float8 / 1000)", [retentionMs]);
+  const res = await pool.query(
+    `DELETE FROM idempotency_keys k WHERE k.created_at < now() - make_interval(secs => $1::float8 / 1000)
+       AND NOT EXISTS (SELECT 1 FROM transfers t WHERE t.id = k.resource_id AND t.state IN ('debited', 'refused'))`, [retentionMs]);
   return res.rowCount ?? 0;
 }
 
@@ -139,21 +171,35 @@ export async function captureOfHold(pool: Pool, holdId: string): Promise<(Transf
   return r ? { ...transferRowView(r), tenantId: r.tenant_id } : undefined;
 }
 
-/** The source and amount of a transfer, for giving refused money back. */
-export async function transferSource(pool: Pool, id: string): Promise<{ sourceId: string; amount: bigint } | undefined> {
-  const { rows } = await pool.query<{ source_id: string; amount: bigint }>('SELECT source_id, amount FROM transfers WHERE id = $1', [id]);
+/** The source and amount of a transfer, for giving refused money back (and a refund's original, for its claim). */
+export async function transferSource(pool: Pool, id: string): Promise<{ sourceId: string; amount: bigint; refundOf: string | null } | undefined> {
+  const { rows } = await pool.query<{ source_id: string; amount: bigint; refund_of: string | null }>('SELECT source_id, amount, refund_of FROM transfers WHERE id = $1', [id]);
   const r = rows[0];
-  return r ? { sourceId: r.source_id, amount: r.amount } : undefined;
+  return r ? { sourceId: r.source_id, amount: r.amount, refundOf: r.refund_of } : undefined;
 }
 
-export interface DueHold { id: string; sourceId: string; destinationId: string; tenantId: string | null; groupId: string | null }
+/** `asOf`: the time the hold was found due at, the time its release or capture carries. */
+export interface DueHold { id: string; sourceId: string; destinationId: string; tenantId: string | null; groupId: string | null; asOf: string }
 
-/** Holds still held at their deadline: the expiry sweeper's work list. */
-export async function dueHolds(pool: Pool, nowIso: string, limit: number): Promise<DueHold[]> {
-  const { rows } = await pool.query<{ id: string; source_id: string; destination_id: string; tenant_id: string | null; group_id: string | null }>(
-    `SELECT id, source_id, destination_id, tenant_id, group_id FROM holds WHERE state = 'held' AND expires_at <= $1
-     ORDER BY expires_at LIMIT $2`, [nowIso, limit]);
-  return rows.map((h) => ({ id: h.id, sourceId: h.source_id, destinationId: h.destination_id, tenantId: h.tenant_id, groupId: h.group_id }));
+/**
+ * The expiry sweeper's next work: holds still held at their deadline, soonest due first, each
+ * pushed back by its backoff as it is taken (like the relay's). Due by the database's clock, so
+ * no node's clock releases a hold before its `expiresAt`; `asOfIso` is a test's virtual clock
+ * only (null in production).
+ */
+export async function claimDueHolds(pool: Pool, asOfIso: string | null, c: WorkClaim): Promise<DueHold[]> {
+  const { rows } = await pool.query<{ id: string; source_id: string; destination_id: string; tenant_id: string | null; group_id: string | null; as_of: Date }>(
+    `WITH due AS (
+       SELECT h.id FROM holds h JOIN accounts a ON a.id = h.source_id
+       WHERE h.state = 'held' AND h.expires_at <= COALESCE($1::timestamptz, now()) AND a.shard = ANY($2::text[]) AND h.id <> ALL($3::text[])
+         AND ($4::boolean OR h.next_attempt_at IS NULL OR h.next_attempt_at <= now())
+       ORDER BY COALESCE(h.next_attempt_at, h.expires_at), h.id LIMIT $5
+       FOR UPDATE OF h SKIP LOCKED)
+     UPDATE holds h SET sweep_attempts = h.sweep_attempts + 1, next_attempt_at = now() + ${backoff('h.sweep_attempts', '$6', '$7')}
+     FROM due WHERE h.id = due.id
+     RETURNING h.id, h.source_id, h.destination_id, h.tenant_id, h.group_id, COALESCE($1::timestamptz, now()) AS as_of`,
+    [asOfIso, c.shards, c.exclude, c.ignoreBackoff, c.limit, c.backoffMs, c.maxBackoffMs]);
+  return rows.map((h) => ({ id: h.id, sourceId: h.source_id, destinationId: h.destination_id, tenantId: h.tenant_id, groupId: h.group_id, asOf: h.as_of.toISOString() }));
 }
 
 /** Claims a batch's own Idempotency-Key; answers the request hash that holds the key now. */

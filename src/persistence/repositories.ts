@@ -4,8 +4,12 @@ import type { Pool } from './db.ts';
 import * as q from './queries.ts';
 import { getTenantLimits, setTenantLimits } from './limits.ts';
 import type { TenantLimits } from './limits.ts';
+import { listSuspense } from './suspense.ts';
+import { AnswerWriter } from './answers.ts';
+import type { AnswerRow } from './answers.ts';
 
 export function makeRepositories(pool: Pool) {
+  const answers = new AnswerWriter(pool);
   return {
     accounts: {
       find: (id: string) => q.findAccount(pool, id),
@@ -16,11 +20,11 @@ export function makeRepositories(pool: Pool) {
       get: (id: string) => q.getTransfer(pool, id),
       captureOfHold: (holdId: string) => q.captureOfHold(pool, holdId),
       source: (id: string) => q.transferSource(pool, id),
-      inFlight: (minAgeMs: number, limit: number) => q.inFlightTransfers(pool, minAgeMs, limit),
+      claimInFlight: (minAgeMs: number, c: q.WorkClaim) => q.claimInFlightTransfers(pool, minAgeMs, c),
     },
     holds: {
       get: (id: string) => q.getHold(pool, id),
-      due: (nowIso: string, limit: number) => q.dueHolds(pool, nowIso, limit),
+      claimDue: (asOfIso: string | null, c: q.WorkClaim) => q.claimDueHolds(pool, asOfIso, c),
     },
     groups: {
       decide: (groupId: string, want: 'commit' | 'abort') => q.decideGroup(pool, groupId, want),
@@ -28,6 +32,10 @@ export function makeRepositories(pool: Pool) {
     keys: {
       claimBatch: (tenantId: string, key: string, requestHash: string) => q.claimBatchKey(pool, tenantId, key, requestHash),
       deleteExpired: (retentionMs: number) => q.deleteExpiredKeys(pool, retentionMs),
+      /** A transfer's first answer, stored in the next batched statement (src/persistence/answers.ts). */
+      storeAnswer: (row: AnswerRow) => answers.store(row),
+      /** Resolves once every answer handed over is written (before the pool closes). */
+      answersStored: () => answers.idle(),
     },
     tenants: {
       get: (id: string) => q.getTenant(pool, id),
@@ -42,6 +50,9 @@ export function makeRepositories(pool: Pool) {
       insert: (k: Parameters<typeof q.insertKey>[1]) => q.insertKey(pool, k),
       createOnce: (k: Parameters<typeof q.createKeyOnce>[1], a: Parameters<typeof q.createKeyOnce>[2]) => q.createKeyOnce(pool, k, a),
     },
+    suspense: {
+      list: (limit: number) => listSuspense(pool, limit),
+    },
     shards: {
       list: () => q.listShards(pool),
       get: (id: string) => q.getShard(pool, id),
@@ -54,4 +65,5 @@ export function makeRepositories(pool: Pool) {
 
 export type Repositories = ReturnType<typeof makeRepositories>;
 export type { TenantLimits } from './limits.ts';
-export type { Principal, DirectoryEntry, TenantRow, PostingView, KeyedCreate, DueHold, InFlightTransfer, ShardRow } from './queries.ts';
+export type { SuspenseRow } from './suspense.ts';
+export type { Principal, DirectoryEntry, TenantRow, PostingView, KeyedCreate, DueHold, InFlightTransfer, ShardRow, WorkClaim } from './queries.ts';

@@ -41,7 +41,10 @@ export type HoldRowState = 'held' | 'captured' | 'voided' | 'expired';
 
 export interface HoldUpdate { id: HoldId; captured: bigint; state: HoldRowState; at: string }
 
-/** Takes `amount` of a settled transfer's refundable rest; the commit fails if it is not there. */
+/**
+ * Takes `amount` of a settled transfer's refundable rest; the commit fails if it is not there.
+ * A negative amount gives a claim back: a refund that came back returned refunded nothing.
+ */
 export interface RefundClaim { originalId: TransferId; amount: bigint }
 
 export interface TransferUpdate {
@@ -162,8 +165,18 @@ function sideRowsOf(e: AccountEvent, before: AccountState | undefined, after: Ac
       return { transferUpdate: { id: e.transferId, from: 'debited', to: 'settled', refusalCode: null, at } };
     case 'CreditRefused':
       return { transferUpdate: { id: e.transferId, from: 'debited', to: 'refused', refusalCode: e.reason, at } };
-    case 'Returned':
-      return { transferUpdate: { id: e.transferId, from: 'refused', to: 'returned', refusalCode: null, at } };
+    case 'Returned': {
+      const transferUpdate: TransferUpdate = { id: e.transferId, from: 'refused', to: 'returned', refusalCode: null, at };
+      return e.refundOf ? { transferUpdate, refundClaim: { originalId: e.refundOf, amount: -e.amount } } : { transferUpdate };
+    }
+    case 'SentToSuspense':
+      invariant(after.tenantId !== null, 'money for suspense from an account without a tenant');
+      return {
+        newTransfer: {
+          id: e.transferId, tenantId: after.tenantId, kind: 'suspense', sourceId, destinationId: e.destinationId, amount: e.amount, currency: after.currency,
+          metadata: { reason: 'account_closed', returnedTransferId: e.returnedId }, at, holdId: null, refundOf: null,
+        },
+      };
     case 'Frozen':
     case 'Unfrozen':
     case 'Closed':

@@ -21,3 +21,14 @@ export async function knownShards(pool: Pool): Promise<ShardId[]> {
   const { rows } = await pool.query<{ id: string }>('SELECT id FROM shards');
   return rows.map((r) => parseShardId(r.id)).filter((s): s is ShardId => s !== undefined);
 }
+
+/** Every shard's current epoch: a single node compares them with its own to notice a successor. */
+export async function shardEpochs(pool: Pool): Promise<Map<ShardId, bigint>> {
+  const { rows } = await pool.query<{ id: string; epoch: bigint }>('SELECT id, epoch FROM shards');
+  const out = new Map<ShardId, bigint>();
+  for (const r of rows) {
+    const id = parseShardId(r.id);
+    if (id) out.set(id, r.epoch);
+  }
+  return out;
+}

@@ -7,10 +7,11 @@ import { batchRoutes } from './batch.ts';
 import { holdRoutes } from './holds.ts';
 import { internalRoutes } from './internal.ts';
 import { limitRoutes } from './limits.ts';
+import { suspenseRoutes } from './suspense.ts';
 import { transferRoutes } from './transfers.ts';
 
 /** geopay's own routes, or the admin routes plus `engine`'s routes for money movement. */
 export function routesFor(engine: RoutePlugin[] | 'geopay'): Routes {
-  const money = engine === 'geopay' ? [accountRoutes, transferRoutes, holdRoutes, batchRoutes] : engine;
-  return { root: [internalRoutes], api: [adminRoutes, limitRoutes, ...money] };
+  const money = engine === 'geopay' ? [accountRoutes, transferRoutes, holdRoutes, batchRoutes, suspenseRoutes] : engine;
+  return { root: [], api: [adminRoutes, limitRoutes, ...money], internal: [internalRoutes] };
 }
