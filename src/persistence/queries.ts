@@ -75,13 +75,20 @@ export interface InFlightTransfer { id: string; state: 'debited' | 'refused'; so
 /**
  * What one claim of the relay or the sweeper takes: rows of these shards (the source account's
  * shard), none of `exclude`, at most `limit`. Each row taken waits before it can be taken again:
- * `backoffMs` doubled per earlier attempt, at most `maxBackoffMs`, unless `ignoreBackoff`.
+ * `backoffMs`, doubled per attempt after the first FLAT_ATTEMPTS, at most `maxBackoffMs`, unless `ignoreBackoff`.
  */
 export interface WorkClaim { shards: string[]; exclude: string[]; limit: number; backoffMs: number; maxBackoffMs: number; ignoreBackoff: boolean }
 
+/**
+ * Attempts retried at the base wait before the wait starts doubling: a destination that is
+ * only moving between owners (a failover takes about a lease TTL) is retried at the relay's
+ * own pace, and only a row that keeps failing (its region down) backs off further.
+ */
+const FLAT_ATTEMPTS = 10;
+
 /** The wait before a row taken `attempts` times before may be taken again, as an SQL interval. */
 const backoff = (attempts: string, base: string, max: string): string =>
-  `make_interval(secs => LEAST(${max}::float8, ${base}::float8 * power(2, LEAST(${attempts}, 30))) / 1000)`;
+  `make_interval(secs => LEAST(${max}::float8, ${base}::float8 * power(2, GREATEST(0, LEAST(${attempts}, 40) - ${FLAT_ATTEMPTS}))) / 1000)`;
 
 /**
  * The relay's next work: transfers in flight for `minAgeMs` or more, due first, each pushed back
