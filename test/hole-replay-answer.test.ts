@@ -76,6 +76,9 @@ describe('TRANSFER_WAIT_MS=0: answered 202 debited', () => {
     const first = await post(quick, key, '/v1/deposits', k, body);
     expect(first.status, first.text).toBe(202);
     await settled(quick, key, first.body.id);
+    // The answer is stored just after it is given (batched): wait for it, so it cannot land after the wipe below.
+    await waitFor('the first answer to be stored', 10_000, async () =>
+      ((await quick.node.pool.query('SELECT 1 FROM idempotency_keys WHERE key = $1 AND status_code IS NOT NULL', [k])).rowCount ? true : undefined));
     // What a crash between answering and storing leaves: the key, without its answer.
     await quick.node.pool.query('UPDATE idempotency_keys SET status_code = NULL, response = NULL WHERE key = $1', [k]);
     await quick.restart();
@@ -136,5 +139,23 @@ describe('a refund in between', () => {
     const open = await post(waiting, key, '/v1/accounts', kOpen, { currency: 'EUR' });
     expect(open.status).toBe(201);
     expectReplayOf(await post(waiting, key, '/v1/accounts', kOpen, { currency: 'EUR' }), open);
+  });
+});
+
+describe('a batch', () => {
+  it('replays every item as first answered, marked as a replay, after its transfers settled', async () => {
+    const key = (await quick.tenant('batch')).key;
+    const src = await quick.account(key, 'USD');
+    const dst = await quick.account(key, 'USD');
+    await settled(quick, key, (await quick.deposit(key, src, '1000')).body.id);
+    const k = idem();
+    const body = { items: [1, 2, 3].map((n) => ({ sourceAccountId: src, destinationAccountId: dst, amount: String(n), currency: 'USD' })) };
+    const first = await post(quick, key, '/v1/transfers/batch', k, body);
+    expect(first.status, first.text).toBe(200);
+    expect(first.replayed, 'a first answer is not marked as a replay').toBeUndefined();
+    expect(first.body.items.map((i: any) => i.status)).toEqual([202, 202, 202]);
+    for (const i of first.body.items) await settled(quick, key, i.transfer.id);
+    const again = await post(quick, key, '/v1/transfers/batch', k, body);
+    expectReplayOf(again, first);
   });
 });

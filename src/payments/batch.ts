@@ -21,6 +21,9 @@ export interface BatchItem { sourceAccountId: string; destinationAccountId: stri
 interface Item { index: number; src: AccountId; dst: AccountId; amount: bigint; currency: Currency; metadata: Record<string, unknown> | null; hash: string }
 interface Invalid { index: number; outcome: Outcome<TransferView> }
 
+/** A batch's answer: an outcome per item, and whether it answers a repeat of the batch. */
+export interface BatchOutcome { type: 'batch'; items: Outcome<TransferView>[]; replayed: boolean }
+
 // Derived keys live in a namespace a client key cannot reach: a client key is printable ASCII.
 const SEP = '\u001f';
 const digest = (...parts: string[]): string => createHash('sha256').update(parts.join(SEP)).digest('hex').slice(0, 32);
@@ -31,11 +34,14 @@ const isItem = (x: Item | Invalid): x is Item => 'src' in x;
 export class Batches {
   constructor(private readonly ctx: PaymentsContext, private readonly transfers: Transfers) {}
 
-  /** Runs every item; the batch's own key refuses a different body before anything moves. */
-  run(tenantId: string, key: string, hash: string, items: BatchItem[]): Promise<Outcome<TransferView>[]> {
+  /**
+   * Runs every item; the batch's own key refuses a different body before anything moves. A
+   * repeat of the batch (its key claimed before) is a replay: each item answers from its own key.
+   */
+  run(tenantId: string, key: string, hash: string, items: BatchItem[]): Promise<BatchOutcome> {
     return this.ctx.keys.run(tenantId, key, hash, async () => {
       const holder = await this.ctx.repos.keys.claimBatch(tenantId, key, hash);
-      if (holder !== undefined && holder !== hash) throw new GeopayError('idempotency_key_reused');
+      if (holder !== undefined && holder.requestHash !== hash) throw new GeopayError('idempotency_key_reused');
       const checked = await Promise.all(items.map((b, i) => this.validate(tenantId, i, b)));
       const results: Outcome<TransferView>[] = new Array(items.length);
       const groups = new Map<string, number[]>();
@@ -56,7 +62,7 @@ export class Batches {
         work.push(this.linkedGroup(tenantId, key, name, idx.map((i) => checked[i] as Item)).then((rs) => { idx.forEach((i, n) => { results[i] = rs[n]!; }); }));
       }
       await Promise.all(work);
-      return results;
+      return { type: 'batch', items: results, replayed: holder !== undefined && !holder.fresh };
     });
   }
 

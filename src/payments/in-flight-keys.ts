@@ -54,9 +54,14 @@ export class InFlightKeys {
   }
 }
 
-/** A duplicate's copy of the original's answer: an outcome is marked as a replay; a batch's list is shared as it is. */
+/** A duplicate's copy of the original's answer, marked as a replay (an outcome, or a batch's). */
 function asReplay<T>(answer: T): T {
+  if (isBatch(answer)) return { ...answer, replayed: true };
   return isOutcome(answer) ? replayed(answer) : answer;
+}
+
+function isBatch<T>(v: T): v is T & { type: 'batch'; replayed: boolean } {
+  return typeof v === 'object' && v !== null && 'type' in v && v.type === 'batch';
 }
 
 function isOutcome<T>(v: T): v is T & Outcome<unknown> {

@@ -209,13 +209,15 @@ export async function claimDueHolds(pool: Pool, asOfIso: string | null, c: WorkC
   return rows.map((h) => ({ id: h.id, sourceId: h.source_id, destinationId: h.destination_id, tenantId: h.tenant_id, groupId: h.group_id, asOf: h.as_of.toISOString() }));
 }
 
-/** Claims a batch's own Idempotency-Key; answers the request hash that holds the key now. */
-export async function claimBatchKey(pool: Pool, tenantId: string, key: string, requestHash: string): Promise<string | undefined> {
-  const { rows } = await pool.query<{ request_hash: string }>(
+/** Claims a batch's own Idempotency-Key; answers the request hash that holds the key now, and whether this call claimed it. */
+export async function claimBatchKey(pool: Pool, tenantId: string, key: string, requestHash: string): Promise<{ requestHash: string; fresh: boolean } | undefined> {
+  const { rows } = await pool.query<{ request_hash: string; fresh: boolean }>(
     `WITH ins AS (INSERT INTO idempotency_keys (tenant_id, key, request_hash) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING RETURNING request_hash)
-     SELECT request_hash FROM ins UNION ALL SELECT request_hash FROM idempotency_keys WHERE tenant_id = $1 AND key = $2 LIMIT 1`,
+     SELECT request_hash, true AS fresh FROM ins
+     UNION ALL SELECT request_hash, false AS fresh FROM idempotency_keys WHERE tenant_id = $1 AND key = $2 LIMIT 1`,
     [tenantId, key, requestHash]);
-  return rows[0]?.request_hash;
+  const r = rows[0];
+  return r ? { requestHash: r.request_hash, fresh: r.fresh } : undefined;
 }
 
 /** What a keyed create found: it ran now, or the key had run before (with its stored answer, if finished). */

@@ -44,14 +44,15 @@ const batchSchema = (maxItems: number) => ({
 
 export function batchRoutes(app: FastifyInstance, ctx: Ctx): void {
   const maxItems = ctx.config.batchMaxItems;
-  app.post('/v1/transfers/batch', { bodyLimit: Math.max(ctx.config.bodyLimitBytes, maxItems * 1_024), schema: batchSchema(maxItems) }, async (req) => {
+  app.post('/v1/transfers/batch', { bodyLimit: Math.max(ctx.config.bodyLimitBytes, maxItems * 1_024), schema: batchSchema(maxItems) }, async (req, reply) => {
     const tenantId = tenantOf(req);
     const key = idempotencyKey(req, true);
     const body = req.body as { items: BatchItem[] };
     const hash = requestHash('POST /v1/transfers/batch', {}, body);
-    const outcomes = await ctx.payments.batches.run(tenantId, key, hash, body.items);
+    const batch = await ctx.payments.batches.run(tenantId, key, hash, body.items);
+    if (batch.replayed) void reply.header('idempotent-replayed', 'true');
     return {
-      items: outcomes.map((o, index) => {
+      items: batch.items.map((o, index) => {
         const a = transferAnswer(o);
         return a.status >= 400 ? { index, status: a.status, error: a.body } : { index, status: a.status, transfer: a.body };
       }),
