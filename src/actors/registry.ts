@@ -18,7 +18,7 @@ import { ask, spawn, startSystem, stopActor, stopSystem, tell } from './nact.ts'
 import type { AccountMsg, ActorHandle, Inspection } from './account-actor.ts';
 import { initialActorState, makeAccountHandler, startLoadFor } from './account-actor.ts';
 import type { AccountRequest, CommandResult } from './protocol.ts';
-import { SuspenseAccounts } from './suspense.ts';
+import { LedgerAccounts } from './ledger-accounts.ts';
 
 export interface RegistryConfig {
   nodeId: string;
@@ -48,8 +48,8 @@ export class AccountRegistry {
   private draining = false;
   private readonly listeners: CommitListener[] = [];
   private idleTimer: NodeJS.Timeout | undefined;
-  /** Opens a suspense account before the first money carried on from a closed account lands in it. */
-  private readonly suspense = new SuspenseAccounts((id, cmd) => this.send(id, { cmd }), () => this.clock());
+  /** Opens an external or suspense account before the first money lands in it. */
+  private readonly ledger = new LedgerAccounts((id, cmd) => this.send(id, { cmd }), () => this.clock());
   /** Commits since start; tests count transactions with it. */
   commits = 0;
   /** The stored answer of a business rejection (status and problem body), given by the HTTP layer. */
@@ -154,9 +154,14 @@ export class AccountRegistry {
     this.listeners.push(listener);
   }
 
+  /** Opens a ledger-owned account (external, suspense) on first use; the failed open, if it failed. */
+  ensureLedgerAccount(id: AccountId): Promise<CommandResult | undefined> {
+    return this.ledger.ensureOpen(id);
+  }
+
   /** Delivers the credit leg of a transfer; the destination applies it exactly once. */
   async deliverCredit(t: { id: TransferId; destinationId: AccountId; amount: bigint; currency: Currency }, redelivery = false): Promise<CommandResult> {
-    const notOpen = await this.suspense.ensureOpen(t.destinationId);
+    const notOpen = await this.ensureLedgerAccount(t.destinationId);
     if (notOpen) return notOpen;
     return this.send(t.destinationId, { cmd: { type: 'Credit', transferId: t.id, amount: t.amount, currency: t.currency, alreadyApplied: false }, careful: redelivery });
   }

@@ -78,6 +78,20 @@ export function suspenseAccountId(region: Region, currency: Currency, tenantId: 
 }
 
 /** The tenant, region and currency of a suspense account; undefined for any other id. */
+/**
+ * What a ledger-owned account (an external or a suspense account) is, read off its id; undefined
+ * for a customer account. Ledger accounts are opened on first use, so their id says it all.
+ */
+export function ledgerAccountParts(id: string): { kind: 'external' | 'suspense'; region: Region; currency: Currency; tenantId: TenantId | null } | undefined {
+  if (id.startsWith('ext_')) {
+    const m = EXTERNAL.exec(id);
+    return m && Object.hasOwn(CURRENCIES, m[2]!) ? { kind: 'external', region: m[1] as Region, currency: m[2] as Currency, tenantId: null } : undefined;
+  }
+  if (!id.startsWith('sus_')) return undefined;
+  const s = suspenseParts(id);
+  return s ? { kind: 'suspense', ...s } : undefined;
+}
+
 export function suspenseParts(id: string): { tenantId: TenantId; region: Region; currency: Currency } | undefined {
   const m = SUSPENSE.exec(id);
   if (!m || !Object.hasOwn(CURRENCIES, m[2]!)) return undefined;

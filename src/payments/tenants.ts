@@ -8,6 +8,7 @@ import type { KeyedCreate, Principal, Repositories, TenantLimits, TenantRow } fr
 import type { Outcome } from './outcome.ts';
 import { STORED_CREATED, ok } from './outcome.ts';
 import type { InFlightKeys } from './in-flight-keys.ts';
+import { TtlCache } from './ttl-cache.ts';
 
 /** Admin writes share one idempotency scope, apart from every tenant's. */
 const ADMIN_SCOPE = 'admin';
@@ -32,23 +33,16 @@ function keyedOutcome<T>(r: KeyedCreate<unknown>, hash: string, value: () => T):
 }
 
 export class Tenants {
-  private readonly principals = new Map<string, { p: Promise<Principal | undefined>; until: number }>();
-  private readonly overrides = new Map<string, { limits: Promise<TenantLimits | undefined>; until: number }>();
+  /** Keyed by the key's hash: only hashes are kept. */
+  private readonly principals = new TtlCache<Principal | undefined>(PRINCIPAL_TTL_MS, MAX_CACHED_PRINCIPALS);
+  private readonly overrides = new TtlCache<TenantLimits | undefined>(OVERRIDES_TTL_MS, MAX_CACHED_TENANTS);
 
   constructor(private readonly repos: Pick<Repositories, 'tenants' | 'apiKeys'>, private readonly keys: InFlightKeys, private readonly logger: Logger) {}
 
   /** The principal of a bearer key, or undefined; cached briefly to keep the lookup off the hot path. */
   async principal(key: string, now: number): Promise<Principal | undefined> {
-    const h = createHash('sha256').update(key).digest('hex');
-    let hit = this.principals.get(h);
-    if (!hit || hit.until < now) {
-      hit = { p: this.repos.apiKeys.principal(key), until: now + PRINCIPAL_TTL_MS };
-      if (this.principals.size > MAX_CACHED_PRINCIPALS) this.principals.clear();
-      this.principals.set(h, hit);
-      // A failed lookup (database down) is not remembered as "no such key".
-      hit.p.catch(() => this.principals.delete(h));
-    }
-    return hit.p;
+    // A failed lookup (database down) is not remembered as "no such key".
+    return this.principals.get(createHash('sha256').update(key).digest('hex'), now, () => this.repos.apiKeys.principal(key));
   }
 
   async create(r: { key: string; hash: string; name: string }): Promise<Outcome<TenantRow>> {
@@ -99,22 +93,17 @@ export class Tenants {
   async setLimits(raw: string, limits: TenantLimits): Promise<TenantLimits & { tenantId: string }> {
     const tenantId = parseTenantId(raw);
     if (!tenantId || !(await this.repos.tenants.setLimits(tenantId, limits))) throw new GeopayError('tenant_not_found');
-    this.overrides.delete(tenantId);
+    this.overrides.forget(tenantId);
     return { tenantId, readsPerS: limits.readsPerS, writesPerS: limits.writesPerS };
   }
 
   /** The overrides the rate limiter applies, cached briefly; a failed lookup means the defaults. */
   cachedLimits(tenantId: string, now: number): Promise<TenantLimits | undefined> {
-    const hit = this.overrides.get(tenantId);
-    if (hit && hit.until >= now) return hit.limits;
-    if (this.overrides.size >= MAX_CACHED_TENANTS) this.overrides.clear();
     // One lookup per tenant at a time; a failed one means the defaults until it expires,
     // as a database outage must not turn into rate-limiter errors.
-    const limits = this.repos.tenants.limits(tenantId).catch((err: unknown) => {
+    return this.overrides.get(tenantId, now, () => this.repos.tenants.limits(tenantId).catch((err: unknown) => {
       this.logger.warn({ err, tenant: tenantId }, 'tenant limits lookup failed, defaults apply');
       return undefined;
-    });
-    this.overrides.set(tenantId, { limits, until: now + OVERRIDES_TTL_MS });
-    return limits;
+    }));
   }
 }

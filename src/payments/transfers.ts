@@ -39,8 +39,6 @@ export interface MoneyRequest { tenantId: string; key: string; hash: string; amo
 const REMOTE_POLL_MS = 25;
 
 export class Transfers {
-  private readonly ensured = new Set<string>();
-
   constructor(private readonly ctx: PaymentsContext) {}
 
   async transfer(r: MoneyRequest & { sourceAccountId: string; destinationAccountId: string }): Promise<Outcome<TransferView>> {
@@ -178,13 +176,9 @@ export class Transfers {
   /** The external account of a region and currency exists before money moves through it. */
   private async ensureExternal(region: Region, currency: Currency): Promise<AccountId> {
     const id = externalAccountId(region, currency);
-    if (this.ensured.has(id)) return id;
-    const r = await this.ctx.registry.send(id, {
-      cmd: { type: 'Open', id, kind: 'external', tenantId: null, currency, region, overdraftLimit: 0n, metadata: {}, at: new Date().toISOString() },
-    });
-    if (r.type === 'error') throw r.error;
-    if (r.type === 'done' && !r.reply.ok && r.reply.code !== 'account_exists') throw new GeopayError('internal_error', `external account: ${r.reply.code}`);
-    this.ensured.add(id);
+    const failed = await this.ctx.registry.ensureLedgerAccount(id);
+    if (failed?.type === 'error') throw failed.error;
+    if (failed) throw new GeopayError('internal_error', `external account: ${failed.type === 'done' && !failed.reply.ok ? failed.reply.code : failed.type}`);
     return id;
   }
 }

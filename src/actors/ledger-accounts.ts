@@ -1,16 +1,16 @@
-// Suspense accounts, opened on demand. Money returned to a closed account is carried on to the
-// tenant's suspense account of its region and currency (src/domain/account.ts, decideReturn);
-// that credit may be the first the suspense account ever sees, so the registry opens it first.
-// One per tenant, region and currency, named by its id (src/domain/ids.ts): no lookup needed.
+// Ledger-owned accounts, opened on demand: the external account of a region and currency
+// (money entering and leaving) and a tenant's suspense account (money returned to a closed
+// account is carried on to it, src/domain/account.ts decideReturn). Their ids say what they
+// are (src/domain/ids.ts ledgerAccountParts), so no lookup is needed before opening one.
 import type { AccountCommand } from '../domain/account.ts';
 import type { AccountId } from '../domain/ids.ts';
-import { suspenseParts } from '../domain/ids.ts';
+import { ledgerAccountParts } from '../domain/ids.ts';
 import type { CommandResult } from './protocol.ts';
 
-/** Suspense accounts known open are remembered, up to this many (then forgotten and asked again). */
+/** Ledger accounts known open are remembered, up to this many (then forgotten and asked again). */
 const MAX_KNOWN_OPEN = 100_000;
 
-export class SuspenseAccounts {
+export class LedgerAccounts {
   private readonly knownOpen = new Set<string>();
 
   constructor(
@@ -19,16 +19,15 @@ export class SuspenseAccounts {
   ) {}
 
   /**
-   * Opens `id` when it is a suspense account not yet known open. Undefined when the account is
-   * ready (or not a suspense account); otherwise the failed result, and the credit waits for
-   * the relay's next pass.
+   * Opens `id` when it is a ledger account not yet known open. Undefined when the account is
+   * ready (or a customer account); otherwise the failed result of the open.
    */
   async ensureOpen(id: AccountId): Promise<CommandResult | undefined> {
     if (this.knownOpen.has(id)) return undefined;
-    const parts = suspenseParts(id);
+    const parts = ledgerAccountParts(id);
     if (!parts) return undefined;
     const r = await this.send(id, {
-      type: 'Open', id, kind: 'suspense', tenantId: parts.tenantId, currency: parts.currency, region: parts.region,
+      type: 'Open', id, kind: parts.kind, tenantId: parts.tenantId, currency: parts.currency, region: parts.region,
       overdraftLimit: 0n, metadata: {}, at: new Date(this.clock()).toISOString(),
     });
     if (r.type === 'error') return r;
