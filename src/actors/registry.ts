@@ -107,7 +107,8 @@ export class AccountRegistry {
   /** The account's committed state, through its actor (spawned and loaded if need be). */
   async read(id: AccountId, hops = 0): Promise<AccountState | undefined> {
     if (this.draining) throw new GeopayError('draining');
-    const route = await this.ownership.route(this.shardOf(id));
+    const shard = this.shardOf(id);
+    const route = await this.ownership.route(shard);
     if (route.kind === 'unavailable') throw new GeopayError('shard_unavailable', route.reason);
     if (route.kind === 'remote') {
       if (!this.forwarder) throw new GeopayError('shard_unavailable', 'owned by another node');
@@ -118,7 +119,6 @@ export class AccountRegistry {
     // Actor memory is the truth only while this node owns the shard: the epoch is taken before
     // the actor answers and confirmed after (lease, or a bounded epoch check on one node), so a
     // zombie's memory is never served past the bound.
-    const shard = this.shardOf(id);
     const epoch = await this.ownership.epochFor(shard);
     const h = this.handleFor(id);
     h.queued++;
