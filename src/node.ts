@@ -1,6 +1,8 @@
 // One geopay node, assembled: config -> PostgreSQL (or the embedded PGlite) -> migrations ->
 // shard ownership -> account actors and relay -> HTTP. main.ts runs it as a process; tests
 // run it in-process against their own database.
+import { Metrics } from './observability/metrics.ts';
+import type { MetricSources } from './observability/metrics.ts';
 import assert from 'node:assert/strict';
 import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
@@ -51,6 +53,7 @@ export interface GeopayNode {
   ownership: Ownership;
   payments: Payments;
   membership: Membership | undefined;
+  metrics: Metrics;
   /** Set when this start created the admin key (printed once by main). */
   createdAdminKey: string | undefined;
   /** Graceful: stop intake, drain mailboxes, snapshot, close pools. */
@@ -73,11 +76,13 @@ export async function startNode(cfg: Config, opts: { logger?: Logger; onCommit?:
   const { pool, embedded } = await openDatabase(cfg, logger);
 
   const repos = makeRepositories(pool);
+  const metrics = new Metrics({ node: cfg.nodeId, region: cfg.region });
+  metrics.collectProcessMetrics();
   // Single node or cluster, the composition is the same from here: ownership -> actors ->
   // payments -> HTTP; assemble() keeps this function to the order of the steps.
-  const parts = await assemble(cfg, pool, logger, clock, opts.onCommit, embedded !== undefined);
+  const parts = await assemble(cfg, pool, logger, clock, opts.onCommit, embedded !== undefined, metrics);
   const { ownership, cluster, single, writer, registry } = parts;
-  const payments = buildPayments({ config: cfg, registry, ownership, repos, logger, clock });
+  const payments = buildPayments({ config: cfg, registry, ownership, repos, logger, clock, metrics });
   const createdAdminKey = await payments.tenants.ensureAdminKey(cfg.adminApiKey);
   if (createdAdminKey && embedded) {
     // Embedded (development) mode only: keep the key beside the data it guards, readable by
@@ -91,17 +96,11 @@ export async function startNode(cfg: Config, opts: { logger?: Logger; onCommit?:
   const shards = () => ownership.shards().map((s) => s.shard).filter((s) => ownership.isLocal(s));
   const relay = new Relay(repos, registry, {
     intervalMs: cfg.relayIntervalMs, minAgeMs: cfg.relayMinAgeMs, maxBackoffMs: cfg.relayMaxBackoffMs, batch: 500, clock, shards,
-    ...(opts.clock ? { virtualNow: opts.clock } : {}),
+    ...(opts.clock ? { virtualNow: opts.clock } : {}), metrics,
   }, logger);
+  readAtScrape(metrics, { pool, poolMax: embedded ? 1 : cfg.pgPoolMax, writer, registry, ownership, cluster, payments });
 
   let accepting = true;
-  const metrics = () => ({
-    commit_statements_total: { help: 'Commit statements sent (each one transaction).', type: 'counter' as const, value: writer.statements },
-    actor_batches_committed_total: { help: 'Actor write sets committed.', type: 'counter' as const, value: writer.sets },
-    actors_resident: { help: 'Account actors in memory.', type: 'gauge' as const, value: registry.residentCount() },
-    relay_redelivered_total: { help: 'Transfer legs re-delivered by the relay.', type: 'counter' as const, value: relay.redelivered },
-    pg_pool_waiting: { help: 'Requests waiting for a PostgreSQL connection.', type: 'gauge' as const, value: pool.waitingCount },
-  });
   const redis = await rateLimitRedis(cfg, logger);
   const routes = cfg.engine === 'baseline' ? routesFor([baselineRoutes(pool, clock)]) : routesFor('geopay');
   const ctx = { config: cfg, logger, payments, ready: () => accepting, metrics, redis };
@@ -109,7 +108,7 @@ export async function startNode(cfg: Config, opts: { logger?: Logger; onCommit?:
   const url = await listen(app, cfg.host, cfg.port);
   // Peers forward to the internal listener, never to the public port: that is what membership advertises.
   const internal = await startInternalListener(ctx, routes.internal);
-  const membership = cluster ? await joinCluster(cluster, cfg, internal, logger) : undefined;
+  const membership = cluster ? await joinCluster(cluster, cfg, internal, logger, metrics) : undefined;
 
   // The relay's first pass re-delivers what a crash left in flight, at once.
   relay.start();
@@ -143,8 +142,35 @@ export async function startNode(cfg: Config, opts: { logger?: Logger; onCommit?:
     return stopping;
   };
 
-  return { app, url, internalUrl: internal?.url, pool, registry, relay, writer, createdAdminKey, stop, ownership, payments, membership };
+  return { app, url, internalUrl: internal?.url, pool, registry, relay, writer, createdAdminKey, stop, ownership, payments, membership, metrics };
 }
+
+/** What the metrics read at scrape time; committed hold changes and returns are counted as they commit. */
+function readAtScrape(metrics: Metrics, p: { pool: Pool; poolMax: number; writer: GroupWriter; registry: AccountRegistry; ownership: Ownership; cluster: ClusterParts | undefined; payments: Payments }): void {
+  const { pool, writer, registry, ownership, cluster } = p;
+  Object.assign(metrics.sources, {
+    residentActors: () => registry.residentCount(),
+    deepestMailboxes: (n: number) => registry.deepestMailboxes(n),
+    writerQueue: () => writer.queueLength,
+    shardsOwned: () => ownership.shards().length,
+    shardsWithoutOwner: () => cluster?.own.unplaced() ?? 0,
+    membersByRegion: () => {
+      const by: Record<string, number> = {};
+      for (const m of ownership.members()) by[m.region] = (by[m.region] ?? 0) + 1;
+      return by;
+    },
+    pool: () => ({ total: pool.totalCount, idle: pool.idleCount, waiting: pool.waitingCount, max: p.poolMax }),
+    inFlight: () => p.payments.inFlight(),
+    ...(cluster ? { redisMasters: () => cluster.leases.mastersReachable() } : {}),
+  } satisfies MetricSources);
+  registry.onCommitted((ws) => {
+    if (ws.newHolds.length > 0) metrics.holds.inc({ action: 'authorize' }, ws.newHolds.length);
+    for (const u of ws.holdUpdates) if (u.state !== 'held') metrics.holds.inc({ action: HOLD_ACTION[u.state] });
+    for (const u of ws.transferUpdates) if (u.to === 'returned') metrics.returns.inc();
+  });
+}
+
+const HOLD_ACTION = { captured: 'capture', voided: 'void', expired: 'expire' } as const;
 
 /** The first URL carries the rate-limit counters; a Redis that is down does not stop the node. */
 async function rateLimitRedis(cfg: Config, logger: Logger): Promise<Redis | undefined> {
@@ -190,7 +216,7 @@ async function openDatabase(cfg: Config, logger: Logger): Promise<{ pool: Pool; 
 }
 
 /** Heartbeats this node's internal URL and starts placing shards; once the node listens. */
-async function joinCluster(cluster: ClusterParts, cfg: Config, internal: InternalListener | undefined, logger: Logger): Promise<Membership> {
+async function joinCluster(cluster: ClusterParts, cfg: Config, internal: InternalListener | undefined, logger: Logger, metrics: Metrics): Promise<Membership> {
   // Cluster mode needs CLUSTER_SECRET, and with it the internal listener always starts.
   assert.ok(internal, 'a clustered node has an internal listener');
   const { url } = internal;
@@ -198,7 +224,7 @@ async function joinCluster(cluster: ClusterParts, cfg: Config, internal: Interna
   // their leases expire, not later (at least 2 heartbeats, so one late beat moves nothing).
   const membership = new Membership({
     masters: cluster.leases.masters, nodeId: cfg.nodeId, region: cfg.region, url,
-    heartbeatMs: cfg.heartbeatMs, ttlMs: Math.max(2 * cfg.heartbeatMs, Math.min(cfg.leaseTtlMs, 3 * cfg.heartbeatMs)), keyPrefix: cfg.redisKeyPrefix, logger,
+    heartbeatMs: cfg.heartbeatMs, ttlMs: Math.max(2 * cfg.heartbeatMs, Math.min(cfg.leaseTtlMs, 3 * cfg.heartbeatMs)), keyPrefix: cfg.redisKeyPrefix, logger, metrics,
   });
   await membership.start();
   await cluster.own.start(membership);
@@ -211,7 +237,7 @@ interface ClusterParts { leases: LeaseKeeper; own: ClusterOwnership; forwarder: 
  * Shard ownership (this node alone, or Redis leases over several masters when REDIS_URLS and
  * CLUSTER_SECRET are set), the node-wide writer and the account registry, wired together.
  */
-async function assemble(cfg: Config, pool: Pool, logger: Logger, clock: () => number, onCommit: CommitObserver | undefined, embedded: boolean) {
+async function assemble(cfg: Config, pool: Pool, logger: Logger, clock: () => number, onCommit: CommitObserver | undefined, embedded: boolean, metrics: Metrics) {
   // Cluster mode: several Redis masters hold the shard leases, and a shared secret lets the
   // nodes forward requests to each other. Otherwise this node owns every shard.
   const redisUrls = cfg.redisUrls.split(',').map((u) => u.trim()).filter(Boolean);
@@ -220,7 +246,7 @@ async function assemble(cfg: Config, pool: Pool, logger: Logger, clock: () => nu
   let cluster: ClusterParts | undefined;
   let single: SingleNodeOwnership | undefined;
   if (clustered) {
-    const leases = new LeaseKeeper({ redisUrls, nodeId: cfg.nodeId, ttlMs: cfg.leaseTtlMs, keyPrefix: cfg.redisKeyPrefix, commandTimeoutMs: cfg.redisCommandTimeoutMs, logger });
+    const leases = new LeaseKeeper({ redisUrls, nodeId: cfg.nodeId, ttlMs: cfg.leaseTtlMs, keyPrefix: cfg.redisKeyPrefix, commandTimeoutMs: cfg.redisCommandTimeoutMs, logger, metrics });
     await leases.start();
     const regions = cfg.regions ? cfg.regions.split(',') : [cfg.region];
     if (!regions.includes(cfg.region)) regions.push(cfg.region);
@@ -228,15 +254,15 @@ async function assemble(cfg: Config, pool: Pool, logger: Logger, clock: () => nu
       nodeId: cfg.nodeId, region: cfg.region, regions, buckets: cfg.shardBuckets, failover: cfg.regionFailover as 'allow' | 'deny',
       failoverGraceMs: cfg.regionFailoverGraceMs, rebalanceMs: cfg.heartbeatMs, handOverTimeoutMs: cfg.shutdownTimeoutMs,
     }, logger);
-    cluster = { leases, own, forwarder: new Forwarder({ secret: cfg.clusterSecret, timeoutMs: cfg.forwardTimeoutMs, logger }) };
+    cluster = { leases, own, forwarder: new Forwarder({ secret: cfg.clusterSecret, timeoutMs: cfg.forwardTimeoutMs, logger, metrics }) };
     ownership = own;
   } else {
     single = new SingleNodeOwnership(pool, cfg.nodeId, cfg.region, logger, cfg.epochCheckMs);
     await single.start(cfg.shardBuckets);
     ownership = single;
   }
-  const writer = new GroupWriter(pool, { lanes: embedded ? 1 : Math.min(cfg.writerLanes, cfg.pgPoolMax), maxSets: cfg.writerMaxSets }, onCommit);
-  const registry = new AccountRegistry(pool, ownership, cfg, logger, writer, clock, cluster?.forwarder);
+  const writer = new GroupWriter(pool, { lanes: embedded ? 1 : Math.min(cfg.writerLanes, cfg.pgPoolMax), maxSets: cfg.writerMaxSets }, onCommit, metrics);
+  const registry = new AccountRegistry(pool, ownership, cfg, logger, writer, clock, cluster?.forwarder, metrics);
   cluster?.own.bind({ lost: (shard) => registry.retireShard(shard), drain: (shard) => registry.drainShard(shard, cfg.shutdownTimeoutMs) });
   single?.bind({ lost: (shard) => registry.retireShard(shard) });
   registry.rejectionAnswer = rejectionAnswer;

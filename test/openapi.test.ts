@@ -2,6 +2,7 @@
 // operation, and lists every status a route answers. Each documented route is driven through its
 // failure kinds (no key, the wrong key, bad ids and bodies, reused Idempotency-Keys, business
 // refusals, a tenant limited to 1/s) and every answer is compared with the document.
+import { Metrics } from '../src/observability/metrics.ts';
 import Fastify from 'fastify';
 import { Validator } from '@seriousme/openapi-schema-validator';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -424,7 +425,7 @@ describe('every answer is documented', () => {
       { probe: 'database down', ready: () => true, payments: { ...t.node.payments, ping: async () => { throw down; } }, code: 'database_unavailable' },
     ];
     for (const c of cases) {
-      const app = await buildApp({ config: t.cfg, logger: rootLogger(t.cfg), payments: c.payments, ready: c.ready, metrics: () => ({}) }, { root: [], api: [] });
+      const app = await buildApp({ config: t.cfg, logger: rootLogger(t.cfg), payments: c.payments, ready: c.ready, metrics: new Metrics({ node: 'probe', region: 'eu' }) }, { root: [], api: [] });
       try {
         const r = await app.inject({ method: 'GET', url: '/readyz' });
         expect(r.statusCode, r.body).toBe(503);

@@ -3,6 +3,7 @@
 // async work come back to it as messages. This file is the message handling; the parts it
 // sequences are each testable alone: batch.ts (decide a batch, project it to rows), flush.ts
 // (reads, the commit, redoing a lost race) and passivation.ts (when to snapshot and stop).
+import type { Metrics } from '../observability/metrics.ts';
 import type { Logger } from 'pino';
 import type { AccountState } from '../domain/account.ts';
 import type { AccountId, ShardId } from '../domain/ids.ts';
@@ -113,6 +114,7 @@ export interface ActorDeps {
   afterCommit: (ws: WriteSet) => void;
   /** Take this actor out of routing: it answers what it still holds, then stops. */
   retire: (h: ActorHandle) => void;
+  metrics: Pick<Metrics, 'batchCommands' | 'fencedWrites'> | undefined;
   /** It is idle and snapshotted: remove and stop it, synchronously. */
   passivated: (h: ActorHandle) => void;
 }
@@ -239,6 +241,7 @@ class AccountActor {
       // The epoch the write carried, not the one held now: a write queued before the shard was
       // lost and taken back is fenced by our own new epoch, which must not drop the shard.
       const epoch = err instanceof ShardFenced ? err.epochs.get(this.h.shard) : undefined;
+      if (err instanceof ShardFenced) this.deps.metrics?.fencedWrites.inc();
       if (epoch !== undefined) this.deps.ownership.fenced(this.h.shard, epoch);
       return this.retire(s, err);
     }
@@ -322,6 +325,7 @@ class AccountActor {
     if (s.pending.length === 0) return this.passivateIfAsked(s, self);
     const batch = s.pending.slice(0, this.deps.maxBatch);
     const rest = s.pending.slice(batch.length);
+    this.deps.metrics?.batchCommands.observe(batch.length);
     flushBatch(this.flushDeps, { state: s.account, lastSnapshotSeq: s.lastSnapshotSeq, loadedAt: s.loadedAt }, batch).then(
       (outcome) => tell(self, { type: 'Flushed', batch, outcome }),
       (error) => tell(self, { type: 'Flushed', batch, outcome: undefined, error }),

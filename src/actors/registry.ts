@@ -1,6 +1,7 @@
 // The node's account actors: spawned on demand, routed to by id (here, or forwarded to the
 // shard's owner), passivated when idle, and drained at shutdown. What follows a commit (the
 // saga's next leg) is not decided here: every committed write set goes to `onCommitted`.
+import type { Metrics } from '../observability/metrics.ts';
 import { randomBytes } from 'node:crypto';
 import type { Logger } from 'pino';
 import type { AccountId, ShardId, TransferId } from '../domain/ids.ts';
@@ -65,6 +66,7 @@ export class AccountRegistry {
     private readonly clock: () => number = Date.now,
     /** Carries requests for shards owned elsewhere (cluster mode only). */
     private readonly forwarder?: RemoteOwners,
+    private readonly metrics?: Pick<Metrics, 'mailboxDepth' | 'batchCommands' | 'fencedWrites'>,
   ) {
     this.system = startSystem(`geopay-${cfg.nodeId}-${process.pid}-${Date.now()}`);
     const every = Math.max(10, Math.floor(cfg.actorIdleMs / 2));
@@ -94,6 +96,7 @@ export class AccountRegistry {
 
   private sendLocal(id: AccountId, req: AccountRequest, at: string, timeoutMs?: number): Promise<CommandResult> {
     const h = this.handleFor(id);
+    this.metrics?.mailboxDepth.observe(h.queued + h.depth);
     h.queued++;
     return ask<AccountMsg, CommandResult>(h.ref, (reply) => ({ type: 'Command', req: { ...req, reply, at } }), timeoutMs ?? this.cfg.askTimeoutMs)
       .catch((error: unknown) => ({ type: 'error', error: error instanceof GeopayError ? error : new GeopayError('internal_error', undefined, { cause: error }) }));
@@ -143,6 +146,24 @@ export class AccountRegistry {
   mailboxDepth(id: AccountId): number {
     const h = this.actors.get(id);
     return h ? h.queued + h.depth : 0;
+  }
+
+  /** Mailbox depths of the `n` deepest resident actors, deepest first (no ids: the metrics'). */
+  deepestMailboxes(n: number): number[] {
+    return this.hottest(n).map((h) => h.depth);
+  }
+
+  /** The `n` resident actors with the deepest mailboxes, deepest first (the ops page's hot accounts). */
+  hottest(n: number): { id: AccountId; depth: number }[] {
+    const top: { id: AccountId; depth: number }[] = [];
+    for (const h of this.actors.values()) {
+      const depth = h.queued + h.depth;
+      if (depth === 0 || (top.length === n && depth <= top[n - 1]!.depth)) continue;
+      top.push({ id: h.id, depth });
+      top.sort((a, b) => b.depth - a.depth);
+      if (top.length > n) top.pop();
+    }
+    return top;
   }
 
   residentCount(): number {
@@ -211,6 +232,7 @@ export class AccountRegistry {
       afterCommit: (ws) => this.afterCommit(ws),
       retire: (x) => this.retire(x),
       passivated: (x) => this.remove(x),
+      metrics: this.metrics,
     });
     h.ref = spawn<ReturnType<typeof initialActorState>, AccountMsg>(
       this.system, `${id}.g${++this.generation}`, initialActorState(Date.now()),

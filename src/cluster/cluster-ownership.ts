@@ -233,6 +233,12 @@ export class ClusterOwnership implements Ownership {
     return this.owned.has(shard) && !this.draining.has(shard) && this.leases.holds(shard);
   }
 
+  /** Shards of every region that the last placement round gave to no live node (none before the first round). */
+  unplaced(): number {
+    if (this.desired.size === 0 && this.liveMembers.size === 0) return 0;
+    return this.opts.regions.reduce((n, region) => n + this.shardsOf(region).length, 0) - this.desired.size;
+  }
+
   members(): MemberView[] {
     return [...this.liveMembers.values()].map((m) => ({ nodeId: m.nodeId, region: m.region, url: m.url, heartbeatAgeMs: m.heartbeatAgeMs }));
   }

@@ -2,6 +2,7 @@
 // each request signed with the cluster secret (./signature.ts), with a bounded number of hops
 // and a bounded wait. An owner that cannot be reached answers shard_unavailable (503,
 // Retry-After): the caller retries, nobody guesses.
+import type { ForwardOutcome, Metrics } from '../observability/metrics.ts';
 import { randomBytes } from 'node:crypto';
 import { Pool } from 'undici';
 import type { Logger } from 'pino';
@@ -16,7 +17,7 @@ export const MAX_HOPS = 2;
 export class Forwarder {
   private readonly peers = new Map<string, Pool>();
 
-  constructor(private readonly opts: { secret: string; timeoutMs: number; logger: Logger }) {}
+  constructor(private readonly opts: { secret: string; timeoutMs: number; logger: Logger; metrics?: Pick<Metrics, 'forwarded'> }) {}
 
   private peer(url: string): Pool {
     let p = this.peers.get(url);
@@ -45,6 +46,7 @@ export class Forwarder {
         body,
       });
       const text = await res.body.text();
+      this.count(res.statusCode === 200 ? 'ok' : 'error');
       if (res.statusCode !== 200) return { type: 'error', error: new GeopayError('shard_unavailable', `owner answered ${res.statusCode}`) };
       return decodeResult(text);
     } catch (err) {
@@ -52,10 +54,16 @@ export class Forwarder {
       // Sent but unanswered: the command may have run. Say so; the client retries with its key.
       const code = (err as { code?: string }).code ?? '';
       if (code === 'UND_ERR_HEADERS_TIMEOUT' || code === 'UND_ERR_BODY_TIMEOUT' || code === 'UND_ERR_SOCKET') {
+        this.count('timeout');
         return { type: 'error', error: new GeopayError('request_timeout', 'the owner did not answer in time', { cause: err }) };
       }
+      this.count('unreachable');
       return { type: 'error', error: new GeopayError('shard_unavailable', 'the owner of this account is unreachable', { cause: err }) };
     }
+  }
+
+  private count(outcome: ForwardOutcome): void {
+    this.opts.metrics?.forwarded.inc({ outcome });
   }
 
   /** The committed state of an account at its owner. */
@@ -65,9 +73,11 @@ export class Forwarder {
       const path = `/internal/v1/accounts/${encodeURIComponent(id)}/state`;
       const res = await this.peer(url).request({ path, method: 'GET', headers: this.signed(url, 'GET', path, '', String(hops + 1)) });
       const text = await res.body.text();
+      this.count(res.statusCode === 200 || res.statusCode === 404 ? 'ok' : 'error');
       if (res.statusCode !== 200) return { error: new GeopayError(res.statusCode === 404 ? 'account_not_found' : 'shard_unavailable', `owner answered ${res.statusCode}`) };
       return { state: decodeState(text) };
     } catch (err) {
+      this.count('unreachable');
       return { error: new GeopayError('shard_unavailable', 'the owner of this account is unreachable', { cause: err }) };
     }
   }

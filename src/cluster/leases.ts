@@ -2,6 +2,7 @@
 // is valid until t0 + ttl - drift on this process's monotonic clock, t0 taken before the
 // acquire/extend was sent; past that instant it is lost, whether or not a timer noticed.
 // Losses are reported synchronously to onLost; the fencing epoch in PostgreSQL covers the rest.
+import type { Metrics } from '../observability/metrics.ts';
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
 import type { Logger } from 'pino';
@@ -15,6 +16,7 @@ export interface LeaseKeeperOptions {
   keyPrefix: string;
   commandTimeoutMs: number;
   logger: Logger;
+  metrics?: Pick<Metrics, 'leaseOps' | 'leaseLosses' | 'redisFailures'>;
 }
 
 /** Redlock's allowance for clock drift between masters, as a fraction of the TTL (plus 2 ms). */
@@ -153,6 +155,7 @@ export class LeaseKeeper {
       lock = await this.bounded(this.redlock.acquireWithValue(key, value, this.opts.ttlMs), Math.min(this.opBoundMs * 2, validUntil - t0), 'acquire');
     } catch (err) {
       if (err instanceof assert.AssertionError) throw err;
+      this.counted('acquire', err);
       // Redlock already removed a partial lock after a refusal; after our timeout it did not.
       if (err instanceof OperationTimeout) await this.releaseValue(key, value);
       this.log.debug({ shard, err }, 'lease not acquired');
@@ -164,6 +167,7 @@ export class LeaseKeeper {
       await this.releaseValue(key, value);
       return false;
     }
+    this.counted('acquire');
     const lease: Lease = { key, value, lock, t0, validUntil, extendTimer: undefined, deadlineTimer: undefined, extending: undefined };
     this.leases.set(shard, lease);
     this.armDeadline(shard, lease);
@@ -261,9 +265,11 @@ export class LeaseKeeper {
       try {
         next = await this.bounded(this.redlock.extend(lease.lock, this.opts.ttlMs), deadline - t0, 'extend');
       } catch (err) {
+        this.counted('extend', err);
         this.lose(shard, lease, `extension failed: ${err instanceof Error ? err.message : String(err)}`);
         return;
       }
+      this.counted('extend');
       if (this.leases.get(shard) !== lease) return; // released or lost meanwhile; that path releases the value
       if (performance.now() >= deadline) {
         this.lose(shard, lease, 'extension confirmed after the lease deadline');
@@ -283,6 +289,7 @@ export class LeaseKeeper {
   private lose(shard: string, lease: Lease, reason: string): void {
     if (this.leases.get(shard) !== lease) return;
     this.drop(shard, lease);
+    this.opts.metrics?.leaseLosses.inc();
     this.log.warn({ shard, reason }, 'lease lost');
     for (const cb of this.lostCallbacks) {
       try {
@@ -313,10 +320,25 @@ export class LeaseKeeper {
   private async releaseValue(key: string, value: string): Promise<void> {
     try {
       await this.bounded(this.redlock.release(new Lock(this.redlock, [key], value, [], 0)), this.opBoundMs, 'release');
+      this.counted('release');
     } catch (err) {
+      this.counted('release', err);
       // No quorum (the key expired, or masters are down): it expires on its own within the TTL.
       this.log.debug({ key, err }, 'lease release not confirmed');
     }
+  }
+
+  /** One lease operation's result in the metrics; a timeout is also a failed Redis command. */
+  private counted(op: 'acquire' | 'extend' | 'release', err?: unknown): void {
+    const m = this.opts.metrics;
+    m?.leaseOps.inc({ op, result: err === undefined ? 'ok' : 'failed' });
+    if (err instanceof OperationTimeout) m?.redisFailures.inc({ client: 'leases' });
+  }
+
+  /** Masters configured and answering a PING now (bounded by the command timeout): a metric. */
+  async mastersReachable(): Promise<{ configured: number; reachable: number }> {
+    const up = await Promise.all(this.masters.clients.map((c) => c.ping().then(() => true, () => false)));
+    return { configured: up.length, reachable: up.filter(Boolean).length };
   }
 
   /**

@@ -2,6 +2,7 @@
 // ttl) on every master, best effort, and reads the union of what the reachable masters hold,
 // the freshest heartbeat winning. Ages come from Redis's PTTL, so no two nodes' clocks are
 // ever compared. A node that stops deletes its key; one that dies disappears after its TTL.
+import type { Metrics } from '../observability/metrics.ts';
 import assert from 'node:assert/strict';
 import type { Logger } from 'pino';
 import { RedisMasters } from './redis-masters.ts';
@@ -27,6 +28,7 @@ export interface MembershipOptions {
   ttlMs: number;
   keyPrefix: string;
   logger: Logger;
+  metrics?: Pick<Metrics, 'redisFailures'>;
 }
 
 // Keys: `${prefix}member:${nodeId}` (the heartbeat) and `${prefix}members` (an index, so a read
@@ -157,6 +159,7 @@ export class Membership {
       ),
     );
     const ok = results.filter(Boolean).length;
+    if (ok < results.length) this.opts.metrics?.redisFailures.inc({ client: 'membership' }, results.length - ok);
     // Log the transitions only: a master outage would otherwise log every heartbeat.
     if (ok === 0 && this.visible) this.log.warn('heartbeat reached no Redis master');
     if (ok > 0 && !this.visible) this.log.info({ masters: ok }, 'heartbeat reaching Redis again');

@@ -14,6 +14,8 @@ import { registerRateLimit } from './rate-limit.ts';
 import type { Ctx, Routes } from './context.ts';
 import { DEFAULT_RETRY_AFTER_S, problem, statusOf } from './errors.ts';
 import { documentRoute, swaggerOptions } from './openapi.ts';
+import type { Metrics } from '../observability/metrics.ts';
+import { statusClass } from '../observability/metrics.ts';
 
 // /internal is not served on this listener (src/http/internal-app.ts is): left out of
 // authentication so that it answers 404, the same with or without a key.
@@ -46,6 +48,7 @@ export async function buildApp(deps: Ctx, routes: Pick<Routes, 'root' | 'api'>):
   await app.register(swaggerUi, { routePrefix: '/docs' });
 
   requestHooks(app, deps);
+  countRequests(app, deps.metrics);
 
   app.setErrorHandler(answerError);
 
@@ -115,6 +118,31 @@ function requestHooks(app: FastifyInstance, deps: Ctx): void {
   });
 }
 
+/**
+ * Every answer counted by route template, method and status class, with its latency; a
+ * problem answer also by its stable code (read back from the body, errors only), a stored
+ * answer as a replay.
+ */
+function countRequests(app: FastifyInstance, metrics: Metrics): void {
+  app.addHook('onSend', async (req, reply, payload) => {
+    if (reply.statusCode >= 400 && typeof payload === 'string') {
+      const code = PROBLEM_CODE.exec(payload.slice(0, 400))?.[1];
+      if (code !== undefined && code in CODES) metrics.httpErrors.inc({ code, status: String(reply.statusCode) });
+      if (reply.statusCode === 429) metrics.rateLimited.inc();
+    }
+    if (reply.getHeader('idempotent-replayed') === 'true') metrics.idempotentReplays.inc({ operation: operationOf(req) });
+    return payload;
+  });
+  app.addHook('onResponse', async (req, reply) => {
+    const labels = { route: req.routeOptions.url ?? 'unmatched', method: req.method, status_class: statusClass(reply.statusCode) };
+    metrics.httpRequests.inc(labels);
+    metrics.httpDuration.observe(labels, reply.elapsedTime / 1_000);
+  });
+}
+
+const PROBLEM_CODE = /"code":"([a-z_]{1,40})"/;
+const operationOf = (req: FastifyRequest): string => `${req.method} ${req.routeOptions.url ?? 'unmatched'}`;
+
 /** Liveness, readiness and the metrics, outside the tenant API. */
 function healthRoutes(app: FastifyInstance, deps: Ctx): void {
   // The success answer only; src/http/openapi.ts adds the error answers (a string-keyed map, so the reply's status stays a number).
@@ -126,16 +154,10 @@ function healthRoutes(app: FastifyInstance, deps: Ctx): void {
     return { status: 'ready' };
   });
 
-  // Prometheus text format; counters only, nothing about any tenant.
+  // Prometheus text format (prom-client); no label carries an account or a tenant.
   app.get('/metrics', {
     schema: { response: { 200: { description: 'Prometheus text format 0.0.4', content: { 'text/plain': { schema: { type: 'string' } } } } } },
-  }, async (_req, reply) => {
-    const m = deps.metrics();
-    const lines = Object.entries(m).flatMap(([name, { help, type, value }]) => [
-      `# HELP geopay_${name} ${help}`, `# TYPE geopay_${name} ${type}`, `geopay_${name} ${value}`,
-    ]);
-    return reply.type('text/plain; version=0.0.4').send(`${lines.join('\n')}\n`);
-  });
+  }, async (_req, reply) => reply.type(deps.metrics.contentType).send(await deps.metrics.text()));
 }
 
 function classify(err: unknown): { code: ErrorCode; detail?: string; retryAfterS?: number } {

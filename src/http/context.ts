@@ -7,6 +7,7 @@ import type { Redis } from 'ioredis';
 import type { Config } from '../../config/settings.ts';
 import { GeopayError } from '../domain/errors.ts';
 import type { Payments, Principal } from '../payments/index.ts';
+import type { Metrics } from '../observability/metrics.ts';
 
 export interface Ctx {
   config: Config;
@@ -14,7 +15,8 @@ export interface Ctx {
   payments: Payments;
   /** False while starting or draining: /readyz answers 503. */
   ready: () => boolean;
-  metrics: () => Record<string, { help: string; type: 'counter' | 'gauge'; value: number }>;
+  /** This node's Prometheus metrics (src/observability/metrics.ts). */
+  metrics: Metrics;
   /** Shared rate-limit counters; without it they are kept in memory, per node. */
   redis?: Redis | undefined;
 }

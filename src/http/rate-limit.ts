@@ -49,7 +49,7 @@ class MemoryStore implements FastifyRateLimitStore {
 }
 
 /** Limits every route registered in `scope` after this call. Tenants' overrides come from the payments layer's short cache. */
-export async function registerRateLimit(scope: FastifyInstance, deps: Pick<Ctx, 'config' | 'logger' | 'redis' | 'payments'>): Promise<void> {
+export async function registerRateLimit(scope: FastifyInstance, deps: Pick<Ctx, 'config' | 'logger' | 'redis' | 'payments' | 'metrics'>): Promise<void> {
   const { config, logger, redis } = deps;
   const tenants = deps.payments.tenants;
 
@@ -89,6 +89,7 @@ export async function registerRateLimit(scope: FastifyInstance, deps: Pick<Ctx, 
       r = await limit(req);
     } catch (err) {
       unlimited += 1;
+      deps.metrics.redisFailures.inc({ client: 'rate_limit' });
       const now = Date.now();
       if (now - loggedAt >= FAIL_OPEN_LOG_EVERY_MS) {
         logger.warn({ err, requests: unlimited }, 'rate limiter unavailable, requests let through');

@@ -7,6 +7,7 @@ import type { Repositories } from '../persistence/repositories.ts';
 import type { Directory } from './directory.ts';
 import type { InFlightKeys } from './in-flight-keys.ts';
 import type { Saga } from './saga.ts';
+import type { Metrics } from '../observability/metrics.ts';
 
 export interface PaymentsContext {
   config: Config;
@@ -17,4 +18,5 @@ export interface PaymentsContext {
   keys: InFlightKeys;
   /** Business time in ms (command times, hold deadlines); tests control it. */
   clock: () => number;
+  metrics: Metrics;
 }

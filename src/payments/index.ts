@@ -16,6 +16,11 @@ import { Saga } from './saga.ts';
 import { Suspense } from './suspense.ts';
 import { Tenants } from './tenants.ts';
 import { Transfers } from './transfers.ts';
+import { TtlCache } from './ttl-cache.ts';
+import type { Metrics } from '../observability/metrics.ts';
+
+/** How long the in-flight figures are reused: a scrape every few seconds asks the database at most this often. */
+const IN_FLIGHT_CACHE_MS = 3_000;
 
 export interface Payments {
   accounts: Accounts;
@@ -30,15 +35,18 @@ export interface Payments {
   saga: Saga;
   /** The database answers (readiness). */
   ping: () => Promise<void>;
+  /** Transfers in flight and the oldest one's age in seconds, cached a few seconds (metrics, the ops page). */
+  inFlight: () => Promise<{ count: number; oldestAgeS: number }>;
 }
 
-export function buildPayments(deps: { config: Config; registry: AccountRegistry; ownership: Ownership; repos: Repositories; logger: Logger; clock: () => number }): Payments {
-  const { config, registry, repos, logger, clock } = deps;
+export function buildPayments(deps: { config: Config; registry: AccountRegistry; ownership: Ownership; repos: Repositories; logger: Logger; clock: () => number; metrics: Metrics }): Payments {
+  const { config, registry, repos, logger, clock, metrics } = deps;
   const saga = new Saga(registry, repos.transfers, logger);
   registry.onCommitted((ws) => saga.afterCommit(ws));
   const keys = new InFlightKeys(config.askTimeoutMs + config.transferWaitMs);
   const directory = new Directory(repos.accounts);
-  const ctx = { config, registry, saga, repos, directory, keys, clock };
+  const ctx = { config, registry, saga, repos, directory, keys, clock, metrics };
+  const inFlight = new TtlCache<{ count: number; oldestAgeS: number }>(IN_FLIGHT_CACHE_MS, 1);
   const transfers = new Transfers(ctx);
   return {
     accounts: new Accounts(ctx),
@@ -51,6 +59,7 @@ export function buildPayments(deps: { config: Config; registry: AccountRegistry;
     forwarded: new ForwardedRequests(registry),
     saga,
     ping: repos.health.ping,
+    inFlight: () => inFlight.get('all', Date.now(), repos.transfers.inFlightSummary),
   };
 }
 

@@ -5,6 +5,7 @@
 // claims of CLAIM_SIZE rows; a row taken waits a growing backoff before it is taken again, so
 // a backlog that cannot move (a region down) never hides the rows behind it. Whether a row is
 // due is decided on the database's clock, never on this node's.
+import type { Metrics } from '../observability/metrics.ts';
 import { randomBytes } from 'node:crypto';
 import type { Logger } from 'pino';
 import type { AccountId, HoldId, TenantId, TransferId } from '../domain/ids.ts';
@@ -29,6 +30,7 @@ export interface RelayOptions {
   shards: () => string[];
   /** Tests only: a virtual clock that stands for everyone's time, the database's too (startNode's `clock`). */
   virtualNow?: () => number;
+  metrics?: Pick<Metrics, 'relayRedeliveries'>;
 }
 
 export class Relay {
@@ -142,6 +144,9 @@ export class Relay {
       ? await this.registry.deliverCredit({ id: t.id as TransferId, destinationId: t.destinationId as AccountId, amount: t.amount, currency: t.currency as Currency }, true)
       : await this.registry.deliverReturn({ id: t.id as TransferId, sourceId: t.sourceId as AccountId, amount: t.amount, refundOf: t.refundOf as TransferId | null }, true);
     if (r.type === 'error') this.logger.warn({ transfer: t.id, code: r.error.code }, 'relay delivery failed; it waits its backoff');
-    else this.redelivered++;
+    else {
+      this.redelivered++;
+      this.opts.metrics?.relayRedeliveries.inc();
+    }
   }
 }

@@ -14,6 +14,7 @@ import { ok, transferAnswerStatus } from './outcome.ts';
 import { keyedTransferId } from './keyed-ids.ts';
 import { resolve } from './resolve.ts';
 import type { TransferOutcome } from './saga.ts';
+import type { MoneyOutcome } from '../observability/metrics.ts';
 
 export interface MoveSpec {
   kind: TransferKind;
@@ -34,6 +35,9 @@ export interface MoveSpec {
 
 /** What a client asks to move: ids as sent, amount and currency parsed. */
 export interface MoneyRequest { tenantId: string; key: string; hash: string; amount: bigint; currency: Currency; metadata: Record<string, unknown> | null }
+
+/** The metrics' outcome of a transfer as first answered. */
+const OUTCOME_OF_STATE: Record<string, MoneyOutcome> = { settled: 'settled', returned: 'returned', debited: 'pending', refused: 'pending' };
 
 /** How often a request whose legs run on other nodes looks at the transfer row. */
 const REMOTE_POLL_MS = 25;
@@ -94,7 +98,14 @@ export class Transfers {
    * The transfer's id is derived from the request (keyed-ids.ts): a retry of it, however late,
    * finds this transfer instead of making a second.
    */
-  moveMoney(m: MoveSpec): Promise<Outcome<TransferView>> {
+  async moveMoney(m: MoveSpec): Promise<Outcome<TransferView>> {
+    const o = await this.moveOnce(m);
+    if (o.type === 'ok' && !o.replayed) this.ctx.metrics.transfers.inc({ kind: m.kind, outcome: OUTCOME_OF_STATE[o.value.state] ?? 'pending' });
+    else if (o.type === 'failed' && !o.replayed) this.ctx.metrics.transfers.inc({ kind: m.kind, outcome: 'refused' });
+    return o;
+  }
+
+  private moveOnce(m: MoveSpec): Promise<Outcome<TransferView>> {
     const { config, registry, saga, keys } = this.ctx;
     return keys.run(m.tenantId, m.key, m.hash, async (keep) => {
       const now = this.ctx.clock();

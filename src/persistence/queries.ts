@@ -179,6 +179,16 @@ export async function captureOfHold(pool: Pool, holdId: string): Promise<(Transf
 }
 
 /** The source and amount of a transfer, for giving refused money back (and a refund's original, for its claim). */
+/** Transfers in flight (debited or refused) and the oldest one's age by the database clock; the partial index transfers_in_flight answers it. */
+export async function inFlightSummary(pool: Pool): Promise<{ count: number; oldestAgeS: number }> {
+  const { rows } = await pool.query<{ n: bigint; age: number | null }>({
+    name: 'in_flight_summary',
+    text: `SELECT count(*) AS n, EXTRACT(EPOCH FROM now() - min(updated_at))::float8 AS age FROM transfers WHERE state IN ('debited', 'refused')`,
+  });
+  const r = rows[0]!;
+  return { count: Number(r.n), oldestAgeS: Math.max(0, r.age ?? 0) };
+}
+
 export async function transferSource(pool: Pool, id: string): Promise<{ sourceId: string; amount: bigint; refundOf: string | null } | undefined> {
   const { rows } = await pool.query<{ source_id: string; amount: bigint; refund_of: string | null }>('SELECT source_id, amount, refund_of FROM transfers WHERE id = $1', [id]);
   const r = rows[0];

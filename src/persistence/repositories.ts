@@ -21,6 +21,7 @@ export function makeRepositories(pool: Pool) {
       captureOfHold: (holdId: string) => q.captureOfHold(pool, holdId),
       source: (id: string) => q.transferSource(pool, id),
       claimInFlight: (minAgeMs: number, c: q.WorkClaim) => q.claimInFlightTransfers(pool, minAgeMs, c),
+      inFlightSummary: () => q.inFlightSummary(pool),
     },
     holds: {
       get: (id: string) => q.getHold(pool, id),

@@ -7,6 +7,7 @@
 // write sets and rolled back is redone one set at a time, and a set made of parts (one actor's
 // commands) that failed with an error the server reported is redone one part at a time, so
 // that only what is at fault fails.
+import type { Metrics } from '../observability/metrics.ts';
 import type { Pool } from './db.ts';
 import type { CommitObserver, WriteSet } from './journal.ts';
 import { WriteConflict, commitSets } from './journal.ts';
@@ -81,7 +82,13 @@ export class GroupWriter {
     private readonly pool: Pool,
     private readonly opts: { lanes: number; maxSets: number },
     private readonly onCommit?: CommitObserver,
+    private readonly metrics?: Pick<Metrics, 'commitStatements' | 'batchesCommitted' | 'commitWriteSets' | 'commitDuration'>,
   ) {}
+
+  /** Write sets waiting for a statement (a gauge of the metrics). */
+  get queueLength(): number {
+    return this.queue.length;
+  }
 
   /** Resolves after COMMIT; rejects when nothing of `ws` was written, or the outcome is unknown. */
   commit(ws: WriteSet): Promise<void> {
@@ -179,7 +186,15 @@ export class GroupWriter {
 
   private async statement(sets: WriteSet[]): Promise<void> {
     this.statements++;
-    await commitSets(this.pool, sets);
+    const m = this.metrics;
+    m?.commitStatements.inc();
+    m?.commitWriteSets.observe(sets.length);
+    const t0 = performance.now();
+    try {
+      await commitSets(this.pool, sets);
+    } finally {
+      m?.commitDuration.observe((performance.now() - t0) / 1_000);
+    }
   }
 
   private settled(g: Waiting): void {
@@ -189,6 +204,7 @@ export class GroupWriter {
 
   private observe(ws: WriteSet): void {
     this.sets++;
+    this.metrics?.batchesCommitted.inc();
     this.onCommit?.(ws);
   }
 }

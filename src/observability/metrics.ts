@@ -1,0 +1,181 @@
+// One node's Prometheus metrics, on prom-client: a registry per node (tests run several nodes
+// in one process), default labels {node, region}, and every family an operator needs (see
+// docs/monitoring.md). Labels are bounded: routes are templates, codes come from a closed
+// list, and no account or tenant id is ever a label (the ops page shows hot accounts).
+//
+// Parts that count (the writer, leases, the relay...) are handed this object and push to it;
+// what is read at scrape time (resident actors, pool, shards) is a `source` set by the
+// composition root once the part exists.
+import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
+
+const LATENCY_BUCKETS = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10];
+const COUNT_BUCKETS = [1, 2, 4, 8, 16, 32, 64, 128, 256, 512];
+const TOP_MAILBOXES = 5;
+
+/** What the metrics read at scrape time; each is set once its part exists (undefined: not in this node). */
+export interface MetricSources {
+  residentActors?: () => number;
+  /** Mailbox depths of the deepest resident actors, deepest first. */
+  deepestMailboxes?: (n: number) => number[];
+  writerQueue?: () => number;
+  shardsOwned?: () => number;
+  shardsWithoutOwner?: () => number;
+  membersByRegion?: () => Record<string, number>;
+  redisMasters?: () => Promise<{ configured: number; reachable: number }>;
+  pool?: () => { total: number; idle: number; waiting: number; max: number };
+  /** Transfers in flight and the oldest one's age, from an indexed query (cached by the caller). */
+  inFlight?: () => Promise<{ count: number; oldestAgeS: number }>;
+}
+
+export type StatusClass = '2xx' | '3xx' | '4xx' | '5xx';
+export type MoneyKind = 'transfer' | 'deposit' | 'withdrawal' | 'refund' | 'capture';
+export type MoneyOutcome = 'settled' | 'pending' | 'returned' | 'refused';
+export type ForwardOutcome = 'ok' | 'unreachable' | 'timeout' | 'error';
+export type RedisClient = 'leases' | 'membership' | 'rate_limit';
+
+export class Metrics {
+  readonly registry = new Registry();
+  readonly sources: MetricSources = {};
+
+  readonly httpRequests: Counter<'route' | 'method' | 'status_class'>;
+  readonly httpDuration: Histogram<'route' | 'method' | 'status_class'>;
+  readonly httpErrors: Counter<'code' | 'status'>;
+  readonly rateLimited: Counter;
+  readonly idempotentReplays: Counter<'operation'>;
+  readonly transfers: Counter<'kind' | 'outcome'>;
+  readonly holds: Counter<'action'>;
+  readonly mailboxDepth: Histogram;
+  readonly batchCommands: Histogram;
+  readonly commitWriteSets: Histogram;
+  readonly commitDuration: Histogram;
+  readonly commitStatements: Counter;
+  readonly batchesCommitted: Counter;
+  readonly leaseOps: Counter<'op' | 'result'>;
+  readonly leaseLosses: Counter;
+  readonly fencedWrites: Counter;
+  readonly forwarded: Counter<'outcome'>;
+  readonly redisFailures: Counter<'client'>;
+  readonly relayRedeliveries: Counter;
+  readonly returns: Counter;
+
+  constructor(labels: { node: string; region: string }) {
+    this.registry.setDefaultLabels(labels);
+    const registers = [this.registry];
+    const counter = <L extends string>(name: string, help: string, labelNames: readonly L[] = []) =>
+      new Counter<L>({ name, help, labelNames, registers });
+    const histogram = <L extends string>(name: string, help: string, buckets: number[], labelNames: readonly L[] = []) =>
+      new Histogram<L>({ name, help, buckets, labelNames, registers });
+
+    const http = ['route', 'method', 'status_class'] as const;
+    this.httpRequests = counter('geopay_http_requests_total', 'HTTP requests answered, by route template, method and status class.', http);
+    this.httpDuration = histogram('geopay_http_request_duration_seconds', 'HTTP request latency, from arrival to the answer sent.', LATENCY_BUCKETS, http);
+    this.httpErrors = counter('geopay_http_errors_total', 'Problem answers (4xx and 5xx) by stable error code and status.', ['code', 'status'] as const);
+    this.rateLimited = counter('geopay_rate_limited_total', 'Requests refused by the tenant rate limit (429).');
+    this.idempotentReplays = counter('geopay_idempotent_replays_total', 'Requests answered from an idempotency key\'s stored answer.', ['operation'] as const);
+    this.transfers = counter('geopay_transfers_total', 'Money movements acknowledged, by kind and outcome (replays not counted).', ['kind', 'outcome'] as const);
+    this.holds = counter('geopay_holds_total', 'Hold changes committed, by action (authorize, capture, void, expire).', ['action'] as const);
+
+    this.mailboxDepth = histogram('geopay_mailbox_depth', 'Mailbox depth each arriving command finds at its account actor.', [0, ...COUNT_BUCKETS]);
+    this.batchCommands = histogram('geopay_actor_batch_commands', 'Commands decided and committed together by one actor.', COUNT_BUCKETS);
+    this.commitWriteSets = histogram('geopay_commit_write_sets', 'Actor write sets carried by one commit statement.', COUNT_BUCKETS);
+    this.commitDuration = histogram('geopay_commit_duration_seconds', 'Commit statement latency (one transaction).', LATENCY_BUCKETS);
+    this.commitStatements = counter('geopay_commit_statements_total', 'Commit statements sent (each one transaction).');
+    this.batchesCommitted = counter('geopay_actor_batches_committed_total', 'Actor write sets committed.');
+
+    this.leaseOps = counter('geopay_lease_operations_total', 'Shard lease operations on the Redis masters, by result.', ['op', 'result'] as const);
+    this.leaseLosses = counter('geopay_lease_losses_total', 'Shard leases lost (not extended in time, or taken).');
+    this.fencedWrites = counter('geopay_fenced_writes_total', 'Commits refused by the shard\'s fencing epoch in PostgreSQL.');
+    this.forwarded = counter('geopay_forwarded_requests_total', 'Requests forwarded to the owner node, by outcome.', ['outcome'] as const);
+    this.redisFailures = counter('geopay_redis_command_failures_total', 'Redis commands that failed or timed out, by client.', ['client'] as const);
+
+    this.relayRedeliveries = counter('geopay_relay_redeliveries_total', 'Transfer legs re-delivered by the relay.');
+    this.returns = counter('geopay_returns_total', 'Refused credit legs returned to the source account.');
+
+    this.scrapeGauges();
+  }
+
+  /** prom-client's process metrics: CPU, memory, event-loop lag, GC, heap. Once per process node. */
+  collectProcessMetrics(): void {
+    collectDefaultMetrics({ register: this.registry, eventLoopMonitoringPrecision: 10 });
+  }
+
+  /** The exposition, in Prometheus text format. */
+  text(): Promise<string> {
+    return this.registry.metrics();
+  }
+
+  get contentType(): string {
+    return this.registry.contentType;
+  }
+
+  /** Gauges read at scrape time from `sources`; one that is not set reads nothing (absent). */
+  private scrapeGauges(): void {
+    const registers = [this.registry];
+    const src = this.sources;
+    const simple = (name: string, help: string, read: () => number | undefined) =>
+      new Gauge({ name, help, registers, collect() { const v = read(); if (v !== undefined) this.set(v); } });
+    simple('geopay_actors_resident', 'Account actors in memory.', () => src.residentActors?.());
+    simple('geopay_writer_queue_length', 'Write sets waiting for a commit statement.', () => src.writerQueue?.());
+    simple('geopay_shards_owned', 'Shards this node owns.', () => src.shardsOwned?.());
+    simple('geopay_shards_without_owner', 'Shards with no live owner, as this node sees the placement.', () => src.shardsWithoutOwner?.());
+    new Gauge({
+      name: 'geopay_mailbox_depth_top', help: 'Depths of the deepest resident mailboxes on this node, by rank (1 = deepest).', labelNames: ['rank'], registers,
+      collect() {
+        this.reset();
+        const depths = src.deepestMailboxes?.(TOP_MAILBOXES) ?? [];
+        for (let i = 0; i < TOP_MAILBOXES; i++) this.set({ rank: String(i + 1) }, depths[i] ?? 0);
+      },
+    });
+    new Gauge({
+      name: 'geopay_cluster_members', help: 'Live cluster members by region, as this node sees them.', labelNames: ['region'], registers,
+      collect() {
+        this.reset();
+        for (const [region, n] of Object.entries(src.membersByRegion?.() ?? {})) this.set({ region }, n);
+      },
+    });
+    this.poolGauges();
+    this.asyncGauges();
+  }
+
+  private poolGauges(): void {
+    const registers = [this.registry];
+    const src = this.sources;
+    new Gauge({
+      name: 'geopay_pg_pool_connections', help: 'PostgreSQL pool connections: total open, idle, and requests waiting for one.', labelNames: ['state'], registers,
+      collect() {
+        const p = src.pool?.();
+        if (!p) return;
+        this.set({ state: 'total' }, p.total);
+        this.set({ state: 'idle' }, p.idle);
+        this.set({ state: 'waiting' }, p.waiting);
+      },
+    });
+    new Gauge({ name: 'geopay_pg_pool_max', help: 'PostgreSQL pool size limit.', registers, collect() { const p = src.pool?.(); if (p) this.set(p.max); } });
+  }
+
+  /** Gauges that ask Redis or PostgreSQL: bounded by their clients' timeouts, never failing the scrape. */
+  private asyncGauges(): void {
+    const registers = [this.registry];
+    const src = this.sources;
+    // Both gauges of a pair are collected concurrently by one scrape: they share one question.
+    const masters = coalesced(async () => (src.redisMasters ? src.redisMasters() : undefined));
+    const inFlight = coalesced(async () => (src.inFlight ? src.inFlight().catch(() => undefined) : undefined));
+    const pair = (read: () => Promise<Record<string, number> | undefined>, field: string, name: string, help: string) =>
+      new Gauge({ name, help, registers, async collect() { const v = (await read())?.[field]; if (v !== undefined) this.set(v); } });
+    pair(masters, 'configured', 'geopay_redis_masters_configured', 'Redis lease masters configured.');
+    pair(masters, 'reachable', 'geopay_redis_masters_reachable', 'Redis lease masters answering a PING.');
+    // The database down: the pair is absent for that scrape; the pool and error metrics say why.
+    pair(inFlight, 'count', 'geopay_transfers_in_flight', 'Transfers debited and not yet settled or returned (shards of this database).');
+    pair(inFlight, 'oldestAgeS', 'geopay_transfer_oldest_in_flight_seconds', 'Age of the oldest transfer in flight (0 when none).');
+  }
+}
+
+/** One call in progress at a time: callers that arrive meanwhile share its answer. */
+function coalesced<T>(fn: () => Promise<T>): () => Promise<T> {
+  let pending: Promise<T> | undefined;
+  return () => (pending ??= fn().finally(() => { pending = undefined; }));
+}
+
+/** A status code's class label. */
+export const statusClass = (status: number): StatusClass =>
+  status >= 500 ? '5xx' : status >= 400 ? '4xx' : status >= 300 ? '3xx' : '2xx';
