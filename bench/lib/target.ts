@@ -124,5 +124,9 @@ export function remoteTarget(url: string, adminKey: string, databaseUrl: string 
 /** The server's Prometheus metrics, read once: a lookup by name without the `geopay_` prefix (NaN when absent). */
 export async function readMetrics(url: string): Promise<(name: string) => number> {
   const text = await (await fetch(`${url}/metrics`)).text();
-  return (name) => Number(new RegExp(`^geopay_${name} (\\S+)$`, 'm').exec(text)?.[1] ?? Number.NaN);
+  // Every sample of the family, whatever its labels (each node's carry node and region), summed.
+  return (name) => {
+    const values = [...text.matchAll(new RegExp(`^geopay_${name}(?:\\{[^}]*\\})? (\\S+)$`, 'gm'))].map((m) => Number(m[1]));
+    return values.length === 0 ? Number.NaN : values.reduce((a, b) => a + b, 0);
+  };
 }
