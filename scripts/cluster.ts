@@ -2,12 +2,14 @@
 // 3 regions x 2 nodes on one PostgreSQL database (DATABASE_URL, or a fresh one it creates and
 // drops). Ctrl-C (SIGINT) or SIGTERM stops exactly what it started: the nodes (drained), the
 // Redis masters, the database it created. bench/cluster.ts starts the same cluster from here.
+// With --prometheus, a Prometheus scrapes every node with the alert rules loaded (docs/monitoring.md).
 import { randomBytes } from 'node:crypto';
 import { parseArgs } from 'node:util';
 import { isMain } from '../bench/lib/main.ts';
 import { formatTable } from '../bench/lib/table.ts';
 import { createTestDatabase } from '../test/helpers/db.ts';
 import { startCluster, startRedisMasters, type LocalCluster, type RedisMasters } from '../test/helpers/cluster.ts';
+import { alertRulesPath, startPrometheus, type RunningPrometheus } from './prometheus.ts';
 
 export interface LocalClusterOptions {
   /** Nodes per region. */
@@ -63,6 +65,28 @@ export async function startLocalCluster(opts: LocalClusterOptions): Promise<Runn
   return { cluster, redis, databaseUrl, createdDatabase: created !== undefined, adminKey: opts.adminKey, shutdown };
 }
 
+/** A cluster that may have a Prometheus scraping it (--prometheus). */
+type MonitoredCluster = RunningCluster & { prometheus?: RunningPrometheus };
+
+/**
+ * Starts Prometheus on every node of `r`, with the alert rules. Its shutdown stops Prometheus
+ * first (it would only record the nodes going down), then the cluster; a failed start stops the cluster.
+ */
+async function withPrometheus(r: RunningCluster): Promise<MonitoredCluster> {
+  let prometheus: RunningPrometheus;
+  try {
+    prometheus = await startPrometheus({ targets: r.cluster.nodes.map((n) => n.url), rulesFile: alertRulesPath });
+  } catch (err) {
+    await r.shutdown();
+    throw err;
+  }
+  const shutdown = async (): Promise<void> => {
+    await prometheus.stop();
+    await r.shutdown();
+  };
+  return { ...r, prometheus, shutdown };
+}
+
 /** "eu=2,us=2,ap=2" -> { eu: 2, us: 2, ap: 2 } */
 function parseRegions(raw: string): Record<string, number> {
   const out: Record<string, number> = {};
@@ -74,12 +98,13 @@ function parseRegions(raw: string): Record<string, number> {
   return out;
 }
 
-const usage = `npm run cluster -- [--regions eu=2,us=2,ap=2] [--masters 3] [--lease-ttl-ms N]
+const usage = `npm run cluster -- [--regions eu=2,us=2,ap=2] [--masters 3] [--lease-ttl-ms N] [--prometheus]
+--prometheus also starts Prometheus (/usr/bin/prometheus) scraping every node, with ops/prometheus/alerts.yml loaded.
 Uses DATABASE_URL if set (kept), else creates a database on the local PostgreSQL (dropped at exit).
 ADMIN_API_KEY, if set, is installed as the admin key; other variables (LOG_LEVEL, ...) reach the nodes.`;
 
 /** What was started, and how to reach it. */
-function printCluster(r: RunningCluster): void {
+function printCluster(r: MonitoredCluster): void {
   console.log(`geopay cluster: ${r.cluster.nodes.length} nodes in ${r.cluster.regions.length} regions, ${r.redis.urls.length} Redis masters`);
   console.log('');
   const order = (n: { region: string; nodeId: string }): string => `${r.cluster.regions.indexOf(n.region)}/${n.nodeId}`;
@@ -89,6 +114,7 @@ function printCluster(r: RunningCluster): void {
   console.log(`redis:     ${r.redis.urls.join(',')} (pids ${r.redis.urls.map((_, i) => r.redis.pid(i)).join(', ')})`);
   console.log(`database:  ${r.databaseUrl}${r.createdDatabase ? ' (created; dropped at exit)' : ' (DATABASE_URL; kept)'}`);
   console.log(`admin key: ${r.adminKey}`);
+  if (r.prometheus) console.log(`prometheus: ${r.prometheus.url} (pid ${r.prometheus.pid}; config ${r.prometheus.configPath}; rules ${alertRulesPath})`);
   console.log('');
   console.log(`try:       curl -s -H "authorization: Bearer ${r.adminKey}" ${r.cluster.nodes[0]!.url}/v1/cluster`);
   console.log('Ctrl-C stops everything.');
@@ -100,6 +126,7 @@ async function main(): Promise<number> {
       regions: { type: 'string' },
       masters: { type: 'string' },
       'lease-ttl-ms': { type: 'string' },
+      prometheus: { type: 'boolean' },
       help: { type: 'boolean', short: 'h' },
     },
   });
@@ -117,7 +144,7 @@ async function main(): Promise<number> {
   opts.env.LOG_LEVEL = process.env.LOG_LEVEL ?? 'warn';
 
   // Signals from the first moment: a Ctrl-C during start waits for it, then stops everything.
-  let running: Promise<RunningCluster> | undefined;
+  let running: Promise<MonitoredCluster> | undefined;
   let signals = 0;
   const onSignal = (signal: NodeJS.Signals): void => {
     signals++;
@@ -126,7 +153,7 @@ async function main(): Promise<number> {
       console.error(`\n${signal} again: killing everything now`);
       process.exit(130);
     }
-    console.log(`\n${signal}: stopping the nodes, then Redis${opts.databaseUrl ? '' : ', then dropping the database'}...`);
+    console.log(`\n${signal}: stopping ${values.prometheus ? 'Prometheus, then ' : ''}the nodes, then Redis${opts.databaseUrl ? '' : ', then dropping the database'}...`);
     void (running ?? Promise.reject(new Error('not started')))
       .then((r) => r.shutdown())
       .then(
@@ -143,7 +170,7 @@ async function main(): Promise<number> {
   process.on('SIGINT', onSignal);
   process.on('SIGTERM', onSignal);
 
-  running = startLocalCluster(opts);
+  running = startLocalCluster(opts).then((r) => (values.prometheus ? withPrometheus(r) : r));
   const r = await running;
   if (signals > 0) return 0;
   printCluster(r);
@@ -152,6 +179,10 @@ async function main(): Promise<number> {
       if (signals === 0) console.error(`node ${n.nodeId} (pid ${n.pid}) exited with ${String(code)}:\n${n.output()}`);
     });
   }
+  const prometheus = r.prometheus;
+  void prometheus?.exited.then((code) => {
+    if (signals === 0) console.error(`prometheus (pid ${prometheus.pid}) exited with ${String(code)}:\n${prometheus.output()}`);
+  });
   // The children and the signal handlers keep the process alive until a signal comes.
   return new Promise<number>(() => undefined);
 }

@@ -167,7 +167,7 @@ function clusterFigures(m: Map<string, Family>): void {
   expect(m.get('geopay_lease_losses_total')).toBeDefined();
   expect(total(m, 'geopay_fenced_writes_total')).toBe(0);
   expect(m.get('geopay_forwarded_requests_total')).toBeDefined();
-  expect(total(m, 'geopay_cluster_members', { region: 'eu' })).toBe(1);
+  expect(total(m, 'geopay_cluster_members', { member_region: 'eu' })).toBe(1);
   expect(total(m, 'geopay_redis_masters_configured')).toBe(1);
   expect(total(m, 'geopay_redis_masters_reachable')).toBe(1);
   expect(m.get('geopay_redis_command_failures_total')).toBeDefined();

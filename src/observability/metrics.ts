@@ -127,10 +127,11 @@ export class Metrics {
       },
     });
     new Gauge({
-      name: 'geopay_cluster_members', help: 'Live cluster members by region, as this node sees them.', labelNames: ['region'], registers,
+      // member_region, not region: that label is the reporting node's own (a default label).
+      name: 'geopay_cluster_members', help: 'Live cluster members by their region, as this node sees them.', labelNames: ['member_region'], registers,
       collect() {
         this.reset();
-        for (const [region, n] of Object.entries(src.membersByRegion?.() ?? {})) this.set({ region }, n);
+        for (const [region, n] of Object.entries(src.membersByRegion?.() ?? {})) this.set({ member_region: region }, n);
       },
     });
     this.poolGauges();

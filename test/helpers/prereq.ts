@@ -71,6 +71,19 @@ export function requireRedisServerBinary(): string {
   return requireBinary('redis-server', 'redis-server', installRedisCommand);
 }
 
+/** Debian's package holds both prometheus and promtool. */
+export const installPrometheusCommand = 'apt-get install -y prometheus';
+
+/** The prometheus server at `path` (scripts/prometheus.ts's), for the local cluster's monitoring and its test. */
+export function requirePrometheus(path: string): string {
+  return requireBinary('prometheus', path, installPrometheusCommand);
+}
+
+/** promtool on PATH, for the alert rules' checks and unit tests (test/alerts.test.ts). */
+export function requirePromtool(): string {
+  return requireBinary('promtool', 'promtool', installPrometheusCommand);
+}
+
 const isLoopback = (host: string): boolean => host === '127.0.0.1' || host === 'localhost' || host === '[::1]';
 
 /** Which servers already answered, so a helper called per test database probes once per worker. */
