@@ -2,6 +2,7 @@
 // shard ownership -> account actors and relay -> HTTP. main.ts runs it as a process; tests
 // run it in-process against their own database.
 import { Metrics } from './observability/metrics.ts';
+import { MetricsSampler } from './observability/sampler.ts';
 import type { MetricSources } from './observability/metrics.ts';
 import assert from 'node:assert/strict';
 import { writeFileSync } from 'node:fs';
@@ -31,6 +32,7 @@ import { AccountRegistry } from './actors/registry.ts';
 import { GroupWriter } from './persistence/writer.ts';
 import { Relay } from './payments/relay.ts';
 import { buildPayments } from './payments/index.ts';
+import { OPS_WINDOW_MS } from './payments/ops.ts';
 import type { Payments } from './payments/index.ts';
 import { buildApp } from './http/app.ts';
 import { startInternalListener } from './http/internal-app.ts';
@@ -82,7 +84,11 @@ export async function startNode(cfg: Config, opts: { logger?: Logger; onCommit?:
   // payments -> HTTP; assemble() keeps this function to the order of the steps.
   const parts = await assemble(cfg, pool, logger, clock, opts.onCommit, embedded !== undefined, metrics);
   const { ownership, cluster, single, writer, registry } = parts;
-  const payments = buildPayments({ config: cfg, registry, ownership, repos, logger, clock, metrics });
+  // The ops page's transfers/s and p99: this node's own counters, sampled every second.
+  const sampler = new MetricsSampler(metrics);
+  sampler.start();
+  const ops = { window: () => sampler.delta(OPS_WINDOW_MS), peers: cluster?.forwarder };
+  const payments = buildPayments({ config: cfg, registry, ownership, repos, logger, clock, metrics, ops });
   const createdAdminKey = await payments.tenants.ensureAdminKey(cfg.adminApiKey);
   if (createdAdminKey && embedded) {
     // Embedded (development) mode only: keep the key beside the data it guards, readable by
@@ -119,6 +125,7 @@ export async function startNode(cfg: Config, opts: { logger?: Logger; onCommit?:
     stopping ??= (async () => {
       accepting = false;
       relay.stop();
+      sampler.stop();
       clearInterval(cleanup);
       // Stop taking requests; those in progress finish (bounded by the request timeout).
       await Promise.all([app.close(), internal?.app.close()]);

@@ -101,6 +101,7 @@ const PLANS: Record<string, Plan> = {
   },
   'GET /v1/tenants/{id}/limits': { as: 'admin', id: () => A.id, valid: (id) => ({ url: `/v1/tenants/${id}/limits` }) },
   'GET /v1/cluster': { as: 'admin', valid: () => ({ url: '/v1/cluster' }) },
+  'GET /v1/ops': { as: 'admin', valid: () => ({ url: '/v1/ops' }) },
   'GET /v1/actors/accounts/{id}': { as: 'admin', id: () => ids.a1!, valid: (id) => ({ url: `/v1/actors/accounts/${id}` }) },
   'GET /v1/suspense': { as: 'admin', valid: () => ({ url: '/v1/suspense' }) },
   'POST /v1/suspense/{id}/payouts': {

@@ -9,7 +9,7 @@ import { makeTransferId, shardOf, uuidv7Hex } from '../domain/ids.ts';
 import { GeopayError } from '../domain/errors.ts';
 import type { ErrorCode } from '../domain/errors.ts';
 import type { Currency } from '../domain/money.ts';
-import type { AccountState } from '../domain/account.ts';
+import type { AccountCommand, AccountState } from '../domain/account.ts';
 import type { Pool } from '../persistence/db.ts';
 import type { WriteSet } from '../persistence/journal.ts';
 import type { GroupWriter } from '../persistence/writer.ts';
@@ -20,6 +20,8 @@ import type { AccountMsg, ActorHandle, Inspection } from './account-actor.ts';
 import { initialActorState, makeAccountHandler, startLoadFor } from './account-actor.ts';
 import type { AccountRequest, CommandResult } from './protocol.ts';
 import { LedgerAccounts } from './ledger-accounts.ts';
+import type { TraceContext } from '../observability/trace.ts';
+import { currentTrace } from '../observability/trace.ts';
 
 export interface RegistryConfig {
   nodeId: string;
@@ -35,8 +37,9 @@ export interface RegistryConfig {
 
 /** Carries requests to the node that owns a shard (cluster mode); src/cluster/forward.ts. */
 export interface RemoteOwners {
-  send(url: string, id: AccountId, req: AccountRequest, at: string, hops: number): Promise<CommandResult>;
-  read(url: string, id: AccountId, hops: number): Promise<{ state: unknown } | { error: GeopayError }>;
+  /** `trace`: the request's, carried to the owner as a traceparent header. */
+  send(url: string, id: AccountId, req: AccountRequest, at: string, hops: number, trace?: TraceContext): Promise<CommandResult>;
+  read(url: string, id: AccountId, hops: number, trace?: TraceContext): Promise<{ state: unknown } | { error: GeopayError }>;
 }
 
 /** Told of every committed write set, after COMMIT, in commit order per actor. */
@@ -51,6 +54,12 @@ export class AccountRegistry {
   private idleTimer: NodeJS.Timeout | undefined;
   /** Opens an external or suspense account before the first money lands in it. */
   private readonly ledger = new LedgerAccounts((id, cmd) => this.send(id, { cmd }), () => this.clock());
+  /**
+   * The trace of each command that moves a transfer's money, from when it is sent to the
+   * actor until its reply: the actor tells afterCommit before it replies, so the saga finds
+   * here the trace its next leg continues (traceOf). Bounded by the commands in flight.
+   */
+  private readonly legTraces = new Map<TransferId, TraceContext>();
   /** Commits since start; tests count transactions with it. */
   commits = 0;
   /** The stored answer of a business rejection (status and problem body), given by the HTTP layer. */
@@ -89,7 +98,7 @@ export class AccountRegistry {
     if (route.kind === 'unavailable') return Promise.resolve({ type: 'error', error: new GeopayError('shard_unavailable', route.reason) });
     if (route.kind === 'remote') {
       if (!this.forwarder) return Promise.resolve({ type: 'error', error: new GeopayError('shard_unavailable', 'owned by another node') });
-      return this.forwarder.send(route.url, id, req, at, opts.hops ?? 0);
+      return this.forwarder.send(route.url, id, req, at, opts.hops ?? 0, currentTrace());
     }
     return this.sendLocal(id, req, at, opts.timeoutMs);
   }
@@ -98,8 +107,31 @@ export class AccountRegistry {
     const h = this.handleFor(id);
     this.metrics?.mailboxDepth.observe(h.queued + h.depth);
     h.queued++;
-    return ask<AccountMsg, CommandResult>(h.ref, (reply) => ({ type: 'Command', req: { ...req, reply, at } }), timeoutMs ?? this.cfg.askTimeoutMs)
-      .catch((error: unknown) => ({ type: 'error', error: error instanceof GeopayError ? error : new GeopayError('internal_error', undefined, { cause: error }) }));
+    const forgetTrace = this.keepLegTrace(req.cmd);
+    const answered = ask<AccountMsg, CommandResult>(h.ref, (reply) => ({ type: 'Command', req: { ...req, reply, at } }), timeoutMs ?? this.cfg.askTimeoutMs)
+      .catch((error: unknown): CommandResult => ({ type: 'error', error: error instanceof GeopayError ? error : new GeopayError('internal_error', undefined, { cause: error }) }));
+    if (!forgetTrace) return answered;
+    return answered.then((r) => {
+      forgetTrace();
+      return r;
+    });
+  }
+
+  /** Remembers the current trace for the transfer a command moves, if both exist (see legTraces); the result forgets it. */
+  private keepLegTrace(cmd: AccountCommand): (() => void) | undefined {
+    if (!('transferId' in cmd)) return undefined;
+    const trace = currentTrace();
+    if (!trace) return undefined;
+    const id = cmd.transferId;
+    this.legTraces.set(id, trace);
+    return () => {
+      if (this.legTraces.get(id) === trace) this.legTraces.delete(id);
+    };
+  }
+
+  /** The trace of the request whose command for this transfer is being committed now, if it had one. */
+  traceOf(id: TransferId): TraceContext | undefined {
+    return this.legTraces.get(id);
   }
 
   /** Is the account's shard owned and writable here right now? */
@@ -115,7 +147,7 @@ export class AccountRegistry {
     if (route.kind === 'unavailable') throw new GeopayError('shard_unavailable', route.reason);
     if (route.kind === 'remote') {
       if (!this.forwarder) throw new GeopayError('shard_unavailable', 'owned by another node');
-      const r = await this.forwarder.read(route.url, id, hops);
+      const r = await this.forwarder.read(route.url, id, hops, currentTrace());
       if ('error' in r) throw r.error;
       return r.state as AccountState | undefined;
     }

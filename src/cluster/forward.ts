@@ -11,6 +11,8 @@ import type { AccountId } from '../domain/ids.ts';
 import type { AccountRequest, CommandResult } from '../actors/protocol.ts';
 import { decodeResult, decodeState, encodeRequest } from '../actors/wire.ts';
 import { signForward } from './signature.ts';
+import type { TraceContext } from '../observability/trace.ts';
+import { TRACEPARENT_HEADER, childTraceparent } from '../observability/trace.ts';
 
 export const MAX_HOPS = 2;
 
@@ -28,13 +30,18 @@ export class Forwarder {
     return p;
   }
 
-  /** Signed now, under a fresh nonce: the owner refuses it once replayed or out of its window. */
-  private signed(url: string, method: 'GET' | 'POST', path: string, body: string, hops?: string): Record<string, string> {
+  /**
+   * Signed now, under a fresh nonce: the owner refuses it once replayed or out of its window.
+   * The hop's traceparent rides beside the signature, outside it (src/cluster/signature.ts says why).
+   */
+  private signed(url: string, method: 'GET' | 'POST', path: string, body: string, trace: TraceContext | undefined, hops?: string): Record<string, string> {
     const request = { audience: url, method, path, body, ...(hops === undefined ? {} : { hops }) };
-    return signForward(this.opts.secret, request, Date.now(), randomBytes(16).toString('hex'));
+    const headers = signForward(this.opts.secret, request, Date.now(), randomBytes(16).toString('hex'));
+    if (trace) headers[TRACEPARENT_HEADER] = childTraceparent(trace);
+    return headers;
   }
 
-  async send(url: string, id: AccountId, req: AccountRequest, at: string, hops: number): Promise<CommandResult> {
+  async send(url: string, id: AccountId, req: AccountRequest, at: string, hops: number, trace?: TraceContext): Promise<CommandResult> {
     if (hops >= MAX_HOPS) return { type: 'error', error: new GeopayError('shard_unavailable', 'too many forwarding hops') };
     try {
       const path = `/internal/v1/accounts/${encodeURIComponent(id)}/commands`;
@@ -42,7 +49,7 @@ export class Forwarder {
       const res = await this.peer(url).request({
         path,
         method: 'POST',
-        headers: { 'content-type': 'application/json', ...this.signed(url, 'POST', path, body) },
+        headers: { 'content-type': 'application/json', ...this.signed(url, 'POST', path, body, trace) },
         body,
       });
       const text = await res.body.text();
@@ -50,7 +57,7 @@ export class Forwarder {
       if (res.statusCode !== 200) return { type: 'error', error: new GeopayError('shard_unavailable', `owner answered ${res.statusCode}`) };
       return decodeResult(text);
     } catch (err) {
-      this.opts.logger.warn({ err, url, account: id }, 'forward to owner failed');
+      this.opts.logger.warn({ err, url, account: id, trace: trace?.traceId }, 'forward to owner failed');
       // Sent but unanswered: the command may have run. Say so; the client retries with its key.
       const code = (err as { code?: string }).code ?? '';
       if (code === 'UND_ERR_HEADERS_TIMEOUT' || code === 'UND_ERR_BODY_TIMEOUT' || code === 'UND_ERR_SOCKET') {
@@ -67,11 +74,11 @@ export class Forwarder {
   }
 
   /** The committed state of an account at its owner. */
-  async read(url: string, id: AccountId, hops: number): Promise<{ state: unknown } | { error: GeopayError }> {
+  async read(url: string, id: AccountId, hops: number, trace?: TraceContext): Promise<{ state: unknown } | { error: GeopayError }> {
     if (hops >= MAX_HOPS) return { error: new GeopayError('shard_unavailable', 'too many forwarding hops') };
     try {
       const path = `/internal/v1/accounts/${encodeURIComponent(id)}/state`;
-      const res = await this.peer(url).request({ path, method: 'GET', headers: this.signed(url, 'GET', path, '', String(hops + 1)) });
+      const res = await this.peer(url).request({ path, method: 'GET', headers: this.signed(url, 'GET', path, '', trace, String(hops + 1)) });
       const text = await res.body.text();
       this.count(res.statusCode === 200 || res.statusCode === 404 ? 'ok' : 'error');
       if (res.statusCode !== 200) return { error: new GeopayError(res.statusCode === 404 ? 'account_not_found' : 'shard_unavailable', `owner answered ${res.statusCode}`) };
@@ -79,6 +86,29 @@ export class Forwarder {
     } catch (err) {
       this.count('unreachable');
       return { error: new GeopayError('shard_unavailable', 'the owner of this account is unreachable', { cause: err }) };
+    }
+  }
+
+  /**
+   * A peer's figures for the ops page (its JSON, unread), within `timeoutMs` whatever the
+   * forwarding timeout: the page shows a slow peer as unreachable rather than wait for it. Not
+   * counted in geopay_forwarded_requests_total, which is about account requests.
+   */
+  async opsSummary(url: string, timeoutMs: number): Promise<{ body: unknown } | { error: string }> {
+    const path = '/internal/v1/ops/summary';
+    try {
+      const res = await this.peer(url).request({
+        path, method: 'GET', headers: this.signed(url, 'GET', path, '', undefined),
+        headersTimeout: timeoutMs, bodyTimeout: timeoutMs, signal: AbortSignal.timeout(timeoutMs),
+      });
+      const text = await res.body.text();
+      if (res.statusCode !== 200) return { error: `answered ${res.statusCode}` };
+      return { body: JSON.parse(text) as unknown };
+    } catch (err) {
+      const e = err as { code?: string; name?: string };
+      const late = e.name === 'TimeoutError' || e.name === 'AbortError' || e.code === 'UND_ERR_HEADERS_TIMEOUT' || e.code === 'UND_ERR_BODY_TIMEOUT';
+      if (err instanceof SyntaxError) return { error: 'unreadable summary' };
+      return { error: late ? 'timeout' : 'unreachable' };
     }
   }
 

@@ -3,6 +3,11 @@
 // and a nonce. The secret itself never travels, a request cannot be altered in flight, and a
 // captured one cannot be replayed: its timestamp must be within the window, its nonce new to the
 // recipient, and the recipient the one it was signed for (each node has its own nonce memory).
+// The traceparent header a forwarded request carries is left out of the signed text on purpose:
+// it moves no money and the owner only labels its log lines with it (parsed strictly, a bad one
+// starts a new trace); signing it would make nodes of two releases refuse each other's requests
+// during a rolling deploy, and a tracing proxy that re-parents spans would turn every forwarded
+// request into a 401. Altering it in flight buys mislabelled log lines, nothing more.
 import { createHash, createHmac, timingSafeEqual } from 'node:crypto';
 import assert from 'node:assert/strict';
 

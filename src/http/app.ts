@@ -1,9 +1,10 @@
 // buildApp(ctx, routes): the fastify server. Auth by bearer key (hashed at rest), problem+json
 // errors with stable codes, a body limit, JSON schemas everywhere, OpenAPI at /docs. The
 // routes are plugins the composition root hands in; this module imports none of them.
-import { randomUUID } from 'node:crypto';
-import Fastify from 'fastify';
+import type { IncomingMessage } from 'node:http';
+import Fastify, { LogController } from 'fastify';
 import type { FastifyBaseLogger, FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
+import type { Bindings, ChildLoggerOptions } from 'pino';
 import swagger from '@fastify/swagger';
 import swaggerUi from '@fastify/swagger-ui';
 import type { ErrorCode } from '../domain/errors.ts';
@@ -16,10 +17,13 @@ import { DEFAULT_RETRY_AFTER_S, problem, statusOf } from './errors.ts';
 import { documentRoute, swaggerOptions } from './openapi.ts';
 import type { Metrics } from '../observability/metrics.ts';
 import { statusClass } from '../observability/metrics.ts';
+import type { TraceContext } from '../observability/trace.ts';
+import { TRACEPARENT_HEADER, formatTraceparent, newTraceId, parseTraceparent, spanIn, withTrace } from '../observability/trace.ts';
 
 // /internal is not served on this listener (src/http/internal-app.ts is): left out of
-// authentication so that it answers 404, the same with or without a key.
-const PUBLIC = /^\/(healthz|readyz|metrics|docs|internal)(\/|$|\?)/;
+// authentication so that it answers 404, the same with or without a key. /ops is the ops
+// page's files, which hold no data: the page sends the admin key to /v1/ops itself.
+const PUBLIC = /^\/(healthz|readyz|metrics|docs|internal|ops)(\/|$|\?)/;
 /** Answered to the end, also while the server closes: orchestrators watch them. */
 const HEALTH = /^\/(healthz|readyz|metrics)(\/|$|\?)/;
 
@@ -30,10 +34,8 @@ export async function buildApp(deps: Ctx, routes: Pick<Routes, 'root' | 'api'>):
     loggerInstance: logger,
     bodyLimit: deps.config.bodyLimitBytes,
     requestTimeout: deps.config.requestTimeoutMs,
-    genReqId: (req) => {
-      const h = req.headers['x-request-id'];
-      return typeof h === 'string' && /^[\w.-]{1,64}$/.test(h) ? h : randomUUID();
-    },
+    ...TRACED_REQUESTS,
+    childLoggerFactory: withClientRequestId,
     ajv: { customOptions: { coerceTypes: false, removeAdditional: false, allErrors: false } },
     // Requests that arrive while the server closes are answered by requestHooks, as
     // problem+json with Retry-After like every other 503, not by fastify's own plain body.
@@ -47,6 +49,8 @@ export async function buildApp(deps: Ctx, routes: Pick<Routes, 'root' | 'api'>):
   await app.register(swagger, swaggerOptions(deps.config));
   await app.register(swaggerUi, { routePrefix: '/docs' });
 
+  // First: every later hook, the handler and what it forwards run in the request's trace.
+  traceRequests(app, { answerHeaders: true });
   requestHooks(app, deps);
   countRequests(app, deps.metrics);
 
@@ -73,19 +77,83 @@ export async function buildApp(deps: Ctx, routes: Pick<Routes, 'root' | 'api'>):
 export function answerError(err: unknown, req: FastifyRequest, reply: FastifyReply): void {
   const { code, detail, retryAfterS } = classify(err);
   const status = statusOf(code);
-  // A 500 is our bug; a 503 is load or an outage, expected and answered: no stack per request.
-  if (status === 500) req.log.error({ err }, 'request failed');
-  else if (status >= 500) req.log.info({ code }, 'request answered unavailable');
+  // Each error answer is logged here once. A 500 is our bug: its stack. A 503 is an outage or
+  // load, answered and retryable: its code and cause, no stack per request. A 4xx is the
+  // client's: debug only, the completed-request line already has its status.
+  if (status === 500) req.log.error({ err, code }, 'request failed');
+  else if (status >= 500) req.log.warn({ code, ...unavailableCause(err) }, 'request answered unavailable');
+  else req.log.debug({ code }, 'request refused');
   if (retryAfterS !== undefined) reply.header('retry-after', String(retryAfterS));
   void reply.code(status).type('application/problem+json').send(problem(code, detail));
 }
 
-/** Every request: its id echoed, refused while closing, authenticated (outside the public paths), its JSON body checked. */
-function requestHooks(app: FastifyInstance, deps: Ctx): void {
-  app.addHook('onSend', async (req, reply) => {
-    reply.header('x-request-id', req.id);
-  });
+declare module 'fastify' {
+  interface FastifyRequest {
+    /** This node's span of the request's trace (set first thing, by traceRequests). */
+    trace?: TraceContext;
+  }
+}
 
+/**
+ * Fastify options of both listeners: a request's id is its trace id, the caller's when it sent
+ * a valid traceparent, and every log line of the request carries it as `trace`, the field the
+ * other log lines about a payment (forwarding, saga, relay) use too.
+ */
+export const TRACED_REQUESTS = {
+  // Stateless: one for both listeners. (The top-level requestIdLogLabel option is deprecated.)
+  logController: new LogController({ requestIdLogLabel: 'trace' }),
+  genReqId: (req: IncomingMessage): string => parseTraceparent(req.headers[TRACEPARENT_HEADER])?.traceId ?? newTraceId(),
+};
+
+/**
+ * Runs the rest of each request in its trace (src/observability/trace.ts), so what the
+ * registry forwards carries it; `answerHeaders` puts traceparent and x-request-id on the answer.
+ */
+export function traceRequests(app: FastifyInstance, opts: { answerHeaders: boolean }): void {
+  app.decorateRequest('trace', undefined);
+  // A callback hook: the rest of the lifecycle runs inside `done`, within the trace's context
+  // (fastify keeps that context across body parsing).
+  app.addHook('onRequest', (req, _reply, done) => {
+    const trace = spanIn(req.id, parseTraceparent(req.headers[TRACEPARENT_HEADER])?.flags);
+    req.trace = trace;
+    withTrace(trace, done);
+  });
+  if (!opts.answerHeaders) return;
+  app.addHook('onSend', async (req, reply) => {
+    // A client's own x-request-id comes back as sent; otherwise the trace id is the one to quote.
+    reply.header('x-request-id', clientRequestId(req.headers['x-request-id']) ?? req.id);
+    if (req.trace) reply.header(TRACEPARENT_HEADER, formatTraceparent(req.trace));
+  });
+}
+
+const REQUEST_ID = /^[\w.-]{1,64}$/;
+const clientRequestId = (header: unknown): string | undefined => (typeof header === 'string' && REQUEST_ID.test(header) ? header : undefined);
+
+/** A client's x-request-id stays on every line of its request (`requestId`), beside the trace id. */
+function withClientRequestId(logger: FastifyBaseLogger, bindings: Bindings, opts: ChildLoggerOptions, raw: IncomingMessage): FastifyBaseLogger {
+  const requestId = clientRequestId(raw.headers['x-request-id']);
+  return logger.child(requestId === undefined ? bindings : { ...bindings, requestId }, opts);
+}
+
+interface Cause { code?: string; message: string }
+
+/** What a 5xx other than a bug names as its reason: the error's detail and what caused it (no stack). */
+function unavailableCause(err: unknown): { detail?: string; cause?: Cause } {
+  // Not ours: a driver or socket error that classify() read as database_unavailable.
+  if (!(err instanceof GeopayError)) return { cause: causeOf(err) };
+  const out: { detail?: string; cause?: Cause } = {};
+  if (err.message !== CODES[err.code].title) out.detail = err.message;
+  if (err.cause !== undefined) out.cause = causeOf(err.cause);
+  return out;
+}
+
+function causeOf(e: unknown): Cause {
+  const c = e as { code?: unknown; message?: unknown } | null | undefined;
+  return { ...(typeof c?.code === 'string' ? { code: c.code } : {}), message: String(c?.message ?? e) };
+}
+
+/** Every request: refused while closing, authenticated (outside the public paths), its JSON body checked. */
+function requestHooks(app: FastifyInstance, deps: Ctx): void {
   let closing = false;
   app.addHook('preClose', async () => {
     closing = true;

@@ -6,7 +6,7 @@ import Fastify from 'fastify';
 import type { FastifyBaseLogger, FastifyInstance, FastifyRequest } from 'fastify';
 import { GeopayError } from '../domain/errors.ts';
 import { SignatureVerifier } from '../cluster/signature.ts';
-import { answerError } from './app.ts';
+import { TRACED_REQUESTS, answerError, traceRequests } from './app.ts';
 import type { Ctx, RoutePlugin } from './context.ts';
 import { problem } from './errors.ts';
 import { listen } from './listen.ts';
@@ -25,7 +25,10 @@ export async function startInternalListener(ctx: Ctx, routes: RoutePlugin[]): Pr
   const { config } = ctx;
   if (config.clusterSecret === '') return undefined;
   const logger: FastifyBaseLogger = ctx.logger.child({ listener: 'internal' });
-  const app = Fastify({ loggerInstance: logger, bodyLimit: WIRE_BODY_LIMIT_BYTES, requestTimeout: config.requestTimeoutMs });
+  const app = Fastify({ loggerInstance: logger, bodyLimit: WIRE_BODY_LIMIT_BYTES, requestTimeout: config.requestTimeoutMs, ...TRACED_REQUESTS });
+  // The forwarding node's trace goes on: this node's lines for the payment carry its id, and
+  // so does the next hop (a leg the saga sends from here).
+  traceRequests(app, { answerHeaders: false });
   app.setErrorHandler(answerError);
   app.setNotFoundHandler((_req, reply) => {
     void reply.code(404).type('application/problem+json').send(problem('not_found'));

@@ -72,6 +72,7 @@ export const OPERATIONS: Readonly<Record<OperationKey, Operation>> = {
   'PUT /v1/tenants/:id/limits': op('setTenantLimits', "Replace a tenant's rate limits", 'admin', WRONG_KEY, 'tenant_not_found'),
   'GET /v1/tenants/:id/limits': op('getTenantLimits', "A tenant's rate limits", 'admin', WRONG_KEY, PARAMS, 'tenant_not_found'),
   'GET /v1/cluster': op('getCluster', "The cluster map: live nodes, held shards, every shard's epoch and owner", 'admin', WRONG_KEY),
+  'GET /v1/ops': op('getOps', "The ops page's data: the cluster map by region, each node's transfers/s and p99, hot accounts, transfers in flight", 'admin', WRONG_KEY),
   'GET /v1/suspense': op('listSuspense', 'Money returned to closed accounts: a balance per tenant, region and currency', 'admin', WRONG_KEY),
   'POST /v1/suspense/:id/payouts': op('payOutSuspense', "Pay money held in suspense out to an account of its tenant", 'admin',
     WRONG_KEY, KEYED, ACTOR, DEBIT, 'invalid_amount', 'account_not_found'),

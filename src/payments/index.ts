@@ -12,12 +12,15 @@ import { ForwardedRequests } from './forwarded.ts';
 import { Holds } from './holds.ts';
 import { InFlightKeys } from './in-flight-keys.ts';
 import { Inspection } from './inspection.ts';
+import { Ops } from './ops.ts';
+import type { OpsPeers } from './ops.ts';
 import { Saga } from './saga.ts';
 import { Suspense } from './suspense.ts';
 import { Tenants } from './tenants.ts';
 import { Transfers } from './transfers.ts';
 import { TtlCache } from './ttl-cache.ts';
 import type { Metrics } from '../observability/metrics.ts';
+import type { WindowDelta } from '../observability/window.ts';
 
 /** How long the in-flight figures are reused: a scrape every few seconds asks the database at most this often. */
 const IN_FLIGHT_CACHE_MS = 3_000;
@@ -31,6 +34,8 @@ export interface Payments {
   suspense: Suspense;
   tenants: Tenants;
   inspection: Inspection;
+  /** The ops page's figures: this node's summary, and the page gathered from every node. */
+  ops: Ops;
   forwarded: ForwardedRequests;
   saga: Saga;
   /** The database answers (readiness). */
@@ -39,7 +44,10 @@ export interface Payments {
   inFlight: () => Promise<{ count: number; oldestAgeS: number }>;
 }
 
-export function buildPayments(deps: { config: Config; registry: AccountRegistry; ownership: Ownership; repos: Repositories; logger: Logger; clock: () => number; metrics: Metrics }): Payments {
+/** What the ops page reads beyond the payments' own parts: this node's sampled counters, and the way to its peers. */
+export interface OpsSources { window: () => WindowDelta | undefined; peers: OpsPeers | undefined }
+
+export function buildPayments(deps: { config: Config; registry: AccountRegistry; ownership: Ownership; repos: Repositories; logger: Logger; clock: () => number; metrics: Metrics; ops: OpsSources }): Payments {
   const { config, registry, repos, logger, clock, metrics } = deps;
   const saga = new Saga(registry, repos.transfers, logger);
   registry.onCommitted((ws) => saga.afterCommit(ws));
@@ -48,6 +56,8 @@ export function buildPayments(deps: { config: Config; registry: AccountRegistry;
   const ctx = { config, registry, saga, repos, directory, keys, clock, metrics };
   const inFlight = new TtlCache<{ count: number; oldestAgeS: number }>(IN_FLIGHT_CACHE_MS, 1);
   const transfers = new Transfers(ctx);
+  const inspection = new Inspection(registry, deps.ownership, repos, directory);
+  const inFlightNow = () => inFlight.get('all', Date.now(), repos.transfers.inFlightSummary);
   return {
     accounts: new Accounts(ctx),
     transfers,
@@ -55,11 +65,12 @@ export function buildPayments(deps: { config: Config; registry: AccountRegistry;
     batches: new Batches(ctx, transfers),
     suspense: new Suspense(ctx, transfers),
     tenants: new Tenants(repos, keys, logger),
-    inspection: new Inspection(registry, deps.ownership, repos, directory),
+    inspection,
+    ops: new Ops({ ownership: deps.ownership, registry, inspection, inFlight: inFlightNow, leaseTtlMs: config.leaseTtlMs, ...deps.ops }),
     forwarded: new ForwardedRequests(registry),
     saga,
     ping: repos.health.ping,
-    inFlight: () => inFlight.get('all', Date.now(), repos.transfers.inFlightSummary),
+    inFlight: inFlightNow,
   };
 }
 

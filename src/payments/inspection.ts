@@ -5,9 +5,16 @@ import { parseAccountId, shardParts } from '../domain/ids.ts';
 import { GeopayError } from '../domain/errors.ts';
 import { accountView } from '../domain/views.ts';
 import type { AccountRegistry } from '../actors/registry.ts';
-import type { Ownership } from '../cluster/ownership.ts';
+import type { MemberView, Ownership } from '../cluster/ownership.ts';
 import type { Repositories } from '../persistence/repositories.ts';
 import type { Directory } from './directory.ts';
+
+/** GET /v1/cluster's answer; the ops page groups it by region. */
+export interface ClusterMap {
+  self: { nodeId: string; region: string; shardsHeld: { shard: string; epoch: string; leaseExpiresAt: string | null }[] };
+  nodes: (MemberView & { shards: number })[];
+  shards: { id: string; region: string; bucket: number; epoch: string; owner: string | null; ownerLive: boolean; updatedAt: string }[];
+}
 
 export class Inspection {
   constructor(
@@ -17,7 +24,7 @@ export class Inspection {
     private readonly directory: Directory,
   ) {}
 
-  async cluster(): Promise<Record<string, unknown>> {
+  async cluster(): Promise<ClusterMap> {
     const rows = await this.repos.shards.list();
     // The shards table says who bumped each epoch last; a live lease is what makes it an owner.
     const members = this.ownership.members();

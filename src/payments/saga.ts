@@ -1,13 +1,17 @@
 // The transfer saga's after-commit steps. A committed debit sends the credit leg to the
 // destination; a committed refusal gives the money back to the source; a committed settle or
 // return wakes the requests waiting for that transfer. Whatever fails here is left to the
-// relay (src/payments/relay.ts), which finds the transfer still in flight.
+// relay (src/payments/relay.ts), which finds the transfer still in flight. Each leg runs in
+// the trace of the request that committed the step before it, so the next node's log lines
+// for the transfer carry the same trace id.
 import type { Logger } from 'pino';
 import type { AccountId, TransferId } from '../domain/ids.ts';
 import type { Currency } from '../domain/money.ts';
 import type { AccountRegistry } from '../actors/registry.ts';
 import type { WriteSet } from '../persistence/journal.ts';
 import type { Repositories } from '../persistence/repositories.ts';
+import type { TraceContext } from '../observability/trace.ts';
+import { newTrace, withTrace } from '../observability/trace.ts';
 
 export interface TransferOutcome { id: TransferId; state: 'settled' | 'returned'; at: string }
 
@@ -25,14 +29,19 @@ export class Saga {
     private readonly logger: Logger,
   ) {}
 
-  /** Runs the next step of every transfer a commit moved. */
+  /**
+   * Runs the next step of every transfer a commit moved. This runs in whatever context the
+   * commit came back in, which may be another request's: each leg sets its own trace.
+   */
   afterCommit(ws: WriteSet): void {
     for (const t of ws.newTransfers) {
-      void this.deliverCreditSoon({ id: t.id, destinationId: t.destinationId, amount: t.amount, currency: t.currency });
+      const trace = this.legTrace(t.id);
+      void withTrace(trace, () => this.deliverCreditSoon({ id: t.id, destinationId: t.destinationId, amount: t.amount, currency: t.currency }, trace));
     }
     for (const u of ws.transferUpdates) {
       if (u.to === 'refused') {
-        void this.returnRefused(u.id);
+        const trace = this.legTrace(u.id);
+        void withTrace(trace, () => this.returnRefused(u.id, trace));
         continue;
       }
       const set = this.waiters.get(u.id);
@@ -66,26 +75,31 @@ export class Saga {
     for (const [, w] of this.waiters) w.clear();
   }
 
+  /** The trace of the request that committed this step, or a new one (a step no request made: a hold's expiry). */
+  private legTrace(id: TransferId): TraceContext {
+    return this.registry.traceOf(id) ?? newTrace();
+  }
+
   /** The first delivery, retried briefly when the destination is busy; after that the relay's. */
-  private async deliverCreditSoon(t: CreditLeg): Promise<void> {
+  private async deliverCreditSoon(t: CreditLeg, trace: TraceContext): Promise<void> {
     for (const delayMs of FIRST_DELIVERY_DELAYS_MS) {
       if (delayMs > 0) await new Promise((r) => setTimeout(r, delayMs));
       const r = await this.registry.deliverCredit(t, delayMs > 0);
       if (r.type !== 'error') return;
       if (r.error.code !== 'mailbox_full' && r.error.code !== 'shard_unavailable') {
-        this.logger.warn({ transfer: t.id, code: r.error.code }, 'credit delivery failed; the relay will retry');
+        this.logger.warn({ transfer: t.id, code: r.error.code, trace: trace.traceId }, 'credit delivery failed; the relay will retry');
         return;
       }
     }
-    this.logger.info({ transfer: t.id }, 'destination busy; the relay will deliver the credit');
+    this.logger.info({ transfer: t.id, trace: trace.traceId }, 'destination busy; the relay will deliver the credit');
   }
 
-  private async returnRefused(id: TransferId): Promise<void> {
+  private async returnRefused(id: TransferId, trace: TraceContext): Promise<void> {
     try {
       const t = await this.transfers.source(id);
       if (t) await this.registry.deliverReturn({ id, sourceId: t.sourceId as AccountId, amount: t.amount, refundOf: t.refundOf as TransferId | null });
     } catch (err) {
-      this.logger.warn({ err, transfer: id }, 'return delivery failed; the relay will retry');
+      this.logger.warn({ err, transfer: id, trace: trace.traceId }, 'return delivery failed; the relay will retry');
     }
   }
 }

@@ -165,6 +165,8 @@ export interface ClusterNode {
   readonly paused: boolean;
   readonly exited: Promise<number | null>;
   output(): string;
+  /** The node's latest stdout lines, when the cluster keeps them (StartClusterOptions.keepLogLines). */
+  logLines(): string[];
   /** Sends the signal (default SIGKILL: a crash) and waits for the exit. */
   kill(signal?: NodeJS.Signals): Promise<void>;
   /** Graceful: SIGTERM (after SIGCONT if paused), waits for the drain and exit. */
@@ -184,6 +186,8 @@ export interface StartClusterOptions {
   env?: Record<string, string>;
   /** Shared by the nodes to authenticate forwarded requests; a random one by default. */
   clusterSecret?: string;
+  /** Lines of stdout each node keeps for logLines() (tests that read the logs); none by default. */
+  keepLogLines?: number;
 }
 
 export interface AddNodeOptions {
@@ -220,6 +224,7 @@ export async function startCluster(opts: StartClusterOptions): Promise<LocalClus
     const proc: ServerProcess = await startServer({
       databaseUrl: opts.databaseUrl,
       adminKey: opts.adminKey,
+      ...(opts.keepLogLines === undefined ? {} : { keepLogLines: opts.keepLogLines }),
       env: {
         // Every node holds a pool; max_connections (100 here) is shared by the whole cluster.
         PG_POOL_MAX: '8',
@@ -256,6 +261,7 @@ export async function startCluster(opts: StartClusterOptions): Promise<LocalClus
       },
       exited: proc.exited,
       output: proc.output,
+      logLines: proc.logLines,
       kill: async (s: NodeJS.Signals = 'SIGKILL') => {
         if (paused && s !== 'SIGKILL') node.sigcont();
         await proc.kill(s);

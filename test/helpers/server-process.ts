@@ -33,12 +33,16 @@ export interface ServerProcess {
   exited: Promise<number | null>;
   /** The last few kilobytes of stdout and stderr, for failure messages. */
   output(): string;
+  /** The last `keepLogLines` whole lines of stdout (pino's JSON lines), oldest first; empty unless asked for. */
+  logLines(): string[];
 }
 
 export interface StartServerOptions {
   databaseUrl: string;
   adminKey: string;
   env?: Record<string, string>;
+  /** Keep this many of the latest stdout lines for logLines() (tests that read the logs); none by default. */
+  keepLogLines?: number;
 }
 
 export function startServer(opts: StartServerOptions): Promise<ServerProcess> {
@@ -65,6 +69,7 @@ export function startServer(opts: StartServerOptions): Promise<ServerProcess> {
   const keep = (chunk: string): void => {
     tail = (tail + chunk).slice(-tailChars);
   };
+  const logs = keptLines(opts.keepLogLines ?? 0);
 
   const exited = new Promise<number | null>((resolve) => {
     child.once('exit', (code) => {
@@ -95,6 +100,7 @@ export function startServer(opts: StartServerOptions): Promise<ServerProcess> {
     child.stdout!.setEncoding('utf8');
     child.stdout!.on('data', (chunk: string) => {
       keep(chunk);
+      logs.add(chunk);
       if (ready) return;
       pending += chunk;
       const lines = pending.split('\n');
@@ -109,6 +115,7 @@ export function startServer(opts: StartServerOptions): Promise<ServerProcess> {
           pid: child.pid!,
           exited,
           output: () => tail,
+          logLines: logs.lines,
           kill: async (signal: NodeJS.Signals = 'SIGTERM') => {
             if (child.exitCode !== null || child.signalCode !== null) return;
             child.kill(signal);
@@ -121,6 +128,22 @@ export function startServer(opts: StartServerOptions): Promise<ServerProcess> {
       }
     });
   });
+}
+
+/** The last `limit` whole lines of a stream, from its chunks (a line may span chunks). */
+function keptLines(limit: number): { add(chunk: string): void; lines(): string[] } {
+  const lines: string[] = [];
+  let partial = '';
+  return {
+    add(chunk) {
+      if (limit <= 0) return;
+      const parts = (partial + chunk).split('\n');
+      partial = parts.pop() ?? '';
+      lines.push(...parts);
+      if (lines.length > limit) lines.splice(0, lines.length - limit);
+    },
+    lines: () => [...lines],
+  };
 }
 
 export interface ApiResponse<T = any> {

@@ -1,5 +1,5 @@
 // The route plugins of each engine, for the composition root to hand to buildApp. Tenants,
-// keys, limits and inspection are served whichever engine moves the money.
+// keys, limits, inspection and the ops page are served whichever engine moves the money.
 import type { RoutePlugin, Routes } from '../context.ts';
 import { accountRoutes } from './accounts.ts';
 import { adminRoutes } from './admin.ts';
@@ -7,11 +7,12 @@ import { batchRoutes } from './batch.ts';
 import { holdRoutes } from './holds.ts';
 import { internalRoutes } from './internal.ts';
 import { limitRoutes } from './limits.ts';
+import { opsPageRoutes, opsRoutes } from './ops.ts';
 import { suspenseRoutes } from './suspense.ts';
 import { transferRoutes } from './transfers.ts';
 
 /** geopay's own routes, or the admin routes plus `engine`'s routes for money movement. */
 export function routesFor(engine: RoutePlugin[] | 'geopay'): Routes {
   const money = engine === 'geopay' ? [accountRoutes, transferRoutes, holdRoutes, batchRoutes, suspenseRoutes] : engine;
-  return { root: [], api: [adminRoutes, limitRoutes, ...money], internal: [internalRoutes] };
+  return { root: [opsPageRoutes], api: [adminRoutes, limitRoutes, opsRoutes, ...money], internal: [internalRoutes] };
 }

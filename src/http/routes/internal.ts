@@ -1,5 +1,5 @@
 // Node-to-node endpoints: a peer forwards an account's request here when this node owns the
-// account's shard. Served only by the internal listener (src/http/internal-app.ts), which
+// account's shard, and asks for this node's figures for its ops page. Served only by the internal listener (src/http/internal-app.ts), which
 // checks each request's signature before any of these handlers runs; never on the public port.
 import type { FastifyInstance, FastifyRequest } from 'fastify';
 import { HOPS_HEADER } from '../../cluster/signature.ts';
@@ -18,4 +18,6 @@ export function internalRoutes(app: FastifyInstance, ctx: Ctx): void {
     const hops = Number(req.headers[HOPS_HEADER] ?? 0);
     return reply.type('application/json').send(await forwarded.state(accountOf(req), Number.isInteger(hops) ? hops : 0));
   });
+  // The ops page of another node asks each node for its own figures (src/payments/ops.ts).
+  app.get('/internal/v1/ops/summary', async () => ctx.payments.ops.summary());
 }
