@@ -121,12 +121,23 @@ export function remoteTarget(url: string, adminKey: string, databaseUrl: string 
   };
 }
 
-/** The server's Prometheus metrics, read once: a lookup by name without the `geopay_` prefix (NaN when absent). */
-export async function readMetrics(url: string): Promise<(name: string) => number> {
+/**
+ * The server's Prometheus exposition, read once: a lookup by full metric name (process_cpu_seconds_total)
+ * of the samples whose labels contain `having` (`state="waiting"`), or all of them, summed; NaN when absent.
+ */
+export async function readExposition(url: string): Promise<(name: string, having?: string) => number> {
   const text = await (await fetch(`${url}/metrics`)).text();
   // Every sample of the family, whatever its labels (each node's carry node and region), summed.
-  return (name) => {
-    const values = [...text.matchAll(new RegExp(`^geopay_${name}(?:\\{[^}]*\\})? (\\S+)$`, 'gm'))].map((m) => Number(m[1]));
+  return (name, having) => {
+    const values = [...text.matchAll(new RegExp(`^${name}(?:\\{([^}]*)\\})? (\\S+)$`, 'gm'))]
+      .filter((m) => having === undefined || (m[1] ?? '').includes(having))
+      .map((m) => Number(m[2]));
     return values.length === 0 ? Number.NaN : values.reduce((a, b) => a + b, 0);
   };
+}
+
+/** The server's geopay metrics, read once: a lookup by name without the `geopay_` prefix (NaN when absent). */
+export async function readMetrics(url: string): Promise<(name: string) => number> {
+  const metric = await readExposition(url);
+  return (name) => metric(`geopay_${name}`);
 }
