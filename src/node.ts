@@ -75,9 +75,9 @@ export async function startNode(cfg: Config, opts: { logger?: Logger; onCommit?:
   const offsetMs = cfg.faultClockOffsetMs;
   const clock = opts.clock ?? (offsetMs === 0 ? Date.now : () => Date.now() + offsetMs);
   const logger = opts.logger ?? rootLogger(cfg);
-  const { pool, embedded } = await openDatabase(cfg, logger);
+  const { pool, control, embedded } = await openDatabase(cfg, logger);
 
-  const repos = makeRepositories(pool);
+  const repos = makeRepositories(pool, { control });
   const metrics = new Metrics({ node: cfg.nodeId, region: cfg.region });
   metrics.collectProcessMetrics();
   // Single node or cluster, the composition is the same from here: ownership -> actors ->
@@ -143,6 +143,7 @@ export async function startNode(cfg: Config, opts: { logger?: Logger; onCommit?:
       // The first answers of the last transfers, handed to their batched write, are written.
       await repos.keys.answersStored();
       await pool.end();
+      if (control !== pool) await control.end();
       if (embedded) await embedded.close();
       logger.info('node stopped');
     })();
@@ -198,8 +199,12 @@ function startKeyCleanup(repos: Repositories, cfg: Config, logger: Logger): Node
   return cleanup;
 }
 
-/** The embedded PGlite when no DATABASE_URL is set, the pool, and the migrations applied. */
-async function openDatabase(cfg: Config, logger: Logger): Promise<{ pool: Pool; embedded: EmbeddedPostgres | undefined }> {
+/**
+ * The embedded PGlite when no DATABASE_URL is set, the home pool and the control database's, the
+ * migrations applied to each. Readiness asks the home database alone: payments go on without the
+ * control plane (keys already seen are cached), so a control outage must not take nodes out.
+ */
+async function openDatabase(cfg: Config, logger: Logger): Promise<{ pool: Pool; control: Pool; embedded: EmbeddedPostgres | undefined }> {
   let embedded: EmbeddedPostgres | undefined;
   let connectionString = cfg.databaseUrl;
   if (!connectionString) {
@@ -219,7 +224,33 @@ async function openDatabase(cfg: Config, logger: Logger): Promise<{ pool: Pool; 
     throw new ConfigError(shardMapRefusal(cfg.shardBuckets, shardMap));
   }
   if (cfg.engine === 'baseline') await setupBaseline(pool, logger);
-  return { pool, embedded };
+  const control = await openControlDatabase(cfg, connectionString, pool, logger).catch(async (err: unknown) => {
+    await pool.end();
+    await embedded?.close();
+    throw err;
+  });
+  return { pool, control, embedded };
+}
+
+/**
+ * Tenants, keys and limits are read once per key per CONTROL_CACHE_MS and written by admins:
+ * a few connections carry them, and max_connections is shared by every pool of every node.
+ */
+const CONTROL_POOL_MAX = 2;
+
+/** The control database's pool, migrated: the home pool itself unless CONTROL_DATABASE_URL names another database. */
+async function openControlDatabase(cfg: Config, homeUrl: string, home: Pool, logger: Logger): Promise<Pool> {
+  if (!cfg.controlDatabaseUrl || cfg.controlDatabaseUrl === homeUrl) return home;
+  const log = logger.child({ database: 'control' });
+  const control = createPool({ connectionString: cfg.controlDatabaseUrl, max: CONTROL_POOL_MAX, statementTimeoutMs: cfg.pgStatementTimeoutMs, logger: log });
+  try {
+    // Every migration runs on every database; the payment tables stay empty here.
+    await migrate(control, log);
+  } catch (err) {
+    await control.end();
+    throw err;
+  }
+  return control;
 }
 
 /** Heartbeats this node's internal URL and starts placing shards; once the node listens. */

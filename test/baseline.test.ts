@@ -64,7 +64,7 @@ describe('baseline engine', () => {
     const tr = await transfer(a, b, '300', idem(), { metadata: { order: 'o-1' } });
     expect(tr.status).toBe(201);
     expect(tr.body).toEqual({
-      id: expect.stringMatching(/^tr_[0-9a-f]{32}$/), kind: 'transfer', sourceAccountId: a, destinationAccountId: b, amount: '300', currency: 'USD',
+      id: expect.stringMatching(/^tr_local_[0-9a-f]{32}$/), kind: 'transfer', sourceAccountId: a, destinationAccountId: b, amount: '300', currency: 'USD',
       state: 'settled', refusalCode: null, holdId: null, refundOf: null, refunded: '0', metadata: { order: 'o-1' },
       createdAt: expect.any(String), updatedAt: tr.body.createdAt,
     });
@@ -201,7 +201,7 @@ describe('baseline engine', () => {
     expectProblem(await deposit(key, theirs, '1'), 404, 'account_not_found');
     expectProblem(await t.call('POST', '/v1/withdrawals', { key, idem: idem(), body: { accountId: theirs, amount: '1', currency: 'USD' } }), 404, 'account_not_found');
     expectProblem(await t.call('GET', `/v1/transfers/${tr.body.id}`, { key: other.key }), 404, 'transfer_not_found');
-    expectProblem(await t.call('GET', '/v1/transfers/tr_00000000000000000000000000000000', { key }), 404, 'transfer_not_found');
+    expectProblem(await t.call('GET', '/v1/transfers/tr_local_00000000000000000000000000000000', { key }), 404, 'transfer_not_found');
     expect(await balance(mine)).toBe('9');
     expect((await t.call('GET', `/v1/accounts/${theirs}`, { key: other.key })).body.balance).toBe('10');
     // A rejected request leaves no key behind: the same key works for a valid request after.

@@ -7,6 +7,7 @@ import type { TestNode } from './helpers/node.ts';
 import { idem, startTestNode } from './helpers/node.ts';
 import { decideGroup } from '../src/persistence/queries.ts';
 import type { AccountId, HoldId, TenantId } from '../src/domain/ids.ts';
+import { makeHoldId, regionOf } from '../src/domain/ids.ts';
 
 let t: TestNode;
 let key: string;
@@ -110,14 +111,15 @@ describe('batch transfers', () => {
       hold: { tenantId: tenantId as TenantId, metadata: null, groupId },
     });
     const hex = (n: number) => n.toString(16).padStart(32, '0');
-    await place(a, `hold_${hex(1)}`, 'grp_committed');
-    await place(b, `hold_${hex(2)}`, 'grp_undecided');
+    const [h1, h2] = [makeHoldId(regionOf(a as AccountId), hex(1)), makeHoldId(regionOf(b as AccountId), hex(2))];
+    await place(a, h1, 'grp_committed');
+    await place(b, h2, 'grp_undecided');
     expect(await decideGroup(t.node.pool, 'grp_committed', 'commit')).toBe('commit');
     now += 120_000;
     await t.node.relay.expireHolds();
     await t.node.relay.runOnce(0);
     expect([await balance(a), await balance(b), await balance(c)]).toEqual(['75', '100', '25']);
-    const states = await t.node.pool.query<{ id: string; state: string }>('SELECT id, state FROM holds WHERE id = ANY($1) ORDER BY id', [[`hold_${hex(1)}`, `hold_${hex(2)}`]]);
+    const states = await t.node.pool.query<{ id: string; state: string }>('SELECT id, state FROM holds WHERE id = ANY($1) ORDER BY id', [[h1, h2]]);
     expect(states.rows.map((s) => s.state)).toEqual(['captured', 'expired']);
     // The coordinator, back, can no longer commit the group the sweeper aborted.
     expect(await decideGroup(t.node.pool, 'grp_undecided', 'commit')).toBe('abort');

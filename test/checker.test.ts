@@ -166,7 +166,7 @@ describe('checker on a geopay ledger', () => {
       below = -101n;
       const amount = BigInt(last.b) - below;
       // A consistent debit in flight (transfer row, posting, key): only the overdraft is wrong.
-      const id = 'tr_0000000000007000800000000000beef';
+      const id = 'tr_local_0000000000007000800000000000beef';
       await db.query(
         `INSERT INTO transfers (id, tenant_id, kind, source_id, destination_id, amount, currency, state, created_at, updated_at)
          VALUES ($1, $2, 'transfer', $3, $4, $5, 'USD', 'debited', now(), now())`, [id, tenantId, overdrawn, bob, amount.toString()]);
@@ -198,12 +198,12 @@ describe('checker on a geopay ledger', () => {
 
   it('fails when the request log shows a key answering two transfers, or an acknowledged transfer is missing', async () => {
     const first = log.find((r) => r.op === 'transfer')!;
-    const twin: RequestRecord = { ...first, attempt: 2, answer: { ...(first.answer as object), id: 'tr_00000000000070008000000000000001' } };
-    const lost: RequestRecord = { ...first, key: 'lost-key', answer: { ...(first.answer as object), id: 'tr_00000000000070008000000000000002' } };
+    const twin: RequestRecord = { ...first, attempt: 2, answer: { ...(first.answer as object), id: 'tr_local_00000000000070008000000000000001' } };
+    const lost: RequestRecord = { ...first, key: 'lost-key', answer: { ...(first.answer as object), id: 'tr_local_00000000000070008000000000000002' } };
     const res = await check(client, { requests: [...log, twin, lost] });
     expect(res.ok).toBe(false);
     expect(naming(res, 'idempotency:', `key ${first.key}`, 'answered two transfers', (first.answer as { id: string }).id)).toHaveLength(1);
-    expect(naming(res, 'acknowledged:', 'tr_00000000000070008000000000000002', 'key lost-key', 'not in transfers')).toHaveLength(1);
+    expect(naming(res, 'acknowledged:', 'tr_local_00000000000070008000000000000002', 'key lost-key', 'not in transfers')).toHaveLength(1);
   });
 
   it('fails when a transfer was applied twice under one key (a twin without its own key)', async () => {
@@ -211,11 +211,11 @@ describe('checker on a geopay ledger', () => {
       const [orig] = (await db.query("SELECT * FROM transfers WHERE kind = 'transfer' AND state = 'settled' ORDER BY id LIMIT 1")).rows;
       await db.query(
         `INSERT INTO transfers (id, tenant_id, kind, source_id, destination_id, amount, currency, state, created_at, updated_at)
-         VALUES ('tr_0000000000007000800000000000d0b1', $1, 'transfer', $2, $3, $4, 'USD', 'debited', now(), now())`,
+         VALUES ('tr_local_0000000000007000800000000000d0b1', $1, 'transfer', $2, $3, $4, 'USD', 'debited', now(), now())`,
         [orig.tenant_id, orig.source_id, orig.destination_id, orig.amount.toString()]);
     });
-    expect(naming(res, 'idempotency:', 'tr_0000000000007000800000000000d0b1', 'no idempotency key')).toHaveLength(1);
-    expect(naming(res, 'transfer:', 'tr_0000000000007000800000000000d0b1', 'no debit posting')).toHaveLength(1);
+    expect(naming(res, 'idempotency:', 'tr_local_0000000000007000800000000000d0b1', 'no idempotency key')).toHaveLength(1);
+    expect(naming(res, 'transfer:', 'tr_local_0000000000007000800000000000d0b1', 'no debit posting')).toHaveLength(1);
   });
 });
 

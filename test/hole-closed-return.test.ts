@@ -8,7 +8,7 @@ import { check } from '../bench/checker.ts';
 import type { TestNode } from './helpers/node.ts';
 import { idem, startTestNode } from './helpers/node.ts';
 import type { AccountId, TenantId, TransferId } from '../src/domain/ids.ts';
-import { makeTransferId, uuidv7Hex } from '../src/domain/ids.ts';
+import { makeTransferId, regionOf, uuidv7Hex } from '../src/domain/ids.ts';
 import { randomBytes } from 'node:crypto';
 
 let t: TestNode;
@@ -52,7 +52,7 @@ describe('a return into an account closed while its transfer was in flight', () 
 
     // a sends everything to b and closes in the same breath: its mailbox takes the debit,
     // then the close (balance 0 by then), long before b's refusal sends the money back.
-    const transferId = makeTransferId(uuidv7Hex(Date.now(), randomBytes(10))) as TransferId;
+    const transferId: TransferId = makeTransferId(regionOf(a as AccountId), uuidv7Hex(Date.now(), randomBytes(10)));
     const [debit, close] = await Promise.all([
       t.node.registry.send(a as AccountId, {
         cmd: { type: 'Debit', transferId, amount: 50n, currency: 'USD' },

@@ -9,7 +9,7 @@ import { request } from 'undici';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { encodeRequest } from '../src/actors/wire.ts';
 import type { AccountId, TenantId } from '../src/domain/ids.ts';
-import { makeTransferId, uuidv7Hex } from '../src/domain/ids.ts';
+import { makeTransferId, regionOf, uuidv7Hex } from '../src/domain/ids.ts';
 import type { TestNode } from './helpers/node.ts';
 import { startTestNode } from './helpers/node.ts';
 
@@ -57,7 +57,7 @@ function sign(method: string, path: string, body: string, o: Signing = {}): Reco
 }
 
 /** A forged-looking but well-formed Debit of `amount` from the source towards the destination. */
-function debitBody(amount: bigint, transferId = makeTransferId(uuidv7Hex(Date.now(), randomBytes(10)))): string {
+function debitBody(amount: bigint, transferId = makeTransferId(regionOf(source as AccountId), uuidv7Hex(Date.now(), randomBytes(10)))): string {
   return encodeRequest({
     req: {
       cmd: { type: 'Debit', transferId, amount, currency: 'USD' as never },

@@ -8,6 +8,7 @@ import type { TestNode } from './helpers/node.ts';
 import { idem, startTestNode } from './helpers/node.ts';
 import { decideGroup } from '../src/persistence/queries.ts';
 import type { AccountId, HoldId, TenantId } from '../src/domain/ids.ts';
+import { makeHoldId, regionOf } from '../src/domain/ids.ts';
 
 let t: TestNode;
 let key: string;
@@ -22,6 +23,8 @@ afterAll(async () => { await t?.close(); });
 
 const account = async (id: string) => (await t.call('GET', `/v1/accounts/${id}`, { key })).body as { balance: string; held: string };
 const hex = (n: number) => n.toString(16).padStart(32, '0');
+/** A hold id homed, as every hold is, in its source account's region. */
+const holdIdFrom = (src: string, n: number): string => makeHoldId(regionOf(src as AccountId), hex(n));
 
 /** Places a group's hold the way the batch coordinator does (phase 1), leaving the decision to the test. */
 async function placeGroupHold(src: string, dst: string, holdId: string, groupId: string, amount: bigint): Promise<void> {
@@ -40,7 +43,7 @@ describe('holds of a linked group through the public holds API', () => {
     const [a, b, c] = await Promise.all([t.account(key), t.account(key), t.account(key)]);
     await t.deposit(key, a, '100');
     await t.deposit(key, b, '100');
-    const [h1, h2] = [`hold_${hex(0x41)}`, `hold_${hex(0x42)}`];
+    const [h1, h2] = [holdIdFrom(a, 0x41), holdIdFrom(b, 0x42)];
     await placeGroupHold(a, c, h1, 'grp_undecided_hole4', 30n);
     await placeGroupHold(b, c, h2, 'grp_undecided_hole4', 40n);
 
@@ -81,7 +84,7 @@ describe('holds of a linked group through the public holds API', () => {
     const [a, b, c] = await Promise.all([t.account(key), t.account(key), t.account(key)]);
     await t.deposit(key, a, '100');
     await t.deposit(key, b, '100');
-    const [h1, h2] = [`hold_${hex(0x51)}`, `hold_${hex(0x52)}`];
+    const [h1, h2] = [holdIdFrom(a, 0x51), holdIdFrom(b, 0x52)];
     await placeGroupHold(a, c, h1, 'grp_committed_hole4', 25n);
     await placeGroupHold(b, c, h2, 'grp_committed_hole4', 35n);
     // Decided, then the coordinator vanished before capturing.

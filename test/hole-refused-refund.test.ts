@@ -8,7 +8,7 @@ import type { TestNode } from './helpers/node.ts';
 import { idem, startTestNode } from './helpers/node.ts';
 import { randomBytes } from 'node:crypto';
 import type { AccountId, TenantId, TransferId } from '../src/domain/ids.ts';
-import { makeTransferId, uuidv7Hex } from '../src/domain/ids.ts';
+import { makeTransferId, regionOf, uuidv7Hex } from '../src/domain/ids.ts';
 
 let t: TestNode;
 let key: string;
@@ -88,7 +88,7 @@ describe('a refund refused by the original source', () => {
     // edge's check would): the one writer of the claims takes the first and refuses the second,
     // whose 30 is more than is left while the first is still in flight.
     const send = () => t.node.registry.send(b as AccountId, {
-      cmd: { type: 'Refund', transferId: makeTransferId(uuidv7Hex(Date.now(), randomBytes(10))), originalId: original as TransferId, amount: 30n, currency: 'USD', refundable: 50n },
+      cmd: { type: 'Refund', transferId: makeTransferId(regionOf(b as AccountId), uuidv7Hex(Date.now(), randomBytes(10))), originalId: original as TransferId, amount: 30n, currency: 'USD', refundable: 50n },
       transfer: { destinationId: a as AccountId, kind: 'refund', tenantId: tenantId as TenantId, metadata: null },
     });
     const both = await Promise.all([send(), send()]);

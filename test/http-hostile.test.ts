@@ -23,7 +23,7 @@ interface Case {
 const MAX = '9223372036854775807';
 const SECRET = 'tenant-b-secret-marker-4f1c';
 const GHOST_ACC = `acc_local_${'0'.repeat(32)}`;
-const GHOST_TR = `tr_${'0'.repeat(32)}`;
+const GHOST_TR = `tr_local_${'0'.repeat(32)}`;
 
 let t: TestNode;
 let A: { id: string; key: string };

@@ -14,6 +14,7 @@ import { rootLogger } from '../src/node.ts';
 import { ERRORS } from '../src/http/errors.ts';
 import { problemSchema } from '../src/http/schemas.ts';
 import type { AccountId, TenantId, TransferId } from '../src/domain/ids.ts';
+import { makeTransferId, regionOf } from '../src/domain/ids.ts';
 
 // ---------------------------------------------------------------------------------------------
 // The document, and the comparison of answers with it
@@ -94,6 +95,10 @@ const PLANS: Record<string, Plan> = {
   'GET /v1/tenants': { as: 'admin', valid: () => ({ url: '/v1/tenants' }) },
   'POST /v1/tenants/{id}/keys': {
     as: 'admin', idem: 'required', id: () => A.id, valid: (id) => ({ url: `/v1/tenants/${id}/keys` }), other: () => ({ url: `/v1/tenants/${T.id}/keys` }),
+  },
+  'DELETE /v1/tenants/{id}/keys/{keyId}': {
+    as: 'admin', id: () => A.id, valid: (id) => ({ url: `/v1/tenants/${id}/keys/${ids.revocable}` }),
+    refusals: [['an unknown key', () => ({ url: `/v1/tenants/${A.id}/keys/key_nonexistent` }), 404]],
   },
   'PUT /v1/tenants/{id}/limits': {
     as: 'admin', id: () => A.id, valid: (id) => ({ url: `/v1/tenants/${id}/limits`, body: { readsPerS: null, writesPerS: null } }),
@@ -219,6 +224,7 @@ async function ok(r: Promise<{ status: number; body: any }>, what: string): Prom
 async function fixtures(): Promise<void> {
   const post = (url: string, body?: unknown) => ok(t.call('POST', url, { key: A.key, idem: idem(), ...(body === undefined ? {} : { body }) }), url);
   for (const name of ['a1', 'a2', 'frozen', 'closed', 'status', 'status2', 'toClose', 'toClose2']) ids[name] = await t.account(A.key);
+  ids.revocable = (await ok(t.call('POST', `/v1/tenants/${A.id}/keys`, { key: t.adminKey, idem: idem() }), 'a key to revoke')).id;
   ids.eur = await t.account(A.key, 'EUR');
   ids.held = await t.account(A.key, 'USD', { overdraftLimit: '100' });
   expect((await t.deposit(A.key, ids.a1!, '1000')).status).toBe(201);
@@ -241,7 +247,7 @@ async function suspenseFixture(): Promise<void> {
   const [src, closedDst] = [await t.account(A.key), await t.account(A.key)];
   expect((await t.deposit(A.key, src, '10')).status).toBe(201);
   await ok(t.call('POST', `/v1/accounts/${closedDst}/close`, { key: A.key }), 'close');
-  const transferId = `tr_${'5'.repeat(32)}` as TransferId;
+  const transferId: TransferId = makeTransferId(regionOf(src as AccountId), '5'.repeat(32));
   await Promise.all([
     t.node.registry.send(src as AccountId, {
       cmd: { type: 'Debit', transferId, amount: 10n, currency: 'USD' },
@@ -299,7 +305,8 @@ const authOf = (plan: Plan, as: 'self' | 'other'): string | undefined => {
 /** Every failure kind of one operation, each with the status it must answer. */
 async function drive(op: string, plan: Plan): Promise<void> {
   const [method, path] = op.split(' ') as [string, string];
-  const hasBody = method === 'POST' || method === 'PUT';
+  // fastify reads the body of every method but GET (and HEAD).
+  const hasBody = method !== 'GET';
   const auth = authOf(plan, 'self');
   const base = (req: Req, over: Partial<Call> = {}): Call => ({ method, ...req, auth, idem: plan.idem ? idem() : undefined, ...over });
   const id = plan.id?.() ?? '';

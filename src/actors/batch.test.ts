@@ -14,7 +14,7 @@ const ACC = `acc_eu_${'1'.repeat(32)}` as AccountId;
 const DST = `acc_eu_${'3'.repeat(32)}` as AccountId;
 const TENANT = `ten_${'2'.repeat(32)}` as TenantId;
 const AT = '2025-01-01T00:00:00.000Z';
-const tr = (n: number): TransferId => `tr_${n.toString(16).padStart(32, '0')}` as TransferId;
+const tr = (n: number): TransferId => `tr_eu_${n.toString(16).padStart(32, '0')}` as TransferId;
 
 const opened = evolve(undefined, {
   type: 'Opened', id: ACC, kind: 'customer', tenantId: TENANT, currency: 'EUR', region: 'eu' as Region,

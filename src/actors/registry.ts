@@ -5,7 +5,7 @@ import type { Metrics } from '../observability/metrics.ts';
 import { randomBytes } from 'node:crypto';
 import type { Logger } from 'pino';
 import type { AccountId, ShardId, TransferId } from '../domain/ids.ts';
-import { makeTransferId, shardOf, uuidv7Hex } from '../domain/ids.ts';
+import { makeTransferId, regionOf, shardOf, uuidv7Hex } from '../domain/ids.ts';
 import { GeopayError } from '../domain/errors.ts';
 import type { ErrorCode } from '../domain/errors.ts';
 import type { Currency } from '../domain/money.ts';
@@ -225,7 +225,7 @@ export class AccountRegistry {
    * closed: a new one each delivery, used only by the one that applies the return.
    */
   deliverReturn(t: { id: TransferId; sourceId: AccountId; amount: bigint; refundOf?: TransferId | null }, redelivery = false): Promise<CommandResult> {
-    const forwardId = makeTransferId(uuidv7Hex(this.clock(), randomBytes(10)));
+    const forwardId = makeTransferId(regionOf(t.sourceId), uuidv7Hex(this.clock(), randomBytes(10)));
     const refundOf = t.refundOf ? { refundOf: t.refundOf } : {};
     return this.send(t.sourceId, { cmd: { type: 'Return', transferId: t.id, amount: t.amount, alreadyApplied: false, forwardId, ...refundOf }, careful: redelivery });
   }

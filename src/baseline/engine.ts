@@ -154,7 +154,7 @@ export class BaselineEngine {
     // 2. Both rows, locked in id order, and decided by geopay's rules.
     const [from, to] = await this.lockLegs(c, m, src, dst);
     const now = this.opts.clock();
-    const transferId = makeTransferId(uuidv7Hex(now, randomBytes(10)));
+    const transferId = makeTransferId(regionOf(src), uuidv7Hex(now, randomBytes(10)));
     const decided = decideMove(from, to, { transferId, amount: m.amount, currency: m.currency });
 
     // 3. A business refusal is an answer like any other: stored with the key, committed.

@@ -15,7 +15,7 @@ const EXT = 'ext_eu_EUR' as AccountId;
 const TENANT = `ten_${'2'.repeat(32)}` as TenantId;
 const REGION = 'eu' as Region;
 const AT = '2025-01-01T00:00:00.000Z';
-const tr = (n: number): TransferId => `tr_${n.toString(16).padStart(32, '0')}` as TransferId;
+const tr = (n: number): TransferId => `tr_eu_${n.toString(16).padStart(32, '0')}` as TransferId;
 
 function openCmd(over: Partial<Extract<AccountCommand, { type: 'Open' }>> = {}): AccountCommand {
   return {

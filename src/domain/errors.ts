@@ -26,6 +26,7 @@ export const ERRORS = {
   account_not_found: { kind: 'not_found', title: 'No such account' },
   transfer_not_found: { kind: 'not_found', title: 'No such transfer' },
   tenant_not_found: { kind: 'not_found', title: 'No such tenant' },
+  key_not_found: { kind: 'not_found', title: 'No such API key' },
   // Idempotency.
   idempotency_key_reused: { kind: 'conflict', title: 'The Idempotency-Key was used with a different request' },
   idempotency_key_in_progress: { kind: 'conflict', title: 'A request with this Idempotency-Key is still in progress' },
@@ -56,6 +57,7 @@ export const ERRORS = {
   request_timeout: { kind: 'unavailable', title: 'The command did not finish in time; retry with the same Idempotency-Key' },
   database_unavailable: { kind: 'unavailable', title: 'The database is unavailable; retry later' },
   draining: { kind: 'unavailable', title: 'The node is shutting down; retry later' },
+  control_plane_unavailable: { kind: 'unavailable', title: 'Tenants and keys cannot be read or changed right now; retry later' },
   internal_error: { kind: 'bug', title: 'Internal error' },
 } as const satisfies Record<string, { kind: FailureKind; title: string }>;
 

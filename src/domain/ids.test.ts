@@ -1,12 +1,14 @@
-// Ids are built only by validating parsers and carry their routing facts (region, shard).
+// Ids are built only by validating parsers and carry their routing facts (region, shard):
+// account, transfer and hold ids name their home region, read back by one parser each.
 // The shard hash is pinned to published FNV-1a vectors: changing it would move every
 // account to another shard, so a change must fail here first.
 import { describe, it, expect } from 'vitest';
 import fc from 'fast-check';
 import {
-  externalAccountId, isExternal, makeAccountId, makeTenantId, makeTransferId, parseAccountId,
-  makeShardId, parseRegion, parseShardId, parseTenantId, parseTransferId, regionOf, shardOf, shardParts, uuidv7Hex,
-  type AccountId, type Region,
+  externalAccountId, isExternal, makeAccountId, makeHoldId, makeTenantId, makeTransferId, parseAccountId, parseHoldId,
+  makeShardId, parseRegion, parseShardId, parseTenantId, parseTransferId, regionOf, regionOfHold, regionOfTransfer,
+  shardOf, shardParts, uuidv7Hex, uuidv8Hex,
+  type AccountId, type HoldId, type Region, type TransferId,
 } from './ids.ts';
 
 // Fixed "random" bytes keep the tests deterministic; the domain takes randomness as input.
@@ -47,11 +49,15 @@ describe('parseRegion', () => {
 describe('generated ids parse back', () => {
   const hex = uuidv7Hex(T0, rnd(0xab));
 
-  it('account, transfer and tenant ids', () => {
+  it('account, transfer, hold and tenant ids', () => {
     const acc = makeAccountId(region('eu-west'), hex);
     expect(parseAccountId(acc)).toBe(acc);
-    const tr = makeTransferId(hex);
+    const tr = makeTransferId(region('eu-west'), hex);
+    expect(tr).toBe(`tr_eu-west_${hex}`);
     expect(parseTransferId(tr)).toBe(tr);
+    const hold = makeHoldId(region('us'), hex);
+    expect(hold).toBe(`hold_us_${hex}`);
+    expect(parseHoldId(hold)).toBe(hold);
     const ten = makeTenantId(hex);
     expect(parseTenantId(ten)).toBe(ten);
   });
@@ -75,7 +81,12 @@ describe('generated ids parse back', () => {
           const acc = makeAccountId(region(reg), h);
           expect(parseAccountId(acc)).toBe(acc);
           expect(regionOf(acc)).toBe(reg);
-          expect(parseTransferId(makeTransferId(h))).toBe(`tr_${h}`);
+          const tr = makeTransferId(region(reg), h);
+          expect(parseTransferId(tr)).toBe(`tr_${reg}_${h}`);
+          expect(regionOfTransfer(tr)).toBe(reg);
+          const hold = makeHoldId(region(reg), h);
+          expect(parseHoldId(hold)).toBe(`hold_${reg}_${h}`);
+          expect(regionOfHold(hold)).toBe(reg);
           expect(parseTenantId(makeTenantId(h))).toBe(`ten_${h}`);
         },
       ),
@@ -95,10 +106,22 @@ describe('parsers reject malformed ids', () => {
     expect(parseAccountId(raw)).toBeUndefined();
   });
 
+  // The region-less forms of before regions owned their data are refused like any other.
   it.each([
-    '', 'tr_', `tr_${hex.slice(1)}`, `tr_${hex}0`, `tr_${'A'.repeat(32)}`, `TR_${hex}`, `ten_${hex}`, `acc_eu_${hex}`,
+    '', 'tr_', 'tr_eu_', `tr_${hex}`, `tr_eu_${hex.slice(1)}`, `tr_eu_${hex}0`, `tr_eu_${'A'.repeat(32)}`, `TR_eu_${hex}`,
+    `tr__${hex}`, `tr_EU_${hex}`, `tr_1eu_${hex}`, `tr_-eu_${hex}`, `tr_eu_west_${hex}`, `tr_eu west_${hex}`,
+    `tr_${'a'.repeat(17)}_${hex}`, `tr_eu-${hex}`, ` tr_eu_${hex}`, `tr_eu_${hex}\n`,
+    `hold_eu_${hex}`, `ten_${hex}`, `acc_eu_${hex}`,
   ])('transfer id %j', (raw) => {
     expect(parseTransferId(raw)).toBeUndefined();
+  });
+
+  it.each([
+    '', 'hold_', 'hold_eu_', `hold_${hex}`, `hold_eu_${hex.slice(1)}`, `hold_eu_${hex}0`, `hold_eu_${'F'.repeat(32)}`,
+    `HOLD_eu_${hex}`, `hold__${hex}`, `hold_EU_${hex}`, `hold_9eu_${hex}`, `hold_-eu_${hex}`, `hold_eu_west_${hex}`,
+    `hold_${'a'.repeat(17)}_${hex}`, `hold_eu_${hex}\n`, `tr_eu_${hex}`, `acc_eu_${hex}`,
+  ])('hold id %j', (raw) => {
+    expect(parseHoldId(raw)).toBeUndefined();
   });
 
   it.each(['', 'ten_', `ten_${hex.slice(1)}`, `ten_${'F'.repeat(32)}`, `tr_${hex}`])('tenant id %j', (raw) => {
@@ -108,7 +131,48 @@ describe('parsers reject malformed ids', () => {
   it.each([[42], [null], [undefined], [{}], [[`tr_${'0'.repeat(32)}`]]])('non-strings %j', (raw) => {
     expect(parseAccountId(raw)).toBeUndefined();
     expect(parseTransferId(raw)).toBeUndefined();
+    expect(parseHoldId(raw)).toBeUndefined();
     expect(parseTenantId(raw)).toBeUndefined();
+  });
+});
+
+describe('transfer and hold ids carry their home region', () => {
+  const hex = uuidv7Hex(T0, rnd(0x5a));
+
+  it('reads the region back off either kind, the longest region included', () => {
+    expect(regionOfTransfer(makeTransferId(region('ap-southeast-1'), hex))).toBe('ap-southeast-1');
+    expect(regionOfHold(makeHoldId(region('a234567890123456'), hex))).toBe('a234567890123456');
+    expect(regionOfTransfer(parseTransferId(`tr_eu_${'0'.repeat(32)}`)!)).toBe('eu');
+    expect(regionOfHold(parseHoldId(`hold_us-east_${'f'.repeat(32)}`)!)).toBe('us-east');
+  });
+
+  it('takes a name-based hex as it takes a UUIDv7 one', () => {
+    const named = uuidv8Hex(new Uint8Array(16).fill(0xee));
+    expect(parseTransferId(makeTransferId(region('eu'), named))).toBe(`tr_eu_${named}`);
+    expect(parseHoldId(makeHoldId(region('eu'), named))).toBe(`hold_eu_${named}`);
+  });
+
+  it('is the same hex in two regions, yet two different ids', () => {
+    expect(makeTransferId(region('eu'), hex)).not.toBe(makeTransferId(region('us'), hex));
+    expect(makeHoldId(region('eu'), hex)).not.toBe(makeHoldId(region('us'), hex));
+  });
+
+  it('refuses to make an id its parser would refuse (a caller bug, not user input)', () => {
+    for (const bad of ['', hex.slice(1), `${hex}0`, hex.toUpperCase(), `${'g'.repeat(32)}`]) {
+      expect(() => makeTransferId(region('eu'), bad), bad).toThrow();
+      expect(() => makeHoldId(region('eu'), bad), bad).toThrow();
+    }
+    for (const bad of ['EU', 'eu_west', '', '1eu']) {
+      expect(() => makeTransferId(bad as Region, hex), bad).toThrow();
+      expect(() => makeHoldId(bad as Region, hex), bad).toThrow();
+    }
+  });
+
+  it('the region readers refuse an id of another kind or of the old form', () => {
+    expect(() => regionOfTransfer(`tr_${hex}` as TransferId)).toThrow();
+    expect(() => regionOfTransfer(`hold_eu_${hex}` as TransferId)).toThrow();
+    expect(() => regionOfHold(`hold_${hex}` as HoldId)).toThrow();
+    expect(() => regionOfHold(`tr_eu_${hex}` as HoldId)).toThrow();
   });
 });
 

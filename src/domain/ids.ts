@@ -1,5 +1,7 @@
 // Branded ids, built only through the validating parsers below. Ids are time-sortable
-// (UUIDv7 layout, hex) and an account id carries its home region so routing needs no lookup.
+// (UUIDv7 layout, hex), or name-based where a retry must find what it made. Account, transfer
+// and hold ids carry their home region, so any node finds the owner or the database of a read
+// without a lookup, and a region's data never needs a directory kept in another region.
 import type { Currency } from './money.ts';
 import { CURRENCIES } from './money.ts';
 
@@ -14,14 +16,20 @@ export type Region = Brand<string, 'Region'>;
 /** A shard: a region and a hash bucket, written `region/bucket`. Built and taken apart only here. */
 export type ShardId = Brand<string, 'ShardId'>;
 
-const REGION = /^[a-z][a-z0-9-]{0,15}$/;
+const REGION_PART = '[a-z][a-z0-9-]{0,15}';
 const HEX32 = '[0-9a-f]{32}';
-const CUSTOMER = new RegExp(`^acc_([a-z][a-z0-9-]{0,15})_${HEX32}$`);
-const EXTERNAL = /^ext_([a-z][a-z0-9-]{0,15})_([A-Z]{3})$/;
-const SUSPENSE = new RegExp(`^sus_([a-z][a-z0-9-]{0,15})_([A-Z]{3})_(${HEX32})$`);
-const TRANSFER = new RegExp(`^tr_${HEX32}$`);
+const REGION = new RegExp(`^${REGION_PART}$`);
+const HEX = new RegExp(`^${HEX32}$`);
+const CUSTOMER = new RegExp(`^acc_(${REGION_PART})_${HEX32}$`);
+const EXTERNAL = new RegExp(`^ext_(${REGION_PART})_([A-Z]{3})$`);
+const SUSPENSE = new RegExp(`^sus_(${REGION_PART})_([A-Z]{3})_(${HEX32})$`);
+// A region never holds `_`, so the region and the hex of `tr_<region>_<hex>` cannot be confused.
+const TRANSFER = new RegExp(`^tr_(${REGION_PART})_${HEX32}$`);
 const TENANT = new RegExp(`^ten_${HEX32}$`);
-const HOLD = new RegExp(`^hold_${HEX32}$`);
+const HOLD = new RegExp(`^hold_(${REGION_PART})_${HEX32}$`);
+/** The shapes of transfer and hold ids, for the API's documented schemas (src/http/schemas.ts). */
+export const TRANSFER_ID_PATTERN = TRANSFER.source;
+export const HOLD_ID_PATTERN = HOLD.source;
 
 export function parseRegion(raw: unknown): Region | undefined {
   return typeof raw === 'string' && REGION.test(raw) ? (raw as Region) : undefined;
@@ -43,8 +51,12 @@ export function parseHoldId(raw: unknown): HoldId | undefined {
   return typeof raw === 'string' && HOLD.test(raw) ? (raw as HoldId) : undefined;
 }
 
-export function makeHoldId(hex: string): HoldId {
-  return `hold_${hex}` as HoldId;
+/**
+ * A hold id, `hold_<region>_<32 hex>`: its home region is its source account's, where the
+ * hold is reserved and its row is committed.
+ */
+export function makeHoldId(home: Region, hex: string): HoldId {
+  return `hold_${homed(home, hex)}` as HoldId;
 }
 
 export function parseTenantId(raw: unknown): TenantId | undefined {
@@ -55,6 +67,20 @@ export function parseTenantId(raw: unknown): TenantId | undefined {
 export function regionOf(id: AccountId): Region {
   const m = /^(?:acc|ext|sus)_([a-z][a-z0-9-]{0,15})_/.exec(id);
   if (!m) throw new Error(`account id without region: ${id}`);
+  return m[1] as Region;
+}
+
+/** The region whose database holds this transfer (its source account's), read off its id. */
+export function regionOfTransfer(id: TransferId): Region {
+  const m = TRANSFER.exec(id);
+  if (!m) throw new Error(`not a transfer id: ${id}`);
+  return m[1] as Region;
+}
+
+/** The region whose database holds this hold (its source account's), read off its id. */
+export function regionOfHold(id: HoldId): Region {
+  const m = HOLD.exec(id);
+  if (!m) throw new Error(`not a hold id: ${id}`);
   return m[1] as Region;
 }
 
@@ -138,9 +164,22 @@ function hexOf(bytes: Uint8Array): string {
 export function makeAccountId(region: Region, hex: string): AccountId {
   return `acc_${region}_${hex}` as AccountId;
 }
-export function makeTransferId(hex: string): TransferId {
-  return `tr_${hex}` as TransferId;
+/**
+ * A transfer id, `tr_<region>_<32 hex>`: its home region is its source account's, where the
+ * debit and the transfer's row (the outbox, the single truth of its state) are committed.
+ */
+export function makeTransferId(home: Region, hex: string): TransferId {
+  return `tr_${homed(home, hex)}` as TransferId;
 }
+
+// A maker handed a malformed region or anything but 32 hex digits is our bug: the id would be
+// stored, then refused by its own parser on every read.
+function homed(home: Region, hex: string): string {
+  if (!REGION.test(home)) throw new Error(`not a region: ${home}`);
+  if (!HEX.test(hex)) throw new Error(`an id needs 32 hex digits: ${hex}`);
+  return `${home}_${hex}`;
+}
+
 export function makeTenantId(hex: string): TenantId {
   return `ten_${hex}` as TenantId;
 }

@@ -29,12 +29,15 @@ export interface Operation {
   success?: Record<string, object>;
 }
 
-type Method = 'GET' | 'POST' | 'PUT';
+type Method = 'GET' | 'POST' | 'PUT' | 'DELETE';
 export type OperationKey = `${Method} /${string}`;
 
 // Groups of codes the table combines. Each says why a route that has it can answer them.
-/** Every /v1 route: no or an unknown key, over the tenant's budget, the database down, our bug. */
-const API: readonly ErrorCode[] = ['unauthorized', 'rate_limited', 'database_unavailable', 'internal_error'];
+/**
+ * Every /v1 route: no or an unknown key, a key that cannot be checked (the control database
+ * down, the key not seen before), over the tenant's budget, the database down, our bug.
+ */
+const API: readonly ErrorCode[] = ['unauthorized', 'control_plane_unavailable', 'rate_limited', 'database_unavailable', 'internal_error'];
 /** Every route whose method takes a body: fastify's parser, the body limit, the body's schema. */
 const BODY: readonly ErrorCode[] = ['validation_failed', 'malformed_json', 'body_too_large', 'unsupported_media_type'];
 const BODY_METHODS: ReadonlySet<string> = new Set(['POST', 'PUT', 'PATCH', 'DELETE']);
@@ -69,6 +72,8 @@ export const OPERATIONS: Readonly<Record<OperationKey, Operation>> = {
   'POST /v1/tenants': op('createTenant', 'Create a tenant', 'admin', WRONG_KEY, KEYED),
   'GET /v1/tenants': op('listTenants', 'List the tenants', 'admin', WRONG_KEY),
   'POST /v1/tenants/:id/keys': op('createTenantKey', 'Create an API key for a tenant, shown once', 'admin', WRONG_KEY, KEYED, 'tenant_not_found'),
+  'DELETE /v1/tenants/:id/keys/:keyId': op('revokeTenantKey', "Revoke a tenant's API key: refused at once on this node, within CONTROL_CACHE_MS on the others", 'admin',
+    WRONG_KEY, PARAMS, 'tenant_not_found', 'key_not_found'),
   'PUT /v1/tenants/:id/limits': op('setTenantLimits', "Replace a tenant's rate limits", 'admin', WRONG_KEY, 'tenant_not_found'),
   'GET /v1/tenants/:id/limits': op('getTenantLimits', "A tenant's rate limits", 'admin', WRONG_KEY, PARAMS, 'tenant_not_found'),
   'GET /v1/cluster': op('getCluster', "The cluster map: live nodes, held shards, every shard's epoch and owner", 'admin', WRONG_KEY),

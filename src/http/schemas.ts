@@ -4,6 +4,7 @@
 // the one stable code invalid_amount, rather than a schema message.
 import type { ErrorCode } from '../domain/errors.ts';
 import { ERRORS } from '../domain/errors.ts';
+import { HOLD_ID_PATTERN, TRANSFER_ID_PATTERN } from '../domain/ids.ts';
 export const amountString = { type: 'string', maxLength: 40, description: 'Integer minor units, 1 to 2^63-1, no sign or leading zeros' } as const;
 export const amountOut = { type: 'string', pattern: '^[0-9]{1,19}$' } as const;
 const amountOutOrZero = amountOut;
@@ -11,6 +12,12 @@ export const signedAmountString = { type: 'string', pattern: '^-?[0-9]{1,20}$' }
 export const currencyCode = { type: 'string', pattern: '^[A-Z]{3}$', description: 'ISO 4217 code' } as const;
 export const idString = { type: 'string', minLength: 1, maxLength: 80 } as const;
 export const metadata = { type: 'object', additionalProperties: true, maxProperties: 50 } as const;
+// Answered ids document their shape: the region in them is the source account's (docs/api.md, "Ids").
+// Paths take any idString: a malformed id answers 404 like a missing one, not 400.
+const transferId = { type: 'string', pattern: TRANSFER_ID_PATTERN, description: 'tr_<region>_<32 hex>, homed in the source account\'s region' } as const;
+const holdId = { type: 'string', pattern: HOLD_ID_PATTERN, description: 'hold_<region>_<32 hex>, homed in the source account\'s region' } as const;
+const transferIdOrNull = { ...transferId, type: ['string', 'null'] } as const;
+const holdIdOrNull = { ...holdId, type: ['string', 'null'] } as const;
 
 export const problemSchema = {
   $id: 'Problem',
@@ -37,10 +44,10 @@ export const transferSchema = {
   $id: 'Transfer',
   type: 'object',
   properties: {
-    id: { type: 'string' }, kind: { type: 'string', enum: ['transfer', 'deposit', 'withdrawal', 'capture', 'refund', 'suspense', 'payout'] },
+    id: transferId, kind: { type: 'string', enum: ['transfer', 'deposit', 'withdrawal', 'capture', 'refund', 'suspense', 'payout'] },
     sourceAccountId: { type: 'string' }, destinationAccountId: { type: 'string' }, amount: amountOut, currency: { type: 'string' },
     state: { type: 'string', enum: ['debited', 'settled', 'refused', 'returned'] }, refusalCode: { type: ['string', 'null'] },
-    holdId: { type: ['string', 'null'] }, refundOf: { type: ['string', 'null'] }, refunded: amountOutOrZero,
+    holdId: holdIdOrNull, refundOf: transferIdOrNull, refunded: amountOutOrZero,
     metadata: { type: ['object', 'null'], additionalProperties: true }, createdAt: { type: 'string' }, updatedAt: { type: 'string' },
   },
   required: ['id', 'kind', 'sourceAccountId', 'destinationAccountId', 'amount', 'currency', 'state', 'createdAt', 'updatedAt'],
@@ -50,7 +57,7 @@ export const holdSchema = {
   $id: 'Hold',
   type: 'object',
   properties: {
-    id: { type: 'string' }, sourceAccountId: { type: 'string' }, destinationAccountId: { type: 'string' }, amount: amountOut,
+    id: holdId, sourceAccountId: { type: 'string' }, destinationAccountId: { type: 'string' }, amount: amountOut,
     captured: amountOut, remaining: amountOut, currency: { type: 'string' }, multiCapture: { type: 'boolean' },
     state: { type: 'string', enum: ['held', 'captured', 'voided', 'expired'] }, expiresAt: { type: 'string' },
     metadata: { type: ['object', 'null'], additionalProperties: true }, createdAt: { type: 'string' }, updatedAt: { type: 'string' },
@@ -63,8 +70,8 @@ export const postingSchema = {
   type: 'object',
   properties: {
     seq: { type: 'integer' }, kind: { type: 'string' }, amount: signedAmountString, balanceAfter: signedAmountString,
-    holdId: { type: ['string', 'null'] }, heldAfter: signedAmountString,
-    transferId: { type: ['string', 'null'] }, createdAt: { type: 'string' },
+    holdId: holdIdOrNull, heldAfter: signedAmountString,
+    transferId: transferIdOrNull, createdAt: { type: 'string' },
   },
   required: ['seq', 'kind', 'amount', 'balanceAfter', 'createdAt'],
 } as const;

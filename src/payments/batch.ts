@@ -6,6 +6,7 @@
 // failure cases: docs/batch.md.
 import { createHash } from 'node:crypto';
 import type { AccountId, HoldId, TenantId } from '../domain/ids.ts';
+import { makeHoldId, regionOf } from '../domain/ids.ts';
 import type { Currency } from '../domain/money.ts';
 import { parseAmount, parseCurrency } from '../domain/money.ts';
 import type { ErrorCode } from '../domain/errors.ts';
@@ -98,7 +99,8 @@ export class Batches {
   /** All or nothing: hold every item, let one row decide, then capture or void every hold. */
   private async linkedGroup(tenantId: string, key: string, name: string, items: Item[]): Promise<Outcome<TransferView>[]> {
     const groupId = `grp_${digest(tenantId, key, name)}`;
-    const holdIdOf = (it: Item) => `hold_${digest(tenantId, key, 'hold', String(it.index))}` as HoldId;
+    // Homed in the item's source region, where the hold is reserved.
+    const holdIdOf = (it: Item): HoldId => makeHoldId(regionOf(it.src), digest(tenantId, key, 'hold', String(it.index)));
     const placed = await this.placeHolds(tenantId, key, groupId, items, holdIdOf);
     const firstFailure = placed.find((c) => c !== undefined);
     // Phase 2: one row decides. The expiry sweeper competes for the same row, so a group is

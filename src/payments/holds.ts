@@ -2,7 +2,7 @@
 // or part of it through the same saga as a transfer; void releases it; at its deadline it is
 // released by the node's sweeper (src/payments/relay.ts) and can no longer be captured.
 import type { AccountId, HoldId, TenantId } from '../domain/ids.ts';
-import { parseHoldId } from '../domain/ids.ts';
+import { parseHoldId, regionOf } from '../domain/ids.ts';
 import type { Currency } from '../domain/money.ts';
 import { GeopayError } from '../domain/errors.ts';
 import type { HoldView, TransferView } from '../domain/views.ts';
@@ -37,8 +37,9 @@ export class Holds {
     if (src.currency !== r.currency || dst.currency !== r.currency) throw new GeopayError('currency_mismatch');
     return keys.run(r.tenantId, r.key, r.hash, async () => {
       const now = this.ctx.clock();
-      // Derived from the request, so a retry after its key expired finds this hold (keyed-ids.ts).
-      const holdId = keyedHoldId({ tenantId: r.tenantId, key: r.key, hash: r.hash });
+      // Derived from the request, so a retry after its key expired finds this hold, and homed in
+      // the source's region, where the hold is reserved (keyed-ids.ts).
+      const holdId = keyedHoldId(regionOf(src.id), { tenantId: r.tenantId, key: r.key, hash: r.hash });
       const at = new Date(now).toISOString();
       const placed: HoldView = {
         id: holdId, sourceAccountId: src.id, destinationAccountId: dst.id, amount: r.amount.toString(), captured: '0',

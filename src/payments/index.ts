@@ -38,7 +38,7 @@ export interface Payments {
   ops: Ops;
   forwarded: ForwardedRequests;
   saga: Saga;
-  /** The database answers (readiness). */
+  /** The home database answers (readiness; the control database is not asked: payments go on without it). */
   ping: () => Promise<void>;
   /** Transfers in flight and the oldest one's age in seconds, cached a few seconds (metrics, the ops page). */
   inFlight: () => Promise<{ count: number; oldestAgeS: number }>;
@@ -64,7 +64,7 @@ export function buildPayments(deps: { config: Config; registry: AccountRegistry;
     holds: new Holds(ctx, transfers),
     batches: new Batches(ctx, transfers),
     suspense: new Suspense(ctx, transfers),
-    tenants: new Tenants(repos, keys, logger),
+    tenants: new Tenants(repos, keys, logger, { cacheMs: config.controlCacheMs, outageGraceMs: config.controlOutageGraceMs }),
     inspection,
     ops: new Ops({ ownership: deps.ownership, registry, inspection, inFlight: inFlightNow, leaseTtlMs: config.leaseTtlMs, ...deps.ops }),
     forwarded: new ForwardedRequests(registry),

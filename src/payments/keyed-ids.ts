@@ -8,10 +8,18 @@
 // that made it was this very request, so its row needs no copy of the hash; and a key reused
 // for another request after its retention makes another transfer, as keys expire by contract.
 //
+// The id also names its home region, the source account's (src/domain/ids.ts), whose database's
+// primary key is the one that refuses the second transfer or hold. That holds only because
+// the request fixes its source: in the body (transfers, deposits, withdrawals, holds, batch
+// items) or through the resource in its path (a refund's original destination, a capture's
+// hold source, a payout's suspense account), and an account never changes region. So the
+// region is not in the hashed name: the request hash already fixes it, and two ids of two
+// regions differ by their prefix whatever their hex, so adding it would change nothing.
+//
 // Trade-off: these ids are not time-sortable as the UUIDv7 ids of accounts and tenants are;
 // nothing orders transfers or holds by id (listings and the relay order by their timestamps).
 import { createHash } from 'node:crypto';
-import type { HoldId, TransferId } from '../domain/ids.ts';
+import type { HoldId, Region, TransferId } from '../domain/ids.ts';
 import { makeHoldId, makeTransferId, uuidv8Hex } from '../domain/ids.ts';
 
 /** What a keyed request is: its tenant (or admin scope), its key and its request hash. */
@@ -25,5 +33,7 @@ function nameBased(kind: string, r: KeyedRequest): string {
   return uuidv8Hex(createHash('sha256').update([kind, r.tenantId, r.key, r.hash].join(SEP)).digest());
 }
 
-export const keyedTransferId = (r: KeyedRequest): TransferId => makeTransferId(nameBased('transfer', r));
-export const keyedHoldId = (r: KeyedRequest): HoldId => makeHoldId(nameBased('hold', r));
+/** The transfer a keyed request creates, homed in its source account's region. */
+export const keyedTransferId = (home: Region, r: KeyedRequest): TransferId => makeTransferId(home, nameBased('transfer', r));
+/** The hold a keyed request places, homed in its source account's region. */
+export const keyedHoldId = (home: Region, r: KeyedRequest): HoldId => makeHoldId(home, nameBased('hold', r));

@@ -9,7 +9,7 @@ import type { Metrics } from '../observability/metrics.ts';
 import { randomBytes } from 'node:crypto';
 import type { Logger } from 'pino';
 import type { AccountId, HoldId, TenantId, TransferId } from '../domain/ids.ts';
-import { makeTransferId, uuidv7Hex } from '../domain/ids.ts';
+import { makeTransferId, regionOf, uuidv7Hex } from '../domain/ids.ts';
 import type { Currency } from '../domain/money.ts';
 import type { AccountRegistry } from '../actors/registry.ts';
 import type { DueHold, InFlightTransfer, Repositories, WorkClaim } from '../persistence/repositories.ts';
@@ -109,7 +109,7 @@ export class Relay {
     const decision = h.groupId ? await this.repos.groups.decide(h.groupId, 'abort') : 'abort';
     const r = decision === 'commit'
       ? await this.registry.send(h.sourceId as AccountId, {
-        cmd: { type: 'Capture', holdId, transferId: makeTransferId(uuidv7Hex(this.opts.clock(), randomBytes(10))), amount: undefined, at: now, decided: true },
+        cmd: { type: 'Capture', holdId, transferId: makeTransferId(regionOf(h.sourceId as AccountId), uuidv7Hex(this.opts.clock(), randomBytes(10))), amount: undefined, at: now, decided: true },
         transfer: { destinationId: h.destinationId as AccountId, kind: 'capture', tenantId: h.tenantId as TenantId | null, metadata: null },
       })
       : await this.registry.send(h.sourceId as AccountId, { cmd: { type: 'Expire', holdId, at: now } });

@@ -1,5 +1,7 @@
 // Tenants, their API keys (shown once, stored as SHA-256 hashes), the admin key, the
-// principal behind a bearer key, and per-tenant rate-limit overrides.
+// principal behind a bearer key, and per-tenant rate-limit overrides: the control plane. What a
+// node reads of it is cached within a staleness bound and outlives a control-database outage
+// for a grace time (src/payments/control-cache.ts).
 import { createHash, randomBytes } from 'node:crypto';
 import type { Logger } from 'pino';
 import { makeTenantId, parseTenantId, uuidv7Hex } from '../domain/ids.ts';
@@ -8,16 +10,15 @@ import type { KeyedCreate, Principal, Repositories, TenantLimits, TenantRow } fr
 import type { Outcome } from './outcome.ts';
 import { STORED_CREATED, ok } from './outcome.ts';
 import type { InFlightKeys } from './in-flight-keys.ts';
-import { TtlCache } from './ttl-cache.ts';
+import { ControlCache, ControlPlaneHealth } from './control-cache.ts';
 
 /** Admin writes share one idempotency scope, apart from every tenant's. */
 const ADMIN_SCOPE = 'admin';
-/** How long a key's principal is trusted without a lookup; only hashes are kept. */
-const PRINCIPAL_TTL_MS = 5_000;
 const MAX_CACHED_PRINCIPALS = 10_000;
-/** How long a tenant's rate-limit overrides are trusted; setting them forgets them at once on this node. */
-const OVERRIDES_TTL_MS = 5_000;
 const MAX_CACHED_TENANTS = 10_000;
+
+/** CONTROL_CACHE_MS and CONTROL_OUTAGE_GRACE_MS (config/settings.ts). */
+export interface ControlCacheSettings { cacheMs: number; outageGraceMs: number }
 
 export function newApiKey(role: 'admin' | 'tenant'): string {
   return `gp_${role}_${randomBytes(24).toString('base64url')}`;
@@ -34,15 +35,36 @@ function keyedOutcome<T>(r: KeyedCreate<unknown>, hash: string, value: () => T):
 
 export class Tenants {
   /** Keyed by the key's hash: only hashes are kept. */
-  private readonly principals = new TtlCache<Principal | undefined>(PRINCIPAL_TTL_MS, MAX_CACHED_PRINCIPALS);
-  private readonly overrides = new TtlCache<TenantLimits | undefined>(OVERRIDES_TTL_MS, MAX_CACHED_TENANTS);
+  private readonly principals: ControlCache<Principal | undefined>;
+  private readonly overrides: ControlCache<TenantLimits | undefined>;
 
-  constructor(private readonly repos: Pick<Repositories, 'tenants' | 'apiKeys'>, private readonly keys: InFlightKeys, private readonly logger: Logger) {}
+  constructor(
+    private readonly repos: Pick<Repositories, 'tenants' | 'apiKeys'>, private readonly keys: InFlightKeys, private readonly logger: Logger,
+    cache: ControlCacheSettings, clock: () => number = Date.now,
+  ) {
+    // One view of the control database's health for both: a failed key read spares the limits a wait, and back.
+    const health = new ControlPlaneHealth(logger);
+    this.principals = new ControlCache({ ...cache, maxEntries: MAX_CACHED_PRINCIPALS, clock }, health);
+    this.overrides = new ControlCache({ ...cache, maxEntries: MAX_CACHED_TENANTS, clock }, health);
+  }
 
-  /** The principal of a bearer key, or undefined; cached briefly to keep the lookup off the hot path. */
+  /**
+   * The principal of a bearer key, or undefined; cached to keep the lookup off the hot path. A key
+   * that cannot be checked (the control database down, the key not read before) throws
+   * control_plane_unavailable: it is neither accepted nor called invalid.
+   */
   async principal(key: string, now: number): Promise<Principal | undefined> {
-    // A failed lookup (database down) is not remembered as "no such key".
     return this.principals.get(createHash('sha256').update(key).digest('hex'), now, () => this.repos.apiKeys.principal(key));
+  }
+
+  /** Revokes a tenant's key: this node stops accepting it at once, the others within CONTROL_CACHE_MS. */
+  async revokeKey(rawTenantId: string, keyId: string): Promise<{ id: string; tenantId: string; revokedAt: string }> {
+    const tenantId = parseTenantId(rawTenantId);
+    if (!tenantId) throw new GeopayError('tenant_not_found');
+    const revoked = await this.repos.apiKeys.revoke(tenantId, keyId);
+    if (!revoked) throw new GeopayError(await this.repos.tenants.get(tenantId) ? 'key_not_found' : 'tenant_not_found');
+    this.principals.forget((_hash, p) => p?.keyId === revoked.id);
+    return { id: revoked.id, tenantId, revokedAt: revoked.revokedAt };
   }
 
   async create(r: { key: string; hash: string; name: string }): Promise<Outcome<TenantRow>> {
@@ -93,17 +115,20 @@ export class Tenants {
   async setLimits(raw: string, limits: TenantLimits): Promise<TenantLimits & { tenantId: string }> {
     const tenantId = parseTenantId(raw);
     if (!tenantId || !(await this.repos.tenants.setLimits(tenantId, limits))) throw new GeopayError('tenant_not_found');
-    this.overrides.forget(tenantId);
+    this.overrides.forget((cachedTenantId) => cachedTenantId === tenantId);
     return { tenantId, readsPerS: limits.readsPerS, writesPerS: limits.writesPerS };
   }
 
-  /** The overrides the rate limiter applies, cached briefly; a failed lookup means the defaults. */
+  /**
+   * The overrides the rate limiter applies, cached like principals. Limits that cannot be read
+   * (never read before, or past their grace) mean the defaults: a control-database outage must
+   * not turn into rate-limiter errors.
+   */
   cachedLimits(tenantId: string, now: number): Promise<TenantLimits | undefined> {
-    // One lookup per tenant at a time; a failed one means the defaults until it expires,
-    // as a database outage must not turn into rate-limiter errors.
-    return this.overrides.get(tenantId, now, () => this.repos.tenants.limits(tenantId).catch((err: unknown) => {
-      this.logger.warn({ err, tenant: tenantId }, 'tenant limits lookup failed, defaults apply');
+    return this.overrides.get(tenantId, now, () => this.repos.tenants.limits(tenantId)).catch((err: unknown) => {
+      // An outage is logged once, by the cache's health; anything else is worth a line each time.
+      if (!(err instanceof GeopayError && err.code === 'control_plane_unavailable')) this.logger.warn({ err, tenant: tenantId }, 'tenant limits lookup failed, defaults apply');
       return undefined;
-    }));
+    });
   }
 }

@@ -3,7 +3,7 @@
 // destination applies the credit exactly once; the request waits (bounded) for the credit.
 import type { AccountCommand, TransferKind } from '../domain/account.ts';
 import type { AccountId, Region, TenantId, TransferId } from '../domain/ids.ts';
-import { externalAccountId, parseTransferId } from '../domain/ids.ts';
+import { externalAccountId, parseTransferId, regionOf } from '../domain/ids.ts';
 import type { Currency } from '../domain/money.ts';
 import { parseAmount } from '../domain/money.ts';
 import { GeopayError } from '../domain/errors.ts';
@@ -109,7 +109,8 @@ export class Transfers {
     const { config, registry, saga, keys } = this.ctx;
     return keys.run(m.tenantId, m.key, m.hash, async (keep) => {
       const now = this.ctx.clock();
-      const transferId = keyedTransferId({ tenantId: m.tenantId, key: m.key, hash: m.hash });
+      // Homed where its debit and its row are committed: the source's region (keyed-ids.ts).
+      const transferId = keyedTransferId(regionOf(m.src), { tenantId: m.tenantId, key: m.key, hash: m.hash });
       const at = new Date(now).toISOString();
       // Wait for the credit from before the debit is sent: it can land before we look.
       const settled = saga.waitForTransfer(transferId, config.askTimeoutMs + config.transferWaitMs);

@@ -286,6 +286,17 @@ export function createKeyOnce(pool: Pool, k: { scope: string; key: string; reque
   });
 }
 
+/**
+ * Revokes a tenant's key; a second revoke answers the first one's time. Undefined when the
+ * tenant has no such key (the caller tells a missing tenant apart).
+ */
+export async function revokeKey(pool: Pool, tenantId: string, keyId: string): Promise<{ id: string; revokedAt: string } | undefined> {
+  const { rows } = await pool.query<{ id: string; revoked_at: Date }>(
+    'UPDATE api_keys SET revoked_at = coalesce(revoked_at, now()) WHERE id = $1 AND tenant_id = $2 RETURNING id, revoked_at', [keyId, tenantId]);
+  const r = rows[0];
+  return r ? { id: r.id, revokedAt: r.revoked_at.toISOString() } : undefined;
+}
+
 export interface ShardRow { id: string; region: string; bucket: number; epoch: bigint; owner: string | null; updatedAt: string }
 
 export async function listShards(pool: Pool): Promise<ShardRow[]> {

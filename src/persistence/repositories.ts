@@ -1,5 +1,7 @@
 // The repositories the payments layer works through: every query it needs, named, bound to
-// the node's pool at the composition root. Payments code holds no SQL and no pool.
+// the node's pools at the composition root: tenants, API keys and limits to the control
+// database's, everything else to the home region's. Payments code holds no SQL and no pool.
+import { GeopayError } from '../domain/errors.ts';
 import type { Pool } from './db.ts';
 import * as q from './queries.ts';
 import { getTenantLimits, setTenantLimits } from './limits.ts';
@@ -8,9 +10,15 @@ import { listSuspense } from './suspense.ts';
 import { AnswerWriter } from './answers.ts';
 import type { AnswerRow } from './answers.ts';
 
-export function makeRepositories(pool: Pool) {
+/**
+ * `pool` is the home region's database; `control` the control database's (tenants, keys,
+ * limits), the same pool when they are one database.
+ */
+export function makeRepositories(pool: Pool, opts: { control?: Pool } = {}) {
+  const control = opts.control ?? pool;
   const answers = new AnswerWriter(pool);
   return {
+    ...controlRepositories(control),
     accounts: {
       find: (id: string) => q.findAccount(pool, id),
       statement: (id: string, limit: number, beforeSeq: number | undefined) => q.statement(pool, id, limit, beforeSeq),
@@ -32,24 +40,13 @@ export function makeRepositories(pool: Pool) {
     },
     keys: {
       claimBatch: (tenantId: string, key: string, requestHash: string) => q.claimBatchKey(pool, tenantId, key, requestHash),
-      deleteExpired: (retentionMs: number) => q.deleteExpiredKeys(pool, retentionMs),
+      // The admin writes' keys are kept beside the tenants and keys they created.
+      deleteExpired: async (retentionMs: number) => (await q.deleteExpiredKeys(pool, retentionMs))
+        + (control === pool ? 0 : await q.deleteExpiredKeys(control, retentionMs)),
       /** A transfer's first answer, stored in the next batched statement (src/persistence/answers.ts). */
       storeAnswer: (row: AnswerRow) => answers.store(row),
       /** Resolves once every answer handed over is written (before the pool closes). */
       answersStored: () => answers.idle(),
-    },
-    tenants: {
-      get: (id: string) => q.getTenant(pool, id),
-      list: (limit: number) => q.listTenants(pool, limit),
-      createOnce: (k: Parameters<typeof q.createTenantOnce>[1], t: Parameters<typeof q.createTenantOnce>[2]) => q.createTenantOnce(pool, k, t),
-      limits: (id: string) => getTenantLimits(pool, id),
-      setLimits: (id: string, limits: TenantLimits) => setTenantLimits(pool, id, limits),
-    },
-    apiKeys: {
-      principal: (key: string) => q.findPrincipal(pool, key),
-      countAdmin: () => q.countAdminKeys(pool),
-      insert: (k: Parameters<typeof q.insertKey>[1]) => q.insertKey(pool, k),
-      createOnce: (k: Parameters<typeof q.createKeyOnce>[1], a: Parameters<typeof q.createKeyOnce>[2]) => q.createKeyOnce(pool, k, a),
     },
     suspense: {
       list: (limit: number) => listSuspense(pool, limit),
@@ -61,6 +58,45 @@ export function makeRepositories(pool: Pool) {
     health: {
       ping: () => q.ping(pool),
     },
+  };
+}
+
+/**
+ * Tenants, keys and limits, on the control database. A failure to reach it answers
+ * control_plane_unavailable (503, retryable), which the payments layer's cache tells apart
+ * from an answer; a failure that is our bug (a bad statement, a broken constraint) stays one.
+ */
+function controlRepositories(control: Pool) {
+  return {
+    tenants: {
+      get: onControlPlane((id: string) => q.getTenant(control, id)),
+      list: onControlPlane((limit: number) => q.listTenants(control, limit)),
+      createOnce: onControlPlane((k: Parameters<typeof q.createTenantOnce>[1], t: Parameters<typeof q.createTenantOnce>[2]) => q.createTenantOnce(control, k, t)),
+      limits: onControlPlane((id: string) => getTenantLimits(control, id)),
+      setLimits: onControlPlane((id: string, limits: TenantLimits) => setTenantLimits(control, id, limits)),
+    },
+    apiKeys: {
+      principal: onControlPlane((key: string) => q.findPrincipal(control, key)),
+      countAdmin: onControlPlane(() => q.countAdminKeys(control)),
+      insert: onControlPlane((k: Parameters<typeof q.insertKey>[1]) => q.insertKey(control, k)),
+      createOnce: onControlPlane((k: Parameters<typeof q.createKeyOnce>[1], a: Parameters<typeof q.createKeyOnce>[2]) => q.createKeyOnce(control, k, a)),
+      revoke: onControlPlane((tenantId: string, keyId: string) => q.revokeKey(control, tenantId, keyId)),
+    },
+  };
+}
+
+/** SQLSTATE classes of a statement that is wrong, not of a database out of reach: data exception, integrity, syntax or access rule. */
+const OUR_BUG = /^(22|23|42)[0-9A-Z]{3}$/;
+
+function onControlPlane<A extends unknown[], R>(read: (...args: A) => Promise<R>): (...args: A) => Promise<R> {
+  return async (...args) => {
+    try {
+      return await read(...args);
+    } catch (err) {
+      const code = (err as { code?: unknown } | null)?.code;
+      if (typeof code === 'string' && OUR_BUG.test(code)) throw err;
+      throw new GeopayError('control_plane_unavailable', undefined, { cause: err });
+    }
   };
 }
 

@@ -1,11 +1,11 @@
-// Admin routes: tenants, their API keys (shown once, stored hashed), the cluster map and the
-// actor inspection endpoint. The admin key alone may call them.
+// Admin routes: tenants, their API keys (shown once, stored hashed, revoked), the cluster map
+// and the actor inspection endpoint. The admin key alone may call them.
 import type { FastifyInstance } from 'fastify';
 import { requestHash } from '../../payments/index.ts';
 import type { Ctx } from '../context.ts';
 import { idempotencyKey, requireAdmin } from '../context.ts';
 import { send, toAnswer } from '../answer.ts';
-import { idParams, idempotencyHeader } from '../schemas.ts';
+import { idParams, idString, idempotencyHeader } from '../schemas.ts';
 
 const createTenantSchema = {
   tags: ['admin'], headers: idempotencyHeader,
@@ -17,6 +17,18 @@ const createKeySchema = {
   tags: ['admin'], params: idParams, headers: idempotencyHeader,
   response: {
     201: { type: 'object', properties: { id: { type: 'string' }, tenantId: { type: 'string' }, key: { type: 'string' } }, required: ['id', 'tenantId'] },
+  },
+};
+
+// DELETE sets revoked_at once and answers it again on a repeat, so a retry needs no Idempotency-Key.
+const revokeKeySchema = {
+  tags: ['admin'],
+  params: { type: 'object', properties: { id: idString, keyId: idString }, required: ['id', 'keyId'], additionalProperties: false },
+  response: {
+    200: {
+      type: 'object', required: ['id', 'tenantId', 'revokedAt'],
+      properties: { id: { type: 'string' }, tenantId: { type: 'string' }, revokedAt: { type: 'string', format: 'date-time' } },
+    },
   },
 };
 
@@ -45,6 +57,12 @@ export function adminRoutes(app: FastifyInstance, ctx: Ctx): void {
     return send(reply, toAnswer(await tenants.createKey({
       key, tenantId: (req.params as { id: string }).id, hash: (tenantId) => requestHash('POST /v1/tenants/:id/keys', { tenantId }, null),
     }), 201));
+  });
+
+  app.delete('/v1/tenants/:id/keys/:keyId', { schema: revokeKeySchema }, async (req) => {
+    requireAdmin(req);
+    const { id, keyId } = req.params as { id: string; keyId: string };
+    return tenants.revokeKey(id, keyId);
   });
 
   app.get('/v1/cluster', { schema: { tags: ['admin'], response: openObject } }, async (req) => {

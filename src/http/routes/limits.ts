@@ -1,5 +1,5 @@
 // Admin: a tenant's rate-limit overrides, in requests per second; null means the node's default
-// (RATE_LIMIT_READS_PER_S, RATE_LIMIT_WRITES_PER_S). Other nodes see a change within 5 s.
+// (RATE_LIMIT_READS_PER_S, RATE_LIMIT_WRITES_PER_S). Other nodes see a change within CONTROL_CACHE_MS.
 import type { FastifyInstance } from 'fastify';
 import type { TenantLimits } from '../../payments/index.ts';
 import type { Ctx } from '../context.ts';
