@@ -21,7 +21,6 @@ import { initialActorState, makeAccountHandler, startLoadFor } from './account-a
 import type { AccountRequest, CommandResult } from './protocol.ts';
 import { LedgerAccounts } from './ledger-accounts.ts';
 import type { TraceContext } from '../observability/trace.ts';
-import { currentTrace } from '../observability/trace.ts';
 
 export interface RegistryConfig {
   nodeId: string;
@@ -41,6 +40,9 @@ export interface RemoteOwners {
   send(url: string, id: AccountId, req: AccountRequest, at: string, hops: number, trace?: TraceContext): Promise<CommandResult>;
   read(url: string, id: AccountId, hops: number, trace?: TraceContext): Promise<{ state: unknown } | { error: GeopayError }>;
 }
+
+/** How a request reaches its actor; `trace`: the request's, carried to another node and to the saga's next leg. */
+export interface SendOptions { timeoutMs?: number; at?: string; hops?: number; trace?: TraceContext | undefined }
 
 /** Told of every committed write set, after COMMIT, in commit order per actor. */
 export type CommitListener = (ws: WriteSet) => void;
@@ -88,26 +90,26 @@ export class AccountRegistry {
   }
 
   /** Sends a request to the account's actor and waits for its reply (bounded). */
-  send(id: AccountId, req: AccountRequest, opts: { timeoutMs?: number; at?: string; hops?: number } = {}): Promise<CommandResult> {
+  send(id: AccountId, req: AccountRequest, opts: SendOptions = {}): Promise<CommandResult> {
     if (this.draining) return Promise.resolve({ type: 'error', error: new GeopayError('draining') });
     return this.ownership.route(this.shardOf(id)).then((r) => this.sendVia(r, id, req, opts));
   }
 
-  private sendVia(route: Route, id: AccountId, req: AccountRequest, opts: { timeoutMs?: number; at?: string; hops?: number }): Promise<CommandResult> {
+  private sendVia(route: Route, id: AccountId, req: AccountRequest, opts: SendOptions): Promise<CommandResult> {
     const at = opts.at ?? new Date(this.clock()).toISOString();
     if (route.kind === 'unavailable') return Promise.resolve({ type: 'error', error: new GeopayError('shard_unavailable', route.reason) });
     if (route.kind === 'remote') {
       if (!this.forwarder) return Promise.resolve({ type: 'error', error: new GeopayError('shard_unavailable', 'owned by another node') });
-      return this.forwarder.send(route.url, id, req, at, opts.hops ?? 0, currentTrace());
+      return this.forwarder.send(route.url, id, req, at, opts.hops ?? 0, opts.trace);
     }
-    return this.sendLocal(id, req, at, opts.timeoutMs);
+    return this.sendLocal(id, req, at, opts.timeoutMs, opts.trace);
   }
 
-  private sendLocal(id: AccountId, req: AccountRequest, at: string, timeoutMs?: number): Promise<CommandResult> {
+  private sendLocal(id: AccountId, req: AccountRequest, at: string, timeoutMs: number | undefined, trace: TraceContext | undefined): Promise<CommandResult> {
     const h = this.handleFor(id);
     this.metrics?.mailboxDepth.observe(h.queued + h.depth);
     h.queued++;
-    const forgetTrace = this.keepLegTrace(req.cmd);
+    const forgetTrace = trace && this.keepLegTrace(req.cmd, trace);
     const answered = ask<AccountMsg, CommandResult>(h.ref, (reply) => ({ type: 'Command', req: { ...req, reply, at } }), timeoutMs ?? this.cfg.askTimeoutMs)
       .catch((error: unknown): CommandResult => ({ type: 'error', error: error instanceof GeopayError ? error : new GeopayError('internal_error', undefined, { cause: error }) }));
     if (!forgetTrace) return answered;
@@ -117,11 +119,9 @@ export class AccountRegistry {
     });
   }
 
-  /** Remembers the current trace for the transfer a command moves, if both exist (see legTraces); the result forgets it. */
-  private keepLegTrace(cmd: AccountCommand): (() => void) | undefined {
+  /** Remembers the request's trace for the transfer a command moves, if it moves one (see legTraces); the result forgets it. */
+  private keepLegTrace(cmd: AccountCommand, trace: TraceContext): (() => void) | undefined {
     if (!('transferId' in cmd)) return undefined;
-    const trace = currentTrace();
-    if (!trace) return undefined;
     const id = cmd.transferId;
     this.legTraces.set(id, trace);
     return () => {
@@ -140,14 +140,14 @@ export class AccountRegistry {
   }
 
   /** The account's committed state, through its actor (spawned and loaded if need be). */
-  async read(id: AccountId, hops = 0): Promise<AccountState | undefined> {
+  async read(id: AccountId, hops = 0, trace?: TraceContext): Promise<AccountState | undefined> {
     if (this.draining) throw new GeopayError('draining');
     const shard = this.shardOf(id);
     const route = await this.ownership.route(shard);
     if (route.kind === 'unavailable') throw new GeopayError('shard_unavailable', route.reason);
     if (route.kind === 'remote') {
       if (!this.forwarder) throw new GeopayError('shard_unavailable', 'owned by another node');
-      const r = await this.forwarder.read(route.url, id, hops, currentTrace());
+      const r = await this.forwarder.read(route.url, id, hops, trace);
       if ('error' in r) throw r.error;
       return r.state as AccountState | undefined;
     }
@@ -213,10 +213,10 @@ export class AccountRegistry {
   }
 
   /** Delivers the credit leg of a transfer; the destination applies it exactly once. */
-  async deliverCredit(t: { id: TransferId; destinationId: AccountId; amount: bigint; currency: Currency }, redelivery = false): Promise<CommandResult> {
+  async deliverCredit(t: { id: TransferId; destinationId: AccountId; amount: bigint; currency: Currency }, redelivery: boolean, trace: TraceContext): Promise<CommandResult> {
     const notOpen = await this.ensureLedgerAccount(t.destinationId);
     if (notOpen) return notOpen;
-    return this.send(t.destinationId, { cmd: { type: 'Credit', transferId: t.id, amount: t.amount, currency: t.currency, alreadyApplied: false }, careful: redelivery });
+    return this.send(t.destinationId, { cmd: { type: 'Credit', transferId: t.id, amount: t.amount, currency: t.currency, alreadyApplied: false }, careful: redelivery }, { trace });
   }
 
   /**
@@ -224,10 +224,10 @@ export class AccountRegistry {
    * claim on `refundOf`. `forwardId` names the transfer to suspense should the source be
    * closed: a new one each delivery, used only by the one that applies the return.
    */
-  deliverReturn(t: { id: TransferId; sourceId: AccountId; amount: bigint; refundOf?: TransferId | null }, redelivery = false): Promise<CommandResult> {
+  deliverReturn(t: { id: TransferId; sourceId: AccountId; amount: bigint; refundOf?: TransferId | null }, redelivery: boolean, trace: TraceContext): Promise<CommandResult> {
     const forwardId = makeTransferId(regionOf(t.sourceId), uuidv7Hex(this.clock(), randomBytes(10)));
     const refundOf = t.refundOf ? { refundOf: t.refundOf } : {};
-    return this.send(t.sourceId, { cmd: { type: 'Return', transferId: t.id, amount: t.amount, alreadyApplied: false, forwardId, ...refundOf }, careful: redelivery });
+    return this.send(t.sourceId, { cmd: { type: 'Return', transferId: t.id, amount: t.amount, alreadyApplied: false, forwardId, ...refundOf }, careful: redelivery }, { trace });
   }
 
   private afterCommit(ws: WriteSet): void {

@@ -18,7 +18,7 @@ import { documentRoute, swaggerOptions } from './openapi.ts';
 import type { Metrics } from '../observability/metrics.ts';
 import { statusClass } from '../observability/metrics.ts';
 import type { TraceContext } from '../observability/trace.ts';
-import { TRACEPARENT_HEADER, formatTraceparent, newTraceId, parseTraceparent, spanIn, withTrace } from '../observability/trace.ts';
+import { TRACEPARENT_HEADER, formatTraceparent, newTraceId, parseTraceparent, spanIn } from '../observability/trace.ts';
 
 // /internal is not served on this listener (src/http/internal-app.ts is): left out of
 // authentication so that it answers 404, the same with or without a key. /ops is the ops
@@ -106,17 +106,15 @@ export const TRACED_REQUESTS = {
 };
 
 /**
- * Runs the rest of each request in its trace (src/observability/trace.ts), so what the
- * registry forwards carries it; `answerHeaders` puts traceparent and x-request-id on the answer.
+ * This node's span of each request's trace, as `req.trace`: routes hand it to the payments
+ * layer, which hands it to the registry, so what is forwarded carries it (src/observability/trace.ts).
+ * `answerHeaders` puts traceparent and x-request-id on the answer.
  */
 export function traceRequests(app: FastifyInstance, opts: { answerHeaders: boolean }): void {
   app.decorateRequest('trace', undefined);
-  // A callback hook: the rest of the lifecycle runs inside `done`, within the trace's context
-  // (fastify keeps that context across body parsing).
   app.addHook('onRequest', (req, _reply, done) => {
-    const trace = spanIn(req.id, parseTraceparent(req.headers[TRACEPARENT_HEADER])?.flags);
-    req.trace = trace;
-    withTrace(trace, done);
+    req.trace = spanIn(req.id, parseTraceparent(req.headers[TRACEPARENT_HEADER])?.flags);
+    done();
   });
   if (!opts.answerHeaders) return;
   app.addHook('onSend', async (req, reply) => {

@@ -2,7 +2,7 @@
 // is continued, what is refused (and so starts a new trace), and what goes out on a hop.
 import { describe, expect, it } from 'vitest';
 import {
-  childTraceparent, currentTrace, formatTraceparent, newSpanId, newTrace, newTraceId, parseTraceparent, spanIn, withTrace,
+  childTraceparent, formatTraceparent, newSpanId, newTrace, newTraceId, parseTraceparent, spanIn,
 } from './trace.ts';
 
 const TRACE_ID = '4bf92f3577b34da6a3ce929d0e0e4736';
@@ -83,16 +83,5 @@ describe('new traces and hops', () => {
     expect([a.traceId, b.traceId]).toEqual([TRACE_ID, TRACE_ID]);
     expect([a.flags, b.flags]).toEqual(['01', '01']);
     expect(new Set([a.spanId, b.spanId, here.spanId]).size).toBe(3);
-  });
-
-  it('keeps the current trace across awaits and timers, and none outside', async () => {
-    const t = newTrace();
-    expect(currentTrace()).toBeUndefined();
-    const seen = await withTrace(t, async () => {
-      await new Promise((r) => setTimeout(r, 1));
-      return currentTrace();
-    });
-    expect(seen).toBe(t);
-    expect(currentTrace()).toBeUndefined();
   });
 });

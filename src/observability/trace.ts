@@ -1,9 +1,10 @@
 // W3C Trace Context (traceparent) for geopay: one trace id follows a payment from the node that
 // took the request through every node it is forwarded to, so that node's log lines for it can
 // be found together. A leaf (node: modules only): http, cluster, actors and payments all use it.
-// The current trace lives in an AsyncLocalStorage, so the registry can forward it without every
-// workflow passing it along; work that outlives a request (the saga's legs) sets its own.
-import { AsyncLocalStorage } from 'node:async_hooks';
+// The trace is passed along explicitly (request -> workflow -> registry -> forwarder), never
+// through an AsyncLocalStorage: on Node 20 that hooks every promise of the process, which cost
+// a third of the node's throughput (bench:core, docs/monitoring.md). Work that outlives a
+// request (the saga's legs, the relay) carries its own.
 import { randomFillSync } from 'node:crypto';
 
 export const TRACEPARENT_HEADER = 'traceparent';
@@ -70,18 +71,6 @@ export function newTraceId(): string {
 
 export function newSpanId(): string {
   return randomHex(8, ZERO_SPAN_ID);
-}
-
-const storage = new AsyncLocalStorage<TraceContext>();
-
-/** The trace of the request (or leg) this code runs for, if any. */
-export function currentTrace(): TraceContext | undefined {
-  return storage.getStore();
-}
-
-/** Runs `fn`, and whatever it starts, as part of trace `t`. */
-export function withTrace<T>(t: TraceContext, fn: () => T): T {
-  return storage.run(t, fn);
 }
 
 // Random bytes are drawn a few kilobytes at a time: one call into the CSPRNG per 256 ids

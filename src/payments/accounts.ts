@@ -1,5 +1,6 @@
 // Accounts: open, read, freeze, unfreeze, close, statement. A tenant sees only its own
 // accounts; any other id answers account_not_found exactly like one that does not exist.
+import type { TraceContext } from '../observability/trace.ts';
 import { randomBytes } from 'node:crypto';
 import type { AccountCommand } from '../domain/account.ts';
 import type { Region, TenantId } from '../domain/ids.ts';
@@ -17,6 +18,8 @@ import { resolve, stillRunning } from './resolve.ts';
 export interface OpenRequest {
   tenantId: string; key: string; hash: string;
   currency: Currency; overdraftLimit: bigint; region: Region; metadata: Record<string, unknown>;
+  /** The request's trace, carried to the account's owner (src/observability/trace.ts). */
+  trace?: TraceContext | undefined;
 }
 
 export type StatusAction = 'freeze' | 'unfreeze' | 'close';
@@ -36,7 +39,7 @@ export class Accounts {
           overdraftLimit: r.overdraftLimit, metadata: r.metadata, at: new Date().toISOString(),
         },
         idem: { tenantId: r.tenantId, key: r.key, requestHash: r.hash, resourceId: id, onOk: { status: STORED_CREATED, accountView: true } },
-      });
+      }, { trace: r.trace });
       return resolve(res, r.hash, (rep) => {
         directory.remember({ id, tenantId: r.tenantId, currency: r.currency, kind: 'customer', region: r.region });
         return ok(accountView(rep.state));
@@ -45,15 +48,15 @@ export class Accounts {
   }
 
   /** The account's committed state, read through its actor. */
-  async get(tenantId: string, raw: string): Promise<AccountView> {
+  async get(tenantId: string, raw: string, trace?: TraceContext): Promise<AccountView> {
     const { id } = await this.ctx.directory.owned(tenantId, raw);
-    const state = await this.ctx.registry.read(id);
+    const state = await this.ctx.registry.read(id, 0, trace);
     if (!state) throw new GeopayError('account_not_found');
     return accountView(state);
   }
 
   /** Freeze, unfreeze or close; with a key, a replay answers the stored account view. */
-  async setStatus(r: { tenantId: string; accountId: string; action: StatusAction; key: string | undefined; hash: (accountId: string) => string }): Promise<Outcome<AccountView>> {
+  async setStatus(r: { tenantId: string; accountId: string; action: StatusAction; key: string | undefined; hash: (accountId: string) => string; trace?: TraceContext | undefined }): Promise<Outcome<AccountView>> {
     const { id } = await this.ctx.directory.owned(r.tenantId, r.accountId);
     const hash = r.hash(id);
     const { key, tenantId } = r;
@@ -61,7 +64,7 @@ export class Accounts {
       const res = await this.ctx.registry.send(id, {
         cmd: COMMAND_OF[r.action],
         ...(key ? { idem: { tenantId, key, requestHash: hash, resourceId: id, onOk: { status: STORED_OK, accountView: true } } } : {}),
-      });
+      }, { trace: r.trace });
       return resolve(res, hash, (rep) => ok(accountView(rep.state)), stillRunning);
     };
     return key ? this.ctx.keys.run(tenantId, key, hash, exec) : exec();

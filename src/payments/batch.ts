@@ -4,6 +4,7 @@
 // actors, without a distributed transaction: every item first holds its amount, one row
 // decides the group (commit or abort), then the holds are captured or voided. Design and
 // failure cases: docs/batch.md.
+import type { TraceContext } from '../observability/trace.ts';
 import { createHash } from 'node:crypto';
 import type { AccountId, HoldId, TenantId } from '../domain/ids.ts';
 import { makeHoldId, regionOf } from '../domain/ids.ts';
@@ -39,7 +40,7 @@ export class Batches {
    * Runs every item; the batch's own key refuses a different body before anything moves. A
    * repeat of the batch (its key claimed before) is a replay: each item answers from its own key.
    */
-  run(tenantId: string, key: string, hash: string, items: BatchItem[]): Promise<BatchOutcome> {
+  run(tenantId: string, key: string, hash: string, items: BatchItem[], trace?: TraceContext): Promise<BatchOutcome> {
     return this.ctx.keys.run(tenantId, key, hash, async () => {
       const holder = await this.ctx.repos.keys.claimBatch(tenantId, key, hash);
       if (holder !== undefined && holder.requestHash !== hash) throw new GeopayError('idempotency_key_reused');
@@ -50,7 +51,7 @@ export class Batches {
       items.forEach((b, i) => {
         const c = checked[i]!;
         if (b.linked !== undefined) groups.set(b.linked, [...(groups.get(b.linked) ?? []), i]);
-        else if (isItem(c)) work.push(this.independent(tenantId, key, c).then((o) => { results[i] = o; }));
+        else if (isItem(c)) work.push(this.independent(tenantId, key, c, trace).then((o) => { results[i] = o; }));
         else results[i] = c.outcome;
       });
       for (const [name, idx] of groups) {
@@ -60,7 +61,7 @@ export class Batches {
           for (const i of idx) results[i] = bad.includes(i) ? (checked[i] as Invalid).outcome : failed('linked_group_failed');
           continue;
         }
-        work.push(this.linkedGroup(tenantId, key, name, idx.map((i) => checked[i] as Item)).then((rs) => { idx.forEach((i, n) => { results[i] = rs[n]!; }); }));
+        work.push(this.linkedGroup(tenantId, key, name, idx.map((i) => checked[i] as Item), trace).then((rs) => { idx.forEach((i, n) => { results[i] = rs[n]!; }); }));
       }
       await Promise.all(work);
       return { type: 'batch', items: results, replayed: holder !== undefined && !holder.fresh };
@@ -85,11 +86,11 @@ export class Batches {
     }
   }
 
-  private async independent(tenantId: string, key: string, it: Item): Promise<Outcome<TransferView>> {
+  private async independent(tenantId: string, key: string, it: Item, trace: TraceContext | undefined): Promise<Outcome<TransferView>> {
     try {
       return await this.transfers.moveMoney({
         kind: 'transfer', tenantId, key: `${key}${SEP}${it.index}`, hash: it.hash, src: it.src, dst: it.dst, currency: it.currency,
-        metadata: it.metadata, amount: it.amount, command: (transferId) => ({ type: 'Debit', transferId, amount: it.amount, currency: it.currency }),
+        metadata: it.metadata, amount: it.amount, trace, command: (transferId) => ({ type: 'Debit', transferId, amount: it.amount, currency: it.currency }),
       });
     } catch (err) {
       return fromError(err);
@@ -97,33 +98,34 @@ export class Batches {
   }
 
   /** All or nothing: hold every item, let one row decide, then capture or void every hold. */
-  private async linkedGroup(tenantId: string, key: string, name: string, items: Item[]): Promise<Outcome<TransferView>[]> {
+  private async linkedGroup(tenantId: string, key: string, name: string, items: Item[], trace: TraceContext | undefined): Promise<Outcome<TransferView>[]> {
     const groupId = `grp_${digest(tenantId, key, name)}`;
     // Homed in the item's source region, where the hold is reserved.
     const holdIdOf = (it: Item): HoldId => makeHoldId(regionOf(it.src), digest(tenantId, key, 'hold', String(it.index)));
-    const placed = await this.placeHolds(tenantId, key, groupId, items, holdIdOf);
+    const placed = await this.placeHolds({ tenantId, key, groupId, trace }, items, holdIdOf);
     const firstFailure = placed.find((c) => c !== undefined);
     // Phase 2: one row decides. The expiry sweeper competes for the same row, so a group is
     // never half captured and half released.
     const decision = await this.ctx.repos.groups.decide(groupId, firstFailure === undefined ? 'commit' : 'abort');
     if (decision === 'abort') {
       await Promise.all(items.map((it, i) => (placed[i] === undefined
-        ? this.ctx.registry.send(it.src, { cmd: { type: 'Void', holdId: holdIdOf(it) } })
+        ? this.ctx.registry.send(it.src, { cmd: { type: 'Void', holdId: holdIdOf(it) } }, { trace })
         : undefined)));
       return items.map((_it, i) => failed(placed[i] ?? 'linked_group_failed'));
     }
-    return Promise.all(items.map((it) => this.captureDecided(tenantId, key, it, holdIdOf(it))));
+    return Promise.all(items.map((it) => this.captureDecided(tenantId, key, it, holdIdOf(it), trace)));
   }
 
   /** Phase 1: reserve every item's amount on its source; the failure code of each, if any. */
-  private placeHolds(tenantId: string, key: string, groupId: string, items: Item[], holdIdOf: (it: Item) => HoldId): Promise<(ErrorCode | undefined)[]> {
+  private placeHolds(g: { tenantId: string; key: string; groupId: string; trace: TraceContext | undefined }, items: Item[], holdIdOf: (it: Item) => HoldId): Promise<(ErrorCode | undefined)[]> {
+    const { tenantId, key, groupId } = g;
     const expiresAt = new Date(this.ctx.clock() + this.ctx.config.linkedHoldTtlMs).toISOString();
     return Promise.all(items.map(async (it): Promise<ErrorCode | undefined> => {
       const r = await this.ctx.registry.send(it.src, {
         cmd: { type: 'Authorize', holdId: holdIdOf(it), destinationId: it.dst, amount: it.amount, currency: it.currency, multiCapture: false, expiresAt },
         idem: { tenantId, key: `${key}${SEP}hold${SEP}${it.index}`, requestHash: it.hash, resourceId: holdIdOf(it), onOk: { status: STORED_CREATED, body: null } },
         hold: { tenantId: tenantId as TenantId, metadata: it.metadata, groupId },
-      });
+      }, { trace: g.trace });
       if (r.type === 'error') return r.error.code;
       // No stored answer: the hold was found by its id, placed by an earlier run whose key expired.
       if (r.type === 'duplicate') return r.stored.statusCode === STORED_CREATED || r.stored.statusCode === null ? undefined : ((r.stored.response as { code?: ErrorCode } | null)?.code ?? 'internal_error');
@@ -131,11 +133,11 @@ export class Batches {
     }));
   }
 
-  private async captureDecided(tenantId: string, key: string, it: Item, holdId: HoldId): Promise<Outcome<TransferView>> {
+  private async captureDecided(tenantId: string, key: string, it: Item, holdId: HoldId, trace: TraceContext | undefined): Promise<Outcome<TransferView>> {
     try {
       const o = await this.transfers.moveMoney({
         kind: 'capture', tenantId, key: `${key}${SEP}capture${SEP}${it.index}`, hash: it.hash, src: it.src, dst: it.dst, currency: it.currency,
-        metadata: it.metadata, amount: it.amount, holdId,
+        metadata: it.metadata, amount: it.amount, holdId, trace,
         command: (transferId) => ({ type: 'Capture', holdId, transferId, amount: it.amount, at: new Date(this.ctx.clock()).toISOString(), decided: true }),
       });
       if (isNotActive(o)) {

@@ -1,6 +1,7 @@
 // Holds (two-phase payments): authorize reserves an amount on the source; capture sends all
 // or part of it through the same saga as a transfer; void releases it; at its deadline it is
 // released by the node's sweeper (src/payments/relay.ts) and can no longer be captured.
+import type { TraceContext } from '../observability/trace.ts';
 import type { AccountId, HoldId, TenantId } from '../domain/ids.ts';
 import { parseHoldId, regionOf } from '../domain/ids.ts';
 import type { Currency } from '../domain/money.ts';
@@ -18,6 +19,7 @@ export interface AuthorizeRequest {
   tenantId: string; key: string; hash: string;
   sourceAccountId: string; destinationAccountId: string; amount: bigint; currency: Currency;
   metadata: Record<string, unknown> | null; expiresInSeconds: number | undefined; multiCapture: boolean;
+  trace?: TraceContext | undefined;
 }
 
 type StoredHold = HoldView & { tenantId: string | null; groupId: string | null };
@@ -50,7 +52,7 @@ export class Holds {
         cmd: { type: 'Authorize', holdId, destinationId: dst.id, amount: r.amount, currency: r.currency, multiCapture: r.multiCapture, expiresAt: placed.expiresAt },
         idem: { tenantId: r.tenantId, key: r.key, requestHash: r.hash, resourceId: holdId, onOk: { status: STORED_CREATED, body: placed } },
         hold: { tenantId: r.tenantId as TenantId, metadata: r.metadata },
-      }, { at });
+      }, { at, trace: r.trace });
       // A duplicate without a stored answer is a retry that found the hold by its id (its key
       // expired): it answers the hold as it stands.
       return resolve(res, r.hash, () => ok(placed), async (s) => ok(await this.get(r.tenantId, s.resourceId ?? holdId)));
@@ -66,19 +68,19 @@ export class Holds {
    * The capture is a transfer from the hold's source; its actor decides against the hold in
    * memory, so concurrent captures of one hold are serialised there.
    */
-  async capture(r: { tenantId: string; key: string; holdId: string; amount: string | undefined; metadata: Record<string, unknown> | null; hash: (holdId: HoldId) => string }): Promise<Outcome<TransferView>> {
+  async capture(r: { tenantId: string; key: string; holdId: string; amount: string | undefined; metadata: Record<string, unknown> | null; hash: (holdId: HoldId) => string; trace?: TraceContext | undefined }): Promise<Outcome<TransferView>> {
     const hold = outsideAnyGroup(await this.holdOf(r.tenantId, r.holdId));
     const amount = r.amount === undefined ? undefined : parseAmountOrThrow(r.amount);
     const holdId = hold.id as HoldId;
     return this.transfers.moveMoney({
       kind: 'capture', tenantId: r.tenantId, key: r.key, hash: r.hash(holdId), src: hold.sourceAccountId as AccountId, dst: hold.destinationAccountId as AccountId,
-      currency: hold.currency as Currency, metadata: r.metadata, amount, holdId,
+      currency: hold.currency as Currency, metadata: r.metadata, amount, holdId, trace: r.trace,
       command: (transferId) => ({ type: 'Capture', holdId, transferId, amount, at: new Date(this.ctx.clock()).toISOString() }),
     });
   }
 
   /** Releases the hold; with a key, a replay answers the hold as it stands. */
-  async void(r: { tenantId: string; key: string | undefined; holdId: string; hash: (holdId: HoldId) => string }): Promise<Outcome<HoldView>> {
+  async void(r: { tenantId: string; key: string | undefined; holdId: string; hash: (holdId: HoldId) => string; trace?: TraceContext | undefined }): Promise<Outcome<HoldView>> {
     const hold = outsideAnyGroup(await this.holdOf(r.tenantId, r.holdId));
     const holdId = hold.id as HoldId;
     const hash = r.hash(holdId);
@@ -87,7 +89,7 @@ export class Holds {
       const res = await this.ctx.registry.send(hold.sourceAccountId as AccountId, {
         cmd: { type: 'Void', holdId },
         ...(key ? { idem: { tenantId, key, requestHash: hash, resourceId: holdId, onOk: null } } : {}),
-      });
+      }, { trace: r.trace });
       const readBack = async (): Promise<Outcome<HoldView>> => ok(await this.get(tenantId, holdId));
       return resolve(res, hash, readBack, readBack);
     };

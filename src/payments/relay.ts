@@ -13,7 +13,7 @@ import { makeTransferId, regionOf, uuidv7Hex } from '../domain/ids.ts';
 import type { Currency } from '../domain/money.ts';
 import type { AccountRegistry } from '../actors/registry.ts';
 import type { DueHold, InFlightTransfer, Repositories, WorkClaim } from '../persistence/repositories.ts';
-import { newTrace, withTrace } from '../observability/trace.ts';
+import { newTrace } from '../observability/trace.ts';
 
 /** Rows per claim, delivered together: a backlog aimed at one hot account must not fill its mailbox. */
 const CLAIM_SIZE = 32;
@@ -144,9 +144,9 @@ export class Relay {
   private async redeliver(t: InFlightTransfer): Promise<void> {
     const trace = newTrace();
     this.logger.info({ transfer: t.id, state: t.state, trace: trace.traceId }, 'relay re-delivering transfer');
-    const r = await withTrace(trace, () => (t.state === 'debited'
-      ? this.registry.deliverCredit({ id: t.id as TransferId, destinationId: t.destinationId as AccountId, amount: t.amount, currency: t.currency as Currency }, true)
-      : this.registry.deliverReturn({ id: t.id as TransferId, sourceId: t.sourceId as AccountId, amount: t.amount, refundOf: t.refundOf as TransferId | null }, true)));
+    const r = t.state === 'debited'
+      ? await this.registry.deliverCredit({ id: t.id as TransferId, destinationId: t.destinationId as AccountId, amount: t.amount, currency: t.currency as Currency }, true, trace)
+      : await this.registry.deliverReturn({ id: t.id as TransferId, sourceId: t.sourceId as AccountId, amount: t.amount, refundOf: t.refundOf as TransferId | null }, true, trace);
     if (r.type === 'error') this.logger.warn({ transfer: t.id, code: r.error.code, trace: trace.traceId }, 'relay delivery failed; it waits its backoff');
     else {
       this.redelivered++;

@@ -11,7 +11,7 @@ import type { AccountRegistry } from '../actors/registry.ts';
 import type { WriteSet } from '../persistence/journal.ts';
 import type { Repositories } from '../persistence/repositories.ts';
 import type { TraceContext } from '../observability/trace.ts';
-import { newTrace, withTrace } from '../observability/trace.ts';
+import { newTrace } from '../observability/trace.ts';
 
 export interface TransferOutcome { id: TransferId; state: 'settled' | 'returned'; at: string }
 
@@ -36,12 +36,12 @@ export class Saga {
   afterCommit(ws: WriteSet): void {
     for (const t of ws.newTransfers) {
       const trace = this.legTrace(t.id);
-      void withTrace(trace, () => this.deliverCreditSoon({ id: t.id, destinationId: t.destinationId, amount: t.amount, currency: t.currency }, trace));
+      void this.deliverCreditSoon({ id: t.id, destinationId: t.destinationId, amount: t.amount, currency: t.currency }, trace);
     }
     for (const u of ws.transferUpdates) {
       if (u.to === 'refused') {
         const trace = this.legTrace(u.id);
-        void withTrace(trace, () => this.returnRefused(u.id, trace));
+        void this.returnRefused(u.id, trace);
         continue;
       }
       const set = this.waiters.get(u.id);
@@ -84,7 +84,7 @@ export class Saga {
   private async deliverCreditSoon(t: CreditLeg, trace: TraceContext): Promise<void> {
     for (const delayMs of FIRST_DELIVERY_DELAYS_MS) {
       if (delayMs > 0) await new Promise((r) => setTimeout(r, delayMs));
-      const r = await this.registry.deliverCredit(t, delayMs > 0);
+      const r = await this.registry.deliverCredit(t, delayMs > 0, trace);
       if (r.type !== 'error') return;
       if (r.error.code !== 'mailbox_full' && r.error.code !== 'shard_unavailable') {
         this.logger.warn({ transfer: t.id, code: r.error.code, trace: trace.traceId }, 'credit delivery failed; the relay will retry');
@@ -97,7 +97,7 @@ export class Saga {
   private async returnRefused(id: TransferId, trace: TraceContext): Promise<void> {
     try {
       const t = await this.transfers.source(id);
-      if (t) await this.registry.deliverReturn({ id, sourceId: t.sourceId as AccountId, amount: t.amount, refundOf: t.refundOf as TransferId | null });
+      if (t) await this.registry.deliverReturn({ id, sourceId: t.sourceId as AccountId, amount: t.amount, refundOf: t.refundOf as TransferId | null }, false, trace);
     } catch (err) {
       this.logger.warn({ err, transfer: id, trace: trace.traceId }, 'return delivery failed; the relay will retry');
     }

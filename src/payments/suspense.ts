@@ -3,6 +3,7 @@
 // region and currency (src/domain/account.ts, decideReturn). The admin lists those balances
 // and pays them out to an account of the same tenant: a transfer of kind `payout`, through the
 // ordinary saga, so the ledger stays balanced at every step.
+import type { TraceContext } from '../observability/trace.ts';
 import type { AccountId } from '../domain/ids.ts';
 import { parseAccountId, suspenseParts } from '../domain/ids.ts';
 import { GeopayError } from '../domain/errors.ts';
@@ -20,6 +21,7 @@ export interface PayoutRequest {
   /** All that is there when not given. */
   amount: string | undefined;
   metadata: Record<string, unknown> | null;
+  trace?: TraceContext | undefined;
 }
 
 /** Suspense accounts listed at most; there is one per tenant, region and currency that ever needed one. */
@@ -44,10 +46,10 @@ export class Suspense {
     const { tenantId, currency } = suspenseParts(id)!;
     const dst = await this.ctx.directory.owned(tenantId, r.destinationAccountId);
     if (dst.currency !== currency) throw new GeopayError('currency_mismatch');
-    const amount = r.amount === undefined ? (await this.ctx.registry.read(id))?.balance ?? 0n : parseAmountOrThrow(r.amount);
+    const amount = r.amount === undefined ? (await this.ctx.registry.read(id, 0, r.trace))?.balance ?? 0n : parseAmountOrThrow(r.amount);
     if (amount <= 0n) return failed('insufficient_funds');
     return this.transfers.moveMoney({
-      kind: 'payout', tenantId, key: ADMIN_KEY(r.key), hash: r.hash, src: id, dst: dst.id, currency, metadata: r.metadata, amount,
+      kind: 'payout', tenantId, key: ADMIN_KEY(r.key), hash: r.hash, src: id, dst: dst.id, currency, metadata: r.metadata, amount, trace: r.trace,
       command: (transferId) => ({ type: 'Debit', transferId, amount, currency }),
     });
   }

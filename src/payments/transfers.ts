@@ -1,6 +1,7 @@
 // Money movement: deposits, withdrawals, transfers, refunds and captures are one saga. The
 // source actor commits the debit with the transfer record and the idempotency key; the
 // destination applies the credit exactly once; the request waits (bounded) for the credit.
+import type { TraceContext } from '../observability/trace.ts';
 import type { AccountCommand, TransferKind } from '../domain/account.ts';
 import type { AccountId, Region, TenantId, TransferId } from '../domain/ids.ts';
 import { externalAccountId, parseTransferId, regionOf } from '../domain/ids.ts';
@@ -31,10 +32,12 @@ export interface MoveSpec {
   command: (transferId: TransferId) => AccountCommand;
   holdId?: string;
   refundOf?: string;
+  /** The request's trace: the debit's owner and the saga's legs log under it. */
+  trace?: TraceContext | undefined;
 }
 
 /** What a client asks to move: ids as sent, amount and currency parsed. */
-export interface MoneyRequest { tenantId: string; key: string; hash: string; amount: bigint; currency: Currency; metadata: Record<string, unknown> | null }
+export interface MoneyRequest { tenantId: string; key: string; hash: string; amount: bigint; currency: Currency; metadata: Record<string, unknown> | null; trace?: TraceContext | undefined }
 
 /** The metrics' outcome of a transfer as first answered. */
 const OUTCOME_OF_STATE: Record<string, MoneyOutcome> = { settled: 'settled', returned: 'returned', debited: 'pending', refused: 'pending' };
@@ -66,7 +69,7 @@ export class Transfers {
    * The refund's source is the original destination: its actor is the one writer of what is
    * left to refund, so concurrent refunds can never add up to more than the amount.
    */
-  async refund(r: { tenantId: string; key: string; hash: string; transferId: string; amount: string | undefined; metadata: Record<string, unknown> | null }): Promise<Outcome<TransferView>> {
+  async refund(r: { tenantId: string; key: string; hash: string; transferId: string; amount: string | undefined; metadata: Record<string, unknown> | null; trace?: TraceContext | undefined }): Promise<Outcome<TransferView>> {
     const originalId = parseTransferId(r.transferId);
     if (!originalId) throw new GeopayError('transfer_not_found');
     const orig = await this.ctx.repos.transfers.get(originalId);
@@ -78,7 +81,7 @@ export class Transfers {
     const currency = orig.currency as Currency;
     return this.moveMoney({
       kind: 'refund', tenantId: r.tenantId, key: r.key, hash: r.hash, src: orig.destinationAccountId as AccountId, dst: orig.sourceAccountId as AccountId,
-      currency, metadata: r.metadata, amount, refundOf: originalId,
+      currency, metadata: r.metadata, amount, refundOf: originalId, trace: r.trace,
       command: (transferId) => ({ type: 'Refund', transferId, originalId, amount, currency, refundable: left }),
     });
   }
@@ -118,7 +121,7 @@ export class Transfers {
         cmd: m.command(transferId),
         idem: { tenantId: m.tenantId, key: m.key, requestHash: m.hash, resourceId: transferId, onOk: null },
         transfer: { destinationId: m.dst, kind: m.kind, tenantId: m.tenantId as TenantId, metadata: m.metadata },
-      }, { at });
+      }, { at, trace: m.trace });
       if (r.type !== 'done' || !r.reply.ok) settled.cancel();
       return resolve(r, m.hash, async () => {
         const view = await this.firstAnswer(transferId, m, at, settled);
@@ -180,7 +183,7 @@ export class Transfers {
   private move(kind: 'transfer' | 'deposit' | 'withdrawal', r: MoneyRequest, src: AccountId, dst: AccountId): Promise<Outcome<TransferView>> {
     const { amount, currency } = r;
     return this.moveMoney({
-      kind, tenantId: r.tenantId, key: r.key, hash: r.hash, src, dst, currency, metadata: r.metadata, amount,
+      kind, tenantId: r.tenantId, key: r.key, hash: r.hash, src, dst, currency, metadata: r.metadata, amount, trace: r.trace,
       command: (transferId) => ({ type: 'Debit', transferId, amount, currency }),
     });
   }

@@ -29,12 +29,12 @@ export function accountRoutes(app: FastifyInstance, ctx: Ctx): void {
     const body = req.body as OpenAccountBody;
     const { currency, overdraftLimit, region } = parseOpenAccount(body, ctx.config.region);
     const hash = requestHash('POST /v1/accounts', {}, body);
-    return send(reply, toAnswer(await accounts.open({ tenantId, key, hash, currency, overdraftLimit, region, metadata: body.metadata ?? {} }), 201));
+    return send(reply, toAnswer(await accounts.open({ tenantId, key, hash, currency, overdraftLimit, region, metadata: body.metadata ?? {}, trace: req.trace }), 201));
   });
 
   app.get('/v1/accounts/:id', {
     schema: { tags: ['accounts'], params: idParams, response: { 200: { $ref: 'Account#' } } },
-  }, async (req) => accounts.get(tenantOf(req), (req.params as { id: string }).id));
+  }, async (req) => accounts.get(tenantOf(req), (req.params as { id: string }).id, req.trace));
 
   for (const action of ['freeze', 'unfreeze', 'close'] as const) {
     app.post(`/v1/accounts/:id/${action}`, {
@@ -43,7 +43,7 @@ export function accountRoutes(app: FastifyInstance, ctx: Ctx): void {
       const tenantId = tenantOf(req);
       const key = idempotencyKey(req, false);
       return send(reply, toAnswer(await accounts.setStatus({
-        tenantId, key, action, accountId: (req.params as { id: string }).id, hash: (id) => requestHash(`POST /v1/accounts/:id/${action}`, { id }, null),
+        tenantId, key, action, accountId: (req.params as { id: string }).id, hash: (id) => requestHash(`POST /v1/accounts/:id/${action}`, { id }, null), trace: req.trace,
       }), 200));
     });
   }

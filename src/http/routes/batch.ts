@@ -49,7 +49,7 @@ export function batchRoutes(app: FastifyInstance, ctx: Ctx): void {
     const key = idempotencyKey(req, true);
     const body = req.body as { items: BatchItem[] };
     const hash = requestHash('POST /v1/transfers/batch', {}, body);
-    const batch = await ctx.payments.batches.run(tenantId, key, hash, body.items);
+    const batch = await ctx.payments.batches.run(tenantId, key, hash, body.items, req.trace);
     if (batch.replayed) void reply.header('idempotent-replayed', 'true');
     return {
       items: batch.items.map((o, index) => {

@@ -38,7 +38,7 @@ export function holdRoutes(app: FastifyInstance, ctx: Ctx): void {
     const hash = requestHash('POST /v1/holds', {}, body);
     return send(reply, toAnswer(await holds.authorize({
       tenantId, key, hash, sourceAccountId: body.sourceAccountId, destinationAccountId: body.destinationAccountId, amount: amount.value,
-      currency: currency.value, metadata: body.metadata ?? null, expiresInSeconds: body.expiresInSeconds, multiCapture: body.multiCapture ?? false,
+      currency: currency.value, metadata: body.metadata ?? null, expiresInSeconds: body.expiresInSeconds, multiCapture: body.multiCapture ?? false, trace: req.trace,
     }), 201));
   });
 
@@ -52,7 +52,7 @@ export function holdRoutes(app: FastifyInstance, ctx: Ctx): void {
     const body = (req.body ?? {}) as { amount?: string; metadata?: Metadata };
     return send(reply, transferAnswer(await holds.capture({
       tenantId, key, holdId: (req.params as { id: string }).id, amount: body.amount, metadata: body.metadata ?? null,
-      hash: (holdId) => requestHash('POST /v1/holds/:id/capture', { holdId }, body),
+      hash: (holdId) => requestHash('POST /v1/holds/:id/capture', { holdId }, body), trace: req.trace,
     })));
   });
 
@@ -62,7 +62,7 @@ export function holdRoutes(app: FastifyInstance, ctx: Ctx): void {
     const tenantId = tenantOf(req);
     const key = idempotencyKey(req, false);
     return send(reply, toAnswer(await holds.void({
-      tenantId, key, holdId: (req.params as { id: string }).id, hash: (holdId) => requestHash('POST /v1/holds/:id/void', { holdId }, null),
+      tenantId, key, holdId: (req.params as { id: string }).id, hash: (holdId) => requestHash('POST /v1/holds/:id/void', { holdId }, null), trace: req.trace,
     }), 200));
   });
 }

@@ -12,11 +12,11 @@ export function internalRoutes(app: FastifyInstance, ctx: Ctx): void {
   // The body is our own wire format (bigints tagged), kept by the listener as the string that
   // was signed and parsed here by hand, not by a schema.
   app.post('/internal/v1/accounts/:id/commands', async (req, reply) => {
-    return reply.type('application/json').send(await forwarded.command(accountOf(req), req.body as string));
+    return reply.type('application/json').send(await forwarded.command(accountOf(req), req.body as string, req.trace));
   });
   app.get('/internal/v1/accounts/:id/state', async (req, reply) => {
     const hops = Number(req.headers[HOPS_HEADER] ?? 0);
-    return reply.type('application/json').send(await forwarded.state(accountOf(req), Number.isInteger(hops) ? hops : 0));
+    return reply.type('application/json').send(await forwarded.state(accountOf(req), Number.isInteger(hops) ? hops : 0, req.trace));
   });
   // The ops page of another node asks each node for its own figures (src/payments/ops.ts).
   app.get('/internal/v1/ops/summary', async () => ctx.payments.ops.summary());

@@ -55,7 +55,7 @@ export function suspenseRoutes(app: FastifyInstance, ctx: Ctx): void {
     const body = req.body as PayoutBody;
     const hash = requestHash('POST /v1/suspense/:id/payouts', { accountId }, body);
     return send(reply, transferAnswer(await suspense.payout({
-      key, hash, accountId, destinationAccountId: body.destinationAccountId, amount: body.amount, metadata: body.metadata ?? null,
+      key, hash, accountId, destinationAccountId: body.destinationAccountId, amount: body.amount, metadata: body.metadata ?? null, trace: req.trace,
     })));
   });
 }

@@ -23,7 +23,7 @@ export function transferRoutes(app: FastifyInstance, ctx: Ctx): void {
     const hash = requestHash('POST /v1/transfers', {}, body);
     return send(reply, transferAnswer(await transfers.transfer({
       tenantId, key, hash, amount, currency, metadata: body.metadata ?? null,
-      sourceAccountId: body.sourceAccountId, destinationAccountId: body.destinationAccountId,
+      sourceAccountId: body.sourceAccountId, destinationAccountId: body.destinationAccountId, trace: req.trace,
     })));
   });
 
@@ -34,7 +34,7 @@ export function transferRoutes(app: FastifyInstance, ctx: Ctx): void {
       const body = req.body as { accountId: string; amount: string; currency: string; metadata?: Metadata };
       const { amount, currency } = parseMoney(body);
       const hash = requestHash(`POST /v1/${kind}s`, {}, body);
-      return send(reply, transferAnswer(await transfers.external(kind, { tenantId, key, hash, amount, currency, metadata: body.metadata ?? null, accountId: body.accountId })));
+      return send(reply, transferAnswer(await transfers.external(kind, { tenantId, key, hash, amount, currency, metadata: body.metadata ?? null, accountId: body.accountId, trace: req.trace })));
     });
   }
 
@@ -44,7 +44,7 @@ export function transferRoutes(app: FastifyInstance, ctx: Ctx): void {
     const transferId = (req.params as { id: string }).id;
     const body = (req.body ?? {}) as { amount?: string; metadata?: Metadata };
     const hash = requestHash('POST /v1/transfers/:id/refunds', { originalId: transferId }, body);
-    return send(reply, transferAnswer(await transfers.refund({ tenantId, key, hash, transferId, amount: body.amount, metadata: body.metadata ?? null })));
+    return send(reply, transferAnswer(await transfers.refund({ tenantId, key, hash, transferId, amount: body.amount, metadata: body.metadata ?? null, trace: req.trace })));
   });
 
   app.get('/v1/transfers/:id', {
