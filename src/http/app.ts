@@ -117,10 +117,12 @@ export function traceRequests(app: FastifyInstance, opts: { answerHeaders: boole
     done();
   });
   if (!opts.answerHeaders) return;
-  app.addHook('onSend', async (req, reply) => {
+  // Callback hooks here and in countRequests: an async hook costs a promise per request.
+  app.addHook('onSend', (req, reply, payload, done) => {
     // A client's own x-request-id comes back as sent; otherwise the trace id is the one to quote.
     reply.header('x-request-id', clientRequestId(req.headers['x-request-id']) ?? req.id);
     if (req.trace) reply.header(TRACEPARENT_HEADER, formatTraceparent(req.trace));
+    done(null, payload);
   });
 }
 
@@ -156,10 +158,10 @@ function requestHooks(app: FastifyInstance, deps: Ctx): void {
   app.addHook('preClose', async () => {
     closing = true;
   });
-  app.addHook('onRequest', async (req, reply) => {
-    if (!closing || HEALTH.test(req.url)) return;
+  app.addHook('onRequest', (req, reply, done) => {
+    if (!closing || HEALTH.test(req.url)) return done();
     void reply.header('connection', 'close');
-    throw new GeopayError('draining');
+    done(new GeopayError('draining'));
   });
 
   // Authentication: the payments layer caches principals briefly, by key hash.
@@ -190,19 +192,31 @@ function requestHooks(app: FastifyInstance, deps: Ctx): void {
  * answer as a replay.
  */
 function countRequests(app: FastifyInstance, metrics: Metrics): void {
-  app.addHook('onSend', async (req, reply, payload) => {
+  app.addHook('onSend', (req, reply, payload, done) => {
     if (reply.statusCode >= 400 && typeof payload === 'string') {
       const code = PROBLEM_CODE.exec(payload.slice(0, 400))?.[1];
       if (code !== undefined && code in CODES) metrics.httpErrors.inc({ code, status: String(reply.statusCode) });
       if (reply.statusCode === 429) metrics.rateLimited.inc();
     }
     if (reply.getHeader('idempotent-replayed') === 'true') metrics.idempotentReplays.inc({ operation: operationOf(req) });
-    return payload;
+    done(null, payload);
   });
-  app.addHook('onResponse', async (req, reply) => {
-    const labels = { route: req.routeOptions.url ?? 'unmatched', method: req.method, status_class: statusClass(reply.statusCode) };
-    metrics.httpRequests.inc(labels);
-    metrics.httpDuration.observe(labels, reply.elapsedTime / 1_000);
+  // The labelled children, looked up once per route, method and class instead of hashing the
+  // labels twice a request (bounded: the routes are templates).
+  const children = new Map<string, { count: { inc(): void }; latency: { observe(v: number): void } }>();
+  app.addHook('onResponse', (req, reply, done) => {
+    const route = req.routeOptions.url ?? 'unmatched';
+    const cls = statusClass(reply.statusCode);
+    const key = `${req.method} ${cls} ${route}`;
+    let c = children.get(key);
+    if (!c) {
+      const labels = { route, method: req.method, status_class: cls };
+      c = { count: metrics.httpRequests.labels(labels), latency: metrics.httpDuration.labels(labels) };
+      children.set(key, c);
+    }
+    c.count.inc();
+    c.latency.observe(reply.elapsedTime / 1_000);
+    done();
   });
 }
 
