@@ -71,6 +71,18 @@ export function requireRedisServerBinary(): string {
   return requireBinary('redis-server', 'redis-server', installRedisCommand);
 }
 
+/**
+ * initdb and postgres of PostgreSQL 15 (in Debian's postgresql-15, beside the machine's own
+ * cluster), for the tests and the local cluster that start instances of their own; returns
+ * the folder that holds them. `binDir` is a parameter so the test can point it at nothing.
+ */
+export function requirePostgresServerBinaries(binDir = postgresBinDir): string {
+  for (const name of ['initdb', 'postgres']) {
+    requireBinary(`PostgreSQL 15 ${name}`, join(binDir, name), installPostgresCommand);
+  }
+  return binDir;
+}
+
 /** Debian's package holds both prometheus and promtool. */
 export const installPrometheusCommand = 'apt-get install -y prometheus';
 
