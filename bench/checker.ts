@@ -1,13 +1,16 @@
 // The ledger checker: reads a geopay (or baseline) database after a run, and optionally the
 // run's request log, and says which money invariant broke, naming the account and seq.
 // CLI: node --import tsx bench/checker.ts --database-url URL [--requests FILE.ndjson]
-// Module: check(pool, opts) => { ok, failures }. Read-only: it never writes to the database.
+//  or: ... --region-database-urls eu=URL,us=URL (a database per region, checked together)
+// Module: check(pool, opts) and checkRegions({ eu: pool, ... }, opts) => { ok, failures }.
+// Read-only: it never writes to a database.
 import { setTimeout as sleep } from 'node:timers/promises';
 import { parseArgs } from 'node:util';
 import pg from 'pg';
 import type { RequestRecord } from './lib/request-log.ts';
 import { readRequestLog } from './lib/request-log.ts';
 import { isMain, runMain } from './lib/main.ts';
+import { parseAccountId, parseHoldId, parseRegion, parseTransferId, regionOf, regionOfHold, regionOfTransfer } from '../src/domain/ids.ts';
 
 /** pg.Pool, pg.Client and a pool client all fit: a test can check inside its own transaction. */
 export interface Queryable {
@@ -40,13 +43,21 @@ export interface CheckResult {
 
 /** Failures grouped by check, each group capped so one systematic bug does not flood the report. */
 class Failures {
-  private readonly groups = new Map<string, { kept: string[]; more: number }>();
-  constructor(private readonly cap: number) {}
+  constructor(
+    private readonly cap: number,
+    private readonly groups = new Map<string, { kept: string[]; more: number }>(),
+    private readonly where = '',
+  ) {}
+
+  /** The same failures, each message opening with where it was found (a region's database). */
+  within(where: string): Failures {
+    return new Failures(this.cap, this.groups, `${where}: `);
+  }
 
   add(check: string, message: string): void {
     const g = this.groups.get(check) ?? { kept: [], more: 0 };
     this.groups.set(check, g);
-    if (g.kept.length < this.cap) g.kept.push(`${check}: ${message}`);
+    if (g.kept.length < this.cap) g.kept.push(`${check}: ${this.where}${message}`);
     else g.more++;
   }
 
@@ -432,18 +443,26 @@ async function checkLedgerSum(run: CheckRun, ledger: Map<string, bigint>): Promi
     inFlightCount += r.n;
   }
   run.stats.inFlight = inFlightCount;
+  compareLedger(run.failures, ledger, inFlight);
+}
+
+/** Per currency, the postings and the money in flight cancel out. */
+function compareLedger(failures: Failures, ledger: Map<string, bigint>, inFlight: Map<string, bigint>): void {
   for (const currency of new Set([...ledger.keys(), ...inFlight.keys()])) {
     const j = ledger.get(currency) ?? 0n;
     const f = inFlight.get(currency) ?? 0n;
     if (j + f !== 0n) {
-      run.failures.add('ledger', `${currency}: postings sum to ${j} and transfers in flight to ${f}: ${j + f}, not 0 (the transfer checks below name the postings)`);
+      failures.add('ledger', `${currency}: postings sum to ${j} and transfers in flight to ${f}: ${j + f}, not 0 (the transfer checks below name the postings)`);
     }
   }
 }
 
-async function checkGeopay(run: CheckRun): Promise<void> {
-  const { db, opts, failures, stats } = run;
-  if ((opts.settleTimeoutMs ?? 0) > 0) await settle(db, 'transfers', IN_FLIGHT, opts.settleTimeoutMs!, run.notes);
+/** What the checks local to one database found, for the checks that come after them. */
+interface LocalCheck { state: GeopayState; replay: JournalReplay; holdsSchema: boolean }
+
+/** The checks one database answers alone, first part: every account's journal replayed. */
+async function checkJournals(run: CheckRun): Promise<LocalCheck> {
+  const { db, stats } = run;
   const state = await loadGeopayState(db);
   stats.accounts = state.accounts.size;
   stats.snapshots = state.snapshots.size;
@@ -452,18 +471,32 @@ async function checkGeopay(run: CheckRun): Promise<void> {
   const replay = await replayJournal(run, state, holdsSchema);
   await checkStraySnapshots(run, state);
   stats.postings = replay.postings;
-  await checkLedgerSum(run, replay.ledger);
+  return { state, replay, holdsSchema };
+}
 
-  await checkTransferLegs(db, failures, stats);
-  if (holdsSchema && (await tableExists(db, 'holds'))) await checkHolds(db, replay.finalHeld, failures, stats);
+/** The checks one database answers alone, second part: holds against the journal, and keys. */
+async function checkBookkeeping(run: CheckRun, local: LocalCheck): Promise<void> {
+  const { db, opts, failures, stats } = run;
+  if (local.holdsSchema && (await tableExists(db, 'holds'))) await checkHolds(db, local.replay.finalHeld, failures, stats);
   await checkKeys(db, opts, failures);
+}
+
+async function checkGeopay(run: CheckRun): Promise<void> {
+  const { db, opts, failures, stats } = run;
+  if ((opts.settleTimeoutMs ?? 0) > 0) await settle(db, 'transfers', IN_FLIGHT, opts.settleTimeoutMs!, run.notes);
+  const local = await checkJournals(run);
+  await checkLedgerSum(run, local.replay.ledger);
+  await checkTransferLegs(db, failures, stats);
+  await checkBookkeeping(run, local);
   if (run.acked) await checkAcknowledged(db, run.acked, failures, 'transfers');
 }
 
 interface LegRow {
   id: string; kind: string; state: string; amount: string; source_id: string; destination_id: string;
   debits: number; good_debits: number; credits: number; good_credits: number; returns: number; good_returns: number;
-  others: number; legs: { account: string; seq: string; kind: string; amount: string }[] | null;
+  others: number; legs: { account: string; seq: string; kind: string; amount: string; db?: string }[] | null;
+  /** How to show the state, where it is not the stored one (across databases: credited, outcome on its way). */
+  shownState?: string;
 }
 
 /** Each transfer: one debit of its source; a credit or return at most once, exactly once when terminal. */
@@ -511,9 +544,9 @@ async function lastSeqs(db: Queryable, ids: string[]): Promise<Map<string, strin
 function describeLegs(t: LegRow, failures: Failures, last: Map<string, string>): void {
   const legs = t.legs ?? [];
   const at = (kind: string): string => legs.filter((l) => l.kind === kind || (kind === 'debit' && l.kind === 'capture'))
-    .map((l) => `${l.account} seq ${l.seq} (${l.kind} ${l.amount})`).join(', ');
+    .map((l) => `${l.account} seq ${l.seq}${l.db ? ` in ${l.db}` : ''} (${l.kind} ${l.amount})`).join(', ');
   const end = (id: string): string => `its journal ends at seq ${last.get(id) ?? 'none'}`;
-  const name = `${t.kind} ${t.id} (${t.state}, ${t.amount} from ${t.source_id} to ${t.destination_id})`;
+  const name = `${t.kind} ${t.id} (${t.shownState ?? t.state}, ${t.amount} from ${t.source_id} to ${t.destination_id})`;
   const leg = t.kind === 'capture' ? 'capture' : 'debit';
   if (t.debits === 0) failures.add('transfer', `${name}: no ${leg} posting on account ${t.source_id} (${end(t.source_id)})`);
   else if (t.debits > 1) failures.add('transfer', `${name}: debited ${t.debits} times: ${at('debit')}`);
@@ -625,6 +658,257 @@ async function checkAcknowledged(db: Queryable, acked: Map<string, Acknowledged>
         failures.add('acknowledged', `${who} is ${t.state} in the database, which cannot follow ${a.state}`);
       }
     }
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// geopay with a database per region (issue 10): each region's database holds its own accounts,
+// journal, snapshots and holds, and the transfers whose source is in it; a cross-region
+// transfer's debit is in the source's journal, its credit in the destination's. What one
+// database answers alone is checked in each, as above; the money is checked over all of them,
+// and residency (every row of database R belongs to region R) in each.
+
+/** One region's database under check: its own notes and stats, its failures named by region. */
+interface RegionRun extends CheckRun { region: string }
+
+/** A transfer row, and the database it was found in. */
+interface BookTransfer {
+  region: string; id: string; kind: string; state: string; amount: string; currency: string; source_id: string; destination_id: string;
+}
+/** A posting that carries a transfer id, and the database whose journal holds it. */
+interface BookLeg { region: string; transfer_id: string; account: string; seq: string; kind: string; amount: string }
+
+/** Every transfer row and every posting naming a transfer, of every region's database. */
+interface TransferBook { transfers: Map<string, BookTransfer[]>; legs: Map<string, BookLeg[]> }
+
+/**
+ * Checks a cluster whose regions each own a database (`{ eu: pool, us: pool }`). The
+ * checker expects a quiet cluster (after the run, after the settle wait): no read spans
+ * the databases at one instant, so a transfer moving while it reads can look wrong.
+ */
+export async function checkRegions(dbs: Record<string, Queryable>, opts: CheckOptions = {}): Promise<CheckResult> {
+  const failures = new Failures(opts.maxPerCheck ?? 20);
+  const notes: string[] = [`regions checked: ${Object.keys(dbs).join(', ') || 'none'}`];
+  const stats: Record<string, number> = {};
+  const acked = opts.requests === undefined ? undefined : await loadAcknowledged(opts.requests, failures, stats);
+  const runs = await regionRuns(dbs, opts, failures);
+  if ((opts.settleTimeoutMs ?? 0) > 0) {
+    await Promise.all(runs.map((r) => settle(r.db, 'transfers', IN_FLIGHT, opts.settleTimeoutMs!, r.notes)));
+  }
+  const locals: LocalCheck[] = [];
+  for (const run of runs) {
+    const local = await checkJournals(run);
+    locals.push(local);
+    await checkResidency(run, local);
+  }
+  const book = await loadTransferBook(runs);
+  checkTransferHomes(book, failures);
+  const ledger = new Map<string, bigint>();
+  for (const { replay } of locals) for (const [c, s] of replay.ledger) ledger.set(c, (ledger.get(c) ?? 0n) + s);
+  compareLedger(failures, ledger, moneyInFlight(book, stats));
+  await checkLegsAcross(book, runs, failures, stats);
+  for (const [i, run] of runs.entries()) await checkBookkeeping(run, locals[i]!);
+  if (acked) await checkAcknowledgedByRegion(runs, acked, failures);
+  for (const run of runs) {
+    notes.push(...run.notes.map((n) => `${run.region}: ${n}`));
+    for (const [k, v] of Object.entries(run.stats)) stats[k] = (stats[k] ?? 0) + v;
+  }
+  stats.regions = runs.length;
+  return { ok: failures.count === 0, failures: failures.list(), notes, engines: runs.length > 0 ? ['geopay'] : [], stats };
+}
+
+/** The regions whose database has geopay's tables; the others are failures. */
+async function regionRuns(dbs: Record<string, Queryable>, opts: CheckOptions, failures: Failures): Promise<RegionRun[]> {
+  const runs: RegionRun[] = [];
+  for (const [region, db] of Object.entries(dbs)) {
+    if (parseRegion(region) === undefined) failures.add('schema', `"${region}" is not a region name`);
+    else if (!(await tableExists(db, 'journal'))) failures.add('schema', `${region}: no geopay tables (journal) in this database`);
+    else runs.push({ region, db, opts, failures: failures.within(region), notes: [], stats: {}, acked: undefined });
+  }
+  if (runs.length === 0 && Object.keys(dbs).length === 0) failures.add('schema', 'no region databases given');
+  return runs;
+}
+
+/** The region an id of database rows names, or undefined when the id names none. */
+function regionNamed(id: string, parse: (raw: unknown) => string | undefined, regionOfId: (id: never) => string): string | undefined {
+  const parsed = parse(id);
+  return parsed === undefined ? undefined : regionOfId(parsed as never);
+}
+
+const accountRegion = (id: string): string | undefined => regionNamed(id, parseAccountId, regionOf);
+const transferRegion = (id: string): string | undefined => regionNamed(id, parseTransferId, regionOfTransfer);
+
+/** Residency: every account, snapshot, journal row and hold of region R's database belongs to R. */
+async function checkResidency({ region, db, failures }: RegionRun, local: LocalCheck): Promise<void> {
+  const foreign = (named: string | undefined): string => (named === undefined ? 'its id names no region' : `its id names region ${named}, not ${region}`);
+  for (const id of local.state.accounts.keys()) {
+    const named = accountRegion(id);
+    if (named !== region) failures.add('residency', `account row ${id}: ${foreign(named)}`);
+  }
+  for (const id of local.state.snapshots.keys()) {
+    const named = accountRegion(id);
+    if (named !== region) failures.add('residency', `snapshot of account ${id}: ${foreign(named)}`);
+  }
+  const { rows } = await db.query('SELECT account_id, min(seq)::text AS first, max(seq)::text AS last, count(*)::int AS n FROM journal GROUP BY account_id');
+  for (const r of rows) {
+    const named = accountRegion(r.account_id);
+    if (named !== region) {
+      failures.add('residency', `account ${r.account_id} seq ${r.first}..${r.last}: ${r.n} posting(s) in this journal, ${foreign(named)}`);
+    }
+  }
+  if (!(await tableExists(db, 'holds'))) return;
+  for (const r of (await db.query('SELECT id FROM holds')).rows) {
+    const named = regionNamed(r.id, parseHoldId, regionOfHold);
+    if (named !== region) failures.add('residency', `hold ${r.id}: ${foreign(named)}`);
+  }
+}
+
+/** Every row of a keyset-paged query: `sql` reads the last key seen from $1.., the page size from the last parameter. */
+async function pagedRows(db: Queryable, sql: string, start: unknown[], keyOf: (row: any) => unknown[], pageSize: number): Promise<any[]> {
+  const out: any[] = [];
+  let after = start;
+  for (;;) {
+    const { rows } = await db.query(sql, [...after, pageSize]);
+    out.push(...rows);
+    if (rows.length < pageSize) return out;
+    after = keyOf(rows[rows.length - 1]);
+  }
+}
+
+/**
+ * Reads every transfer row and every posting that names a transfer from every database. The
+ * transfers come first: a settle that races the read then looks in flight, never lost.
+ */
+async function loadTransferBook(runs: RegionRun[]): Promise<TransferBook> {
+  const book: TransferBook = { transfers: new Map(), legs: new Map() };
+  const pageSize = runs[0]?.opts.pageSize ?? 20_000;
+  for (const { region, db } of runs) {
+    const rows = await pagedRows(db, `
+      SELECT id, kind, state, amount::text AS amount, currency, source_id, destination_id FROM transfers
+       WHERE id > $1 ORDER BY id LIMIT $2`, [''], (r) => [r.id], pageSize);
+    for (const r of rows) push(book.transfers, r.id, { region, ...r, currency: String(r.currency).trim() });
+  }
+  for (const { region, db } of runs) {
+    const rows = await pagedRows(db, `
+      SELECT transfer_id, account_id AS account, seq::text AS seq, kind, amount::text AS amount FROM journal
+       WHERE transfer_id IS NOT NULL AND (account_id, seq) > ($1, $2::bigint) ORDER BY account_id, seq LIMIT $3`,
+    ['', '0'], (r) => [r.account, r.seq], pageSize);
+    for (const r of rows) push(book.legs, r.transfer_id, { region, ...r });
+  }
+  return book;
+}
+
+function push<V>(map: Map<string, V[]>, key: string, value: V): void {
+  const list = map.get(key);
+  if (list) list.push(value);
+  else map.set(key, [value]);
+}
+
+/** The row that speaks for a transfer: the one in its home region's database, else the first found. */
+function homeRow(id: string, rows: BookTransfer[]): BookTransfer {
+  return rows.find((r) => r.region === transferRegion(id)) ?? rows[0]!;
+}
+
+/** Each transfer is in one database's transfers, its id's region's; each posting's transfer is in one. */
+function checkTransferHomes(book: TransferBook, failures: Failures): void {
+  for (const [id, rows] of book.transfers) {
+    const home = transferRegion(id);
+    if (rows.length > 1) failures.add('transfer', `transfer ${id} is in the transfers of ${rows.map((r) => r.region).join(' and ')}: one transfer, two rows`);
+    for (const r of rows) {
+      if (r.region !== home) {
+        failures.within(r.region).add('residency', `transfer ${id} (${r.source_id} to ${r.destination_id}): ${home === undefined ? 'its id names no region' : `its id names region ${home}, not ${r.region}`}`);
+      }
+    }
+  }
+  for (const [id, legs] of book.legs) {
+    if (book.transfers.has(id)) continue;
+    for (const l of legs) {
+      failures.within(l.region).add('transfer', `account ${l.account} seq ${l.seq}: ${l.kind} posting for ${id}, which is in no region's transfers`);
+    }
+  }
+}
+
+/**
+ * Money in flight, per currency: transfers debited (or refused) whose credit has landed in no
+ * journal. The source's row stays `debited` until the outcome travels back, so a credit already
+ * committed in the destination's database is money arrived, not money on its way.
+ */
+function moneyInFlight(book: TransferBook, stats: Record<string, number>): Map<string, bigint> {
+  const inFlight = new Map<string, bigint>();
+  stats.inFlight = 0;
+  stats.creditedAwaitingOutcome = 0;
+  for (const [id, rows] of book.transfers) {
+    const t = homeRow(id, rows);
+    if (!IN_FLIGHT.includes(t.state)) continue;
+    if ((book.legs.get(id) ?? []).some((l) => l.kind === 'credit')) {
+      stats.creditedAwaitingOutcome++;
+      continue;
+    }
+    stats.inFlight++;
+    inFlight.set(t.currency, (inFlight.get(t.currency) ?? 0n) + BigInt(t.amount));
+  }
+  return inFlight;
+}
+
+/** A transfer's legs gathered from every journal, counted the way checkTransferLegs counts them in one. */
+function legRowAcross(t: BookTransfer, legs: BookLeg[]): LegRow {
+  const is = (l: BookLeg, kind: string, account: string, amount: string): boolean => l.kind === kind && l.account === account && l.amount === amount;
+  const count = (f: (l: BookLeg) => boolean): number => legs.filter(f).length;
+  const sourceLeg = t.kind === 'capture' ? 'capture' : 'debit';
+  // Credited in the destination's database while the source's row waits for the outcome.
+  const awaiting = t.state === 'debited' && legs.some((l) => l.kind === 'credit' && l.region !== t.region);
+  return {
+    id: t.id, kind: t.kind, state: awaiting ? 'settled' : t.state, amount: t.amount, source_id: t.source_id, destination_id: t.destination_id,
+    debits: count((l) => l.kind === 'debit' || l.kind === 'capture'),
+    good_debits: count((l) => is(l, sourceLeg, t.source_id, `-${t.amount}`)),
+    credits: count((l) => l.kind === 'credit'),
+    good_credits: count((l) => is(l, 'credit', t.destination_id, t.amount)),
+    returns: count((l) => l.kind === 'return'),
+    good_returns: count((l) => is(l, 'return', t.source_id, t.amount)),
+    others: count((l) => !MONEY_KINDS.has(l.kind)),
+    legs: legs.map((l) => ({ account: l.account, seq: l.seq, kind: l.kind, amount: l.amount, db: l.region })),
+    ...(awaiting ? { shownState: `debited in ${t.region}, credited in ${legs.find((l) => l.kind === 'credit')!.region}` } : {}),
+  };
+}
+
+/** The rule checkTransferLegs states in SQL, for a transfer whose legs span databases. */
+function legsHold(t: LegRow): boolean {
+  if (!(t.debits === 1 && t.good_debits === 1 && t.others === 0)) return false;
+  if (t.state === 'settled') return t.credits === 1 && t.good_credits === 1 && t.returns === 0;
+  if (t.state === 'returned') return t.returns === 1 && t.good_returns === 1 && t.credits === 0;
+  return t.credits === 0 && t.returns === 0;
+}
+
+/** Each transfer: one source leg over all journals; its credit or return at most once, exactly once when terminal. */
+async function checkLegsAcross(book: TransferBook, runs: RegionRun[], failures: Failures, stats: Record<string, number>): Promise<void> {
+  const dbOf = new Map(runs.map((r) => [r.region, r.db]));
+  let described = 0;
+  for (const [id, rows] of book.transfers) {
+    const t = homeRow(id, rows);
+    stats[`transfers_${t.state}`] = (stats[`transfers_${t.state}`] ?? 0) + 1;
+    const row = legRowAcross(t, book.legs.get(id) ?? []);
+    if (legsHold(row) || described++ >= 1000) continue;
+    const last = new Map<string, string>();
+    for (const account of [t.source_id, t.destination_id]) {
+      const db = dbOf.get(accountRegion(account) ?? '');
+      for (const [k, v] of db ? await lastSeqs(db, [account]) : []) last.set(k, v);
+    }
+    describeLegs(row, failures, last);
+  }
+}
+
+/** Every acknowledged transfer is in the database of its id's region, as asked. */
+async function checkAcknowledgedByRegion(runs: RegionRun[], acked: Map<string, Acknowledged>, failures: Failures): Promise<void> {
+  const byRegion = new Map<string, Map<string, Acknowledged>>();
+  for (const [id, a] of acked) {
+    const region = transferRegion(id);
+    if (region === undefined) failures.add('acknowledged', `acknowledged ${a.op} ${id} (key ${a.key}): its id names no region`);
+    else if (!runs.some((r) => r.region === region)) failures.add('acknowledged', `acknowledged ${a.op} ${id} (key ${a.key}): region ${region} has no database to check`);
+    else byRegion.set(region, (byRegion.get(region) ?? new Map()).set(id, a));
+  }
+  for (const run of runs) {
+    const mine = byRegion.get(run.region);
+    if (mine) await checkAcknowledged(run.db, mine, run.failures, 'transfers');
   }
 }
 
@@ -790,6 +1074,7 @@ async function main(): Promise<number> {
     args = parseArgs({
       options: {
         'database-url': { type: 'string' },
+        'region-database-urls': { type: 'string' },
         requests: { type: 'string' },
         'settle-ms': { type: 'string', default: '30000' },
         engine: { type: 'string', default: 'auto' },
@@ -802,9 +1087,10 @@ async function main(): Promise<number> {
     process.stderr.write(`${(err as Error).message}\n`);
     return 2;
   }
-  if (args.help || !args['database-url']) {
+  const regionUrls = args['region-database-urls'];
+  if (args.help || !args['database-url'] === !regionUrls) {
     process.stderr.write(
-      'usage: node --import tsx bench/checker.ts --database-url URL [--requests FILE.ndjson] [--settle-ms 30000] [--engine auto|geopay|baseline] [--max-per-check 20]\n',
+      'usage: node --import tsx bench/checker.ts (--database-url URL | --region-database-urls eu=URL,us=URL) [--requests FILE.ndjson] [--settle-ms 30000] [--engine auto|geopay|baseline] [--max-per-check 20]\n',
     );
     return args.help ? 0 : 2;
   }
@@ -813,18 +1099,59 @@ async function main(): Promise<number> {
     process.stderr.write(`--engine is auto, geopay or baseline, got ${args.engine}\n`);
     return 2;
   }
-  const pool = new pg.Pool({ connectionString: args['database-url'], max: 1, statement_timeout: 300_000 });
+  const opts: CheckOptions = {
+    ...(args.requests ? { requests: args.requests } : {}),
+    settleTimeoutMs: Number(args['settle-ms']),
+    engine,
+    maxPerCheck: Number(args['max-per-check']),
+  };
+  const result = regionUrls ? await checkRegionUrls(regionUrls, opts) : await checkUrl(args['database-url']!, opts);
+  if (typeof result === 'string') {
+    process.stderr.write(`${result}\n`);
+    return 2;
+  }
+  process.stdout.write(`${formatResult(result)}\n`);
+  return result.ok ? 0 : 1;
+}
+
+const openPool = (url: string): pg.Pool => new pg.Pool({ connectionString: url, max: 1, statement_timeout: 300_000 });
+
+async function checkUrl(url: string, opts: CheckOptions): Promise<CheckResult> {
+  const pool = openPool(url);
   try {
-    const result = await check(pool, {
-      ...(args.requests ? { requests: args.requests } : {}),
-      settleTimeoutMs: Number(args['settle-ms']),
-      engine,
-      maxPerCheck: Number(args['max-per-check']),
-    });
-    process.stdout.write(`${formatResult(result)}\n`);
-    return result.ok ? 0 : 1;
+    return await check(pool, opts);
   } finally {
     await pool.end();
+  }
+}
+
+/**
+ * `eu=postgres://...,us=postgres://...`, the format of the REGION_DATABASE_URLS setting: a
+ * region's name, `=`, its database's URL (split at the first `=`: a URL's query may hold more).
+ */
+export function parseRegionUrls(raw: string): Record<string, string> | string {
+  const out: Record<string, string> = {};
+  for (const part of raw.split(',').map((p) => p.trim()).filter(Boolean)) {
+    const at = part.indexOf('=');
+    const region = part.slice(0, Math.max(at, 0)).trim();
+    const url = part.slice(at + 1).trim();
+    if (at <= 0 || !url) return `--region-database-urls: "${part}" is not region=URL`;
+    if (parseRegion(region) === undefined) return `--region-database-urls: "${region}" is not a region name`;
+    if (Object.hasOwn(out, region)) return `--region-database-urls: region ${region} named twice`;
+    out[region] = url;
+  }
+  return Object.keys(out).length > 0 ? out : '--region-database-urls: no region=URL given';
+}
+
+async function checkRegionUrls(raw: string, opts: CheckOptions): Promise<CheckResult | string> {
+  const urls = parseRegionUrls(raw);
+  if (typeof urls === 'string') return urls;
+  if (opts.engine === 'baseline') return '--region-database-urls checks geopay databases; --engine baseline does not apply';
+  const pools = Object.fromEntries(Object.entries(urls).map(([region, url]) => [region, openPool(url)]));
+  try {
+    return await checkRegions(pools, opts);
+  } finally {
+    await Promise.all(Object.values(pools).map((p) => p.end()));
   }
 }
 

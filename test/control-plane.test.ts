@@ -3,6 +3,7 @@
 // database made unreachable (connections refused and the open ones cut) while payments with keys
 // seen before go on and an unseen key answers a retryable 503, never 401; and a revoked key
 // refused at once on the node that revoked it and within CONTROL_CACHE_MS on another node.
+import { parsePromText } from './helpers/prom-text.ts';
 import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { TestNode } from './helpers/node.ts';
@@ -135,6 +136,9 @@ describe('the control database is down', () => {
 
       const ready = await a.call('GET', '/readyz');
       expect(ready.status, JSON.stringify(ready.body)).toBe(200);
+      // What an operator sees: the control plane down, and payments answered from stale values.
+      expect(await metric('geopay_control_plane_reachable')).toBe(0);
+      expect(await metric('geopay_control_plane_stale_answers_total')).toBeGreaterThan(0);
     } finally {
       await allowConnections(true);
     }
@@ -146,11 +150,19 @@ describe('the control database is down', () => {
       if (status !== 200) await sleep(100);
     }
     expect(status).toBe(200);
+    expect(await metric('geopay_control_plane_reachable')).toBe(1);
     const after = await a.call('POST', '/v1/tenants', { key: a.adminKey, idem: idem(), body: { name: 'after the outage' } });
     expect(after.status, JSON.stringify(after.body)).toBe(201);
     expect(await count(control.url, "SELECT count(*) AS n FROM tenants WHERE name = 'during the outage'")).toBe(0);
   });
 });
+
+/** A family's value on node a, summed over its samples. */
+async function metric(name: string): Promise<number> {
+  const f = parsePromText((await a.call('GET', '/metrics')).body as string).get(name);
+  expect(f, name).toBeDefined();
+  return f!.samples.reduce((n, x) => n + x.value, 0);
+}
 
 describe('revoking a key', () => {
   let b: TestNode | undefined;

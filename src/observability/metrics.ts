@@ -25,6 +25,8 @@ export interface MetricSources {
   pool?: () => { total: number; idle: number; waiting: number; max: number };
   /** Transfers in flight and the oldest one's age, from an indexed query (cached by the caller). */
   inFlight?: () => Promise<{ count: number; oldestAgeS: number }>;
+  /** Whether the control database (tenants, keys, limits) answered its last read. */
+  controlPlaneReachable?: () => boolean;
 }
 
 export type StatusClass = '2xx' | '3xx' | '4xx' | '5xx';
@@ -57,6 +59,7 @@ export class Metrics {
   readonly redisFailures: Counter<'client'>;
   readonly relayRedeliveries: Counter;
   readonly returns: Counter;
+  readonly controlPlaneStale: Counter;
 
   constructor(labels: { node: string; region: string }) {
     this.registry.setDefaultLabels(labels);
@@ -90,6 +93,7 @@ export class Metrics {
 
     this.relayRedeliveries = counter('geopay_relay_redeliveries_total', 'Transfer legs re-delivered by the relay.');
     this.returns = counter('geopay_returns_total', 'Refused credit legs returned to the source account.');
+    this.controlPlaneStale = counter('geopay_control_plane_stale_answers_total', 'Keys and limits answered from a value past CONTROL_CACHE_MS, the control database out of reach.');
 
     this.scrapeGauges();
   }
@@ -118,6 +122,10 @@ export class Metrics {
     simple('geopay_writer_queue_length', 'Write sets waiting for a commit statement.', () => src.writerQueue?.());
     simple('geopay_shards_owned', 'Shards this node owns.', () => src.shardsOwned?.());
     simple('geopay_shards_without_owner', 'Shards with no live owner, as this node sees the placement.', () => src.shardsWithoutOwner?.());
+    simple('geopay_control_plane_reachable', 'Whether the control database answered its last read (1) or not (0).', () => {
+      const up = src.controlPlaneReachable?.();
+      return up === undefined ? undefined : Number(up);
+    });
     new Gauge({
       name: 'geopay_mailbox_depth_top', help: 'Depths of the deepest resident mailboxes on this node, by rank (1 = deepest).', labelNames: ['rank'], registers,
       collect() {

@@ -32,6 +32,11 @@ export class ControlPlaneHealth {
 
   constructor(private readonly logger: Logger) {}
 
+  /** Whether the last read of the control database answered (a metric: geopay_control_plane_reachable). */
+  get reachable(): boolean {
+    return !this.down;
+  }
+
   failed(at: number, err: unknown): void {
     this.failedAt = at;
     if (!this.down) this.logger.warn({ err }, 'control database unreachable: known keys answer from the cache, unseen keys and admin writes 503');
@@ -57,7 +62,12 @@ export class ControlCache<V> {
   /** Bumped by forget: a read that began before it does not store what it read. */
   private generation = 0;
 
-  constructor(private readonly opts: ControlCacheOptions, private readonly health: ControlPlaneHealth) {}
+  constructor(
+    private readonly opts: ControlCacheOptions,
+    private readonly health: ControlPlaneHealth,
+    /** Told of each answer given from a value past its bound (the control database out of reach). */
+    private readonly onStale: () => void = () => undefined,
+  ) {}
 
   /** The value of `key`: fresh from the cache, read again, or, while the control plane is out of reach, the last one read within its grace. */
   async get(key: string, now: number, read: () => Promise<V>): Promise<V> {
@@ -65,7 +75,7 @@ export class ControlCache<V> {
     if (hit && now - hit.readAt <= this.opts.cacheMs) return hit.value;
     const usable = hit && this.opts.outageGraceMs > 0 && now - hit.readAt <= this.opts.cacheMs + this.opts.outageGraceMs ? hit : undefined;
     if (this.health.recentlyFailed(now)) {
-      if (usable) return usable.value;
+      if (usable) return this.stale(usable.value);
       throw new GeopayError('control_plane_unavailable', 'the control database failed a read a moment ago');
     }
     const reading = this.readOnce(key, now, read);
@@ -75,7 +85,12 @@ export class ControlCache<V> {
     } catch (err) {
       if (!isOutage(err) || !usable) throw err;
     }
-    return usable!.value;
+    return this.stale(usable!.value);
+  }
+
+  private stale(value: V): V {
+    this.onStale();
+    return value;
   }
 
   /** Forgets every value `match` selects, on this node at once (a revoked key, changed limits). */

@@ -64,7 +64,7 @@ export function buildPayments(deps: { config: Config; registry: AccountRegistry;
     holds: new Holds(ctx, transfers),
     batches: new Batches(ctx, transfers),
     suspense: new Suspense(ctx, transfers),
-    tenants: new Tenants(repos, keys, logger, { cacheMs: config.controlCacheMs, outageGraceMs: config.controlOutageGraceMs }),
+    tenants: new Tenants(repos, keys, logger, { cacheMs: config.controlCacheMs, outageGraceMs: config.controlOutageGraceMs }, Date.now, metrics),
     inspection,
     ops: new Ops({ ownership: deps.ownership, registry, inspection, inFlight: inFlightNow, leaseTtlMs: config.leaseTtlMs, ...deps.ops }),
     forwarded: new ForwardedRequests(registry),

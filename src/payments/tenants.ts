@@ -2,6 +2,7 @@
 // principal behind a bearer key, and per-tenant rate-limit overrides: the control plane. What a
 // node reads of it is cached within a staleness bound and outlives a control-database outage
 // for a grace time (src/payments/control-cache.ts).
+import type { Metrics } from '../observability/metrics.ts';
 import { createHash, randomBytes } from 'node:crypto';
 import type { Logger } from 'pino';
 import { makeTenantId, parseTenantId, uuidv7Hex } from '../domain/ids.ts';
@@ -41,11 +42,14 @@ export class Tenants {
   constructor(
     private readonly repos: Pick<Repositories, 'tenants' | 'apiKeys'>, private readonly keys: InFlightKeys, private readonly logger: Logger,
     cache: ControlCacheSettings, clock: () => number = Date.now,
+    metrics?: Pick<Metrics, 'controlPlaneStale' | 'sources'>,
   ) {
     // One view of the control database's health for both: a failed key read spares the limits a wait, and back.
     const health = new ControlPlaneHealth(logger);
-    this.principals = new ControlCache({ ...cache, maxEntries: MAX_CACHED_PRINCIPALS, clock }, health);
-    this.overrides = new ControlCache({ ...cache, maxEntries: MAX_CACHED_TENANTS, clock }, health);
+    const onStale = () => metrics?.controlPlaneStale.inc();
+    this.principals = new ControlCache({ ...cache, maxEntries: MAX_CACHED_PRINCIPALS, clock }, health, onStale);
+    this.overrides = new ControlCache({ ...cache, maxEntries: MAX_CACHED_TENANTS, clock }, health, onStale);
+    if (metrics) metrics.sources.controlPlaneReachable = () => health.reachable;
   }
 
   /**

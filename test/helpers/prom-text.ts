@@ -26,12 +26,20 @@ export function parsePromText(text: string): Map<string, PromFamily> {
     if (line.startsWith('#')) continue;
     const m = SAMPLE.exec(line);
     if (!m) throw new Error(`line ${i + 1}: not a sample: ${line}`);
-    const value = m[4] === '+Inf' ? Infinity : m[4] === '-Inf' ? -Infinity : Number(m[4]);
-    if (Number.isNaN(value) && m[4] !== 'NaN') throw new Error(`line ${i + 1}: bad value: ${line}`);
+    const value = parseValue(m[4]!);
+    if (value === undefined) throw new Error(`line ${i + 1}: bad value: ${line}`);
     const name = m[1]!;
     family(familyOf(name, families)).samples.push({ name, labels: parseLabels(m[3] ?? '', i + 1), value });
   }
   return families;
+}
+
+/** A sample's value as Prometheus reads it (Go's ParseFloat: NaN and Inf in any case; prom-client writes "Nan"). */
+function parseValue(raw: string): number | undefined {
+  const special = /^([+-]?)(inf|nan)$/i.exec(raw);
+  if (special) return special[2]!.toLowerCase() === 'nan' ? Number.NaN : special[1] === '-' ? -Infinity : Infinity;
+  const v = Number(raw);
+  return Number.isNaN(v) || raw.trim() === '' ? undefined : v;
 }
 
 /** A histogram's or summary's _bucket/_sum/_count samples belong to the family TYPE named. */
