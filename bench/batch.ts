@@ -3,7 +3,7 @@
 // POST /v1/transfers at 64 clients measured in the same run. Ends by checking the ledger.
 import { randomBytes, randomUUID } from 'node:crypto';
 import type { LoadClient } from './lib/client.ts';
-import type { Job } from './lib/drivers.ts';
+import { observedJobs, type Job } from './lib/drivers.ts';
 import { ledgerTotals } from './lib/ledger.ts';
 import { runBench } from './lib/main.ts';
 import { anyTwo, measurePhase, pickFrom, transferJobs, type PhaseCommon } from './lib/phases.ts';
@@ -72,17 +72,7 @@ function batchJobs(client: LoadClient, s: SetupResult, hot: string, hotShare: nu
  */
 async function measured(url: string, common: PhaseCommon, name: string, itemsPerRequest: number, next: () => Job): Promise<BatchPhase> {
   let committed = 0;
-  const counted = (): Job => {
-    const job = next();
-    return {
-      op: job.op,
-      send: async (phase, onRetry) => {
-        const outcome = await job.send(phase, onRetry);
-        if (outcome.kind === 'ok') committed += outcome.items ?? 1;
-        return outcome;
-      },
-    };
-  };
+  const counted = observedJobs(next, (outcome) => { if (outcome.kind === 'ok') committed += outcome.items ?? 1; });
   const before = (await readMetrics(url))('commit_statements_total');
   const report = await measurePhase(common, name, counted);
   const statements = (await readMetrics(url))('commit_statements_total') - before;

@@ -169,6 +169,7 @@ function readAtScrape(metrics: Metrics, p: { pool: Pool; poolMax: number; writer
     },
     pool: () => ({ total: pool.totalCount, idle: pool.idleCount, waiting: pool.waitingCount, max: p.poolMax }),
     inFlight: () => p.payments.inFlight(),
+    controlPlaneReachable: () => p.payments.tenants.controlPlaneReachable(),
     ...(cluster ? { redisMasters: () => cluster.leases.mastersReachable() } : {}),
   } satisfies MetricSources);
   registry.onCommitted((ws) => {

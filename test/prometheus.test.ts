@@ -7,7 +7,7 @@ import { randomBytes } from 'node:crypto';
 import { existsSync, readFileSync } from 'node:fs';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { LoadClient } from '../bench/lib/client.ts';
-import { runPhase, type Job } from '../bench/lib/drivers.ts';
+import { observedJobs, runPhase } from '../bench/lib/drivers.ts';
 import { anyTwo, transferJobs } from '../bench/lib/phases.ts';
 import { setup, type SetupResult } from '../bench/lib/setup.ts';
 import { startLocalCluster, type RunningCluster } from '../scripts/cluster.ts';
@@ -82,20 +82,12 @@ async function transferLoad(s: SetupResult): Promise<{ acked: number; refused: n
   let acked = 0;
   let refused = 0;
   let unanswered = 0;
-  const counted = (): Job => {
-    const job = next();
-    return {
-      op: job.op,
-      // Every answer, the ones after the measured window included: the nodes count those too.
-      send: async (phase, onRetry) => {
-        const outcome = await job.send(phase, onRetry);
-        if (outcome.kind === 'ok') acked++;
-        if (outcome.kind === 'rejected') refused++;
-        if (outcome.kind === 'error') unanswered++;
-        return outcome;
-      },
-    };
-  };
+  // Every answer, the ones after the measured window included: the nodes count those too.
+  const counted = observedJobs(next, (outcome) => {
+    if (outcome.kind === 'ok') acked++;
+    if (outcome.kind === 'rejected') refused++;
+    if (outcome.kind === 'error') unanswered++;
+  });
   await runPhase({ name: 'prometheus', load: { mode: 'closed', concurrency: loadClients }, durationS: loadSeconds, warmupS: 0, maxInFlight: loadClients, next: counted });
   return { acked, refused, unanswered };
 }

@@ -15,6 +15,21 @@ export interface Job {
   send(phase: string, onRetry: () => void): Promise<Outcome>;
 }
 
+/** The same jobs, each outcome shown to `observe` once it is in (answers after a phase's window included). */
+export function observedJobs(next: () => Job, observe: (outcome: Outcome) => void): () => Job {
+  return () => {
+    const job = next();
+    return {
+      op: job.op,
+      send: async (phase, onRetry) => {
+        const outcome = await job.send(phase, onRetry);
+        observe(outcome);
+        return outcome;
+      },
+    };
+  };
+}
+
 export interface PhaseOptions {
   /** The workload's name; the request log labels measured requests with it. */
   name: string;

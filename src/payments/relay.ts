@@ -38,7 +38,6 @@ export class Relay {
   private timer: NodeJS.Timeout | undefined;
   /** The pass of each kind in progress, if any: one at a time, so no pass skips rows another holds locked. */
   private readonly busy: { relay?: Promise<number>; sweep?: Promise<number> } = {};
-  redelivered = 0;
 
   constructor(
     private readonly repos: Pick<Repositories, 'transfers' | 'holds' | 'groups'>,
@@ -148,9 +147,6 @@ export class Relay {
       ? await this.registry.deliverCredit({ id: t.id as TransferId, destinationId: t.destinationId as AccountId, amount: t.amount, currency: t.currency as Currency }, true, trace)
       : await this.registry.deliverReturn({ id: t.id as TransferId, sourceId: t.sourceId as AccountId, amount: t.amount, refundOf: t.refundOf as TransferId | null }, true, trace);
     if (r.type === 'error') this.logger.warn({ transfer: t.id, code: r.error.code, trace: trace.traceId }, 'relay delivery failed; it waits its backoff');
-    else {
-      this.redelivered++;
-      this.opts.metrics?.relayRedeliveries.inc();
-    }
+    else this.opts.metrics?.relayRedeliveries.inc();
   }
 }

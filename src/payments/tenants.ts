@@ -38,18 +38,23 @@ export class Tenants {
   /** Keyed by the key's hash: only hashes are kept. */
   private readonly principals: ControlCache<Principal | undefined>;
   private readonly overrides: ControlCache<TenantLimits | undefined>;
+  private readonly health: ControlPlaneHealth;
 
   constructor(
     private readonly repos: Pick<Repositories, 'tenants' | 'apiKeys'>, private readonly keys: InFlightKeys, private readonly logger: Logger,
     cache: ControlCacheSettings, clock: () => number = Date.now,
-    metrics?: Pick<Metrics, 'controlPlaneStale' | 'sources'>,
+    metrics?: Pick<Metrics, 'controlPlaneStale'>,
   ) {
     // One view of the control database's health for both: a failed key read spares the limits a wait, and back.
-    const health = new ControlPlaneHealth(logger);
+    const health = (this.health = new ControlPlaneHealth(logger));
     const onStale = () => metrics?.controlPlaneStale.inc();
     this.principals = new ControlCache({ ...cache, maxEntries: MAX_CACHED_PRINCIPALS, clock }, health, onStale);
     this.overrides = new ControlCache({ ...cache, maxEntries: MAX_CACHED_TENANTS, clock }, health, onStale);
-    if (metrics) metrics.sources.controlPlaneReachable = () => health.reachable;
+  }
+
+  /** Whether the control database answered its last read. */
+  controlPlaneReachable(): boolean {
+    return this.health.reachable;
   }
 
   /**
