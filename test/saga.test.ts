@@ -61,9 +61,9 @@ describe('transfer saga', () => {
     expect(r.body.state).toBe('settled');
     // Pretend the credit never happened: a second delivery must change nothing.
     const before = await t.node.pool.query('SELECT count(*) AS n FROM journal WHERE transfer_id = $1', [r.body.id]);
-    const again = await t.node.registry.deliverCredit({ id: r.body.id, destinationId: b as never, amount: 40n, currency: 'USD' }, true, newTrace());
+    const again = await t.node.registry.deliverCredit({ id: r.body.id, sourceId: a as never, destinationId: b as never, amount: 40n, currency: 'USD' }, true, newTrace());
     expect(again.type).toBe('done');
-    const again2 = await t.node.registry.deliverCredit({ id: r.body.id, destinationId: b as never, amount: 40n, currency: 'USD' }, false, newTrace());
+    const again2 = await t.node.registry.deliverCredit({ id: r.body.id, sourceId: a as never, destinationId: b as never, amount: 40n, currency: 'USD' }, false, newTrace());
     expect(again2.type).not.toBe('duplicate');
     const after = await t.node.pool.query('SELECT count(*) AS n FROM journal WHERE transfer_id = $1', [r.body.id]);
     expect(after.rows).toEqual(before.rows);

@@ -22,7 +22,7 @@ const opened = evolve(undefined, {
 });
 const funded: AccountState = evolve(opened, { type: 'Credited', transferId: tr(1), amount: 1000n });
 
-const NOTHING: Prefetched = { transfers: new Map(), keys: new Map() };
+const NOTHING: Prefetched = { transfers: new Map(), inbound: new Map(), keys: new Map() };
 const env = (over: Partial<BatchEnv> = {}): BatchEnv => ({
   accountId: ACC, shard: 'eu/1' as ShardId, epoch: 7n, nodeId: 'n1', snapshotEvery: 1000, careful: false, known: NOTHING,
   rejectionAnswer: (code) => ({ status: 499, body: { rejected: code } }), ...over,
@@ -38,6 +38,34 @@ const credit = (n: number, amount: bigint): Pending => req({ type: 'Credit', tra
 const replies = (results: readonly CommandResult[]) => results.map((r) => (r.type === 'done' ? (r.reply.ok ? 'ok' : r.reply.code) : r.type));
 
 describe('planBatch', () => {
+  it('a credit from another region: committed as an inbound leg, its outcome answered for the source to settle by', () => {
+    const us = (n: number): TransferId => `tr_us_${n.toString(16).padStart(32, '0')}` as TransferId;
+    const credit = (n: number, currency = 'EUR'): Pending => req({ type: 'Credit', transferId: us(n), amount: 5n, currency: currency as 'EUR', alreadyApplied: false });
+    const plan = planBatch({ state: funded, lastSnapshotSeq: 0 }, [credit(1), credit(1), credit(2, 'USD')], env());
+    expect(plan.results.map((r) => (r.type === 'done' ? r.leg : r.type))).toEqual([{ refusal: null }, { refusal: null }, { refusal: 'currency_mismatch' }]);
+    expect(plan.ws?.inboundLegs.map((l) => [l.transferId, l.outcome])).toEqual([[us(1), 'credited'], [us(2), 'refused']]);
+    expect(plan.ws?.transferUpdates).toEqual([]);
+    expect(plan.state?.balance).toBe(1005n);
+    // Delivered again and read carefully: the outcome committed first, nothing written.
+    const known: Prefetched = { ...NOTHING, inbound: new Map([[us(2), { outcome: 'refused' as const, refusalCode: 'account_closed', amount: 0n, refunded: 0n }]]) };
+    const again = planBatch({ state: funded, lastSnapshotSeq: 0 }, [credit(2)], env({ careful: true, known }));
+    expect(again.results.map((r) => (r.type === 'done' ? r.leg : r.type))).toEqual([{ refusal: 'account_closed' }]);
+    expect(again.ws).toBeUndefined();
+    // A domestic credit carries no outcome: its commit settles the transfer row itself.
+    const domestic = planBatch({ state: funded, lastSnapshotSeq: 0 }, [req({ type: 'Credit', transferId: tr(9), amount: 5n, currency: 'EUR', alreadyApplied: false })], env());
+    expect(domestic.results[0]).toEqual({ type: 'done', reply: expect.objectContaining({ ok: true }) });
+  });
+
+  it('Settle at the source: the transfer row settles or is refused once; a second delivery changes nothing', () => {
+    const settle = (n: number, refusal: 'account_closed' | null): Pending => req({ type: 'Settle', transferId: tr(n), refusal, alreadyApplied: false });
+    const plan = planBatch({ state: funded, lastSnapshotSeq: 0 }, [settle(2, null), settle(2, null), settle(3, 'account_closed')], env());
+    expect(replies(plan.results)).toEqual(['ok', 'ok', 'ok']);
+    expect(plan.ws?.transferUpdates.map((u) => [u.id, u.to, u.refusalCode])).toEqual([[tr(2), 'settled', null], [tr(3), 'refused', 'account_closed']]);
+    expect(plan.ws?.journal).toEqual([]);
+    const known: Prefetched = { ...NOTHING, transfers: new Map([[tr(2), { state: 'settled', amount: 5n, refunded: 0n }]]) };
+    expect(planBatch({ state: funded, lastSnapshotSeq: 0 }, [settle(2, null)], env({ careful: true, known })).ws).toBeUndefined();
+  });
+
   it('decides in order against the state so far and writes one set', () => {
     const plan = planBatch({ state: funded, lastSnapshotSeq: 0 }, [debit(2, 600n, 'a'), debit(3, 600n, 'b'), debit(4, 400n, 'c')], env());
     expect(replies(plan.results)).toEqual(['ok', 'insufficient_funds', 'ok']);
@@ -53,7 +81,7 @@ describe('planBatch', () => {
 
   it('a key used earlier in the batch, or already stored, is answered as a duplicate and writes nothing', () => {
     const stored = { requestHash: 'h-old', resourceId: null, statusCode: 201, response: { old: true } };
-    const known: Prefetched = { transfers: new Map(), keys: new Map([[`${TENANT}\u0000old`, stored]]) };
+    const known: Prefetched = { transfers: new Map(), inbound: new Map(), keys: new Map([[`${TENANT}\u0000old`, stored]]) };
     const plan = planBatch({ state: funded, lastSnapshotSeq: 0 }, [debit(2, 10n, 'a'), debit(3, 10n, 'a'), debit(4, 10n, 'old')], env({ known }));
     expect(plan.results.map((r) => r.type)).toEqual(['done', 'duplicate', 'duplicate']);
     expect(plan.results[1]).toEqual({ type: 'duplicate', stored: { requestHash: 'h-a', resourceId: null, statusCode: 201, response: { key: 'a' } } });
@@ -69,7 +97,7 @@ describe('planBatch', () => {
   });
 
   it('careful: a credit whose transfer left `debited` is a no-op, and nothing is written', () => {
-    const known: Prefetched = { transfers: new Map([[tr(5), { state: 'settled', amount: 10n, refunded: 0n }]]), keys: new Map() };
+    const known: Prefetched = { transfers: new Map([[tr(5), { state: 'settled', amount: 10n, refunded: 0n }]]), inbound: new Map(), keys: new Map() };
     const plan = planBatch({ state: funded, lastSnapshotSeq: 0 }, [credit(5, 10n)], env({ careful: true, known }));
     expect(replies(plan.results)).toEqual(['ok']);
     expect(plan.state).toBe(funded);
@@ -83,7 +111,7 @@ describe('planBatch', () => {
     );
     const plan = planBatch({ state: funded, lastSnapshotSeq: 0 }, [refund(6, 60n), refund(7, 60n), refund(8, 40n)], env());
     expect(replies(plan.results)).toEqual(['ok', 'refund_exceeds_transfer', 'ok']);
-    expect(plan.ws?.refundClaims).toEqual([{ originalId: tr(1), amount: 60n }, { originalId: tr(1), amount: 40n }]);
+    expect(plan.ws?.refundClaims).toEqual([{ originalId: tr(1), amount: 60n, on: 'transfer' }, { originalId: tr(1), amount: 40n, on: 'transfer' }]);
   });
 
   it('snapshots when `snapshotEvery` postings have passed since the last', () => {

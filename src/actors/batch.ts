@@ -2,9 +2,11 @@
 // with the domain's decide/evolve, and projected to the rows of one write set
 // (src/persistence/rows.ts). No I/O: what the batch read and the epoch it writes at come in
 // as arguments (flush.ts does the reading and the commit). Tested alone in batch.test.ts.
-import type { AccountCommand, AccountReply, AccountState } from '../domain/account.ts';
+import type { AccountCommand, AccountEvent, AccountReply, AccountState } from '../domain/account.ts';
 import { decide, evolve } from '../domain/account.ts';
-import type { AccountId, ShardId } from '../domain/ids.ts';
+import type { AccountId, ShardId, TransferId } from '../domain/ids.ts';
+import { regionOf, regionOfTransfer } from '../domain/ids.ts';
+import type { ErrorCode } from '../domain/errors.ts';
 import { GeopayError } from '../domain/errors.ts';
 import { accountView } from '../domain/views.ts';
 import type { Prefetched, StoredKey, WriteSet } from '../persistence/journal.ts';
@@ -13,7 +15,7 @@ import type { EventRows, IdempotencyRow, WriteRows } from '../persistence/rows.t
 import { addRows, emptyRows, rowCount, rowsOfEvent } from '../persistence/rows.ts';
 import type { Parts } from '../persistence/writer.ts';
 import { reportedByServer } from '../persistence/writer.ts';
-import type { CommandResult, OkAnswer, Pending, RejectionAnswer } from './protocol.ts';
+import type { CommandResult, LegOutcome, OkAnswer, Pending, RejectionAnswer } from './protocol.ts';
 
 /** Everything a batch is planned with besides its commands. */
 export interface BatchEnv {
@@ -47,10 +49,12 @@ export class Sequence {
     readonly legs = new Set<string>(),
     /** What the batch refunded of each original transfer, net of refunds it saw come back. */
     readonly refunds = new Map<string, bigint>(),
+    /** The outcomes of the cross-region credit legs the batch decided, by transfer id. */
+    readonly inbound = new Map<string, LegOutcome>(),
   ) {}
 
   clone(): Sequence {
-    return new Sequence(this.state, new Map(this.keys), new Set(this.legs), new Map(this.refunds));
+    return new Sequence(this.state, new Map(this.keys), new Set(this.legs), new Map(this.refunds), new Map(this.inbound));
   }
 
   /** Decides one command after the ones before it, and its rows; updates this sequence. */
@@ -75,16 +79,54 @@ export class Sequence {
       idempotency = { tenantId: req.idem.tenantId, key: req.idem.key, requestHash: req.idem.requestHash, resourceId: req.idem.resourceId, statusCode: answer?.status ?? null, response: answer?.body ?? null };
       this.keys.set(k, { requestHash: idempotency.requestHash, resourceId: idempotency.resourceId, statusCode: idempotency.statusCode, response: idempotency.response });
     }
-    return { result: { type: 'done', reply: d.reply }, rows, idempotency };
+    const leg = this.legOutcome(cmd, d.events, env);
+    return { result: leg ? { type: 'done', reply: d.reply, leg } : { type: 'done', reply: d.reply }, rows, idempotency };
+  }
+
+  /**
+   * A cross-region credit's outcome, for its source's region to settle the transfer by: what
+   * this command decided, or, delivered again, what was decided first (read when careful, or
+   * earlier in this batch). Undefined for every other command, and for a credit not decided
+   * (the account does not exist here).
+   */
+  private legOutcome(cmd: AccountCommand, events: readonly AccountEvent[], env: BatchEnv): LegOutcome | undefined {
+    if (cmd.type !== 'Credit' || regionOfTransfer(cmd.transferId) === regionOf(env.accountId)) return undefined;
+    for (const e of events) {
+      const leg: LegOutcome | undefined = e.type === 'Credited' ? { refusal: null } : e.type === 'CreditRefused' ? { refusal: e.reason } : undefined;
+      if (leg) {
+        this.inbound.set(cmd.transferId, leg);
+        return leg;
+      }
+    }
+    const known = env.known.inbound.get(cmd.transferId);
+    if (known) return { refusal: known.outcome === 'credited' ? null : (known.refusalCode ?? 'internal_error') as ErrorCode };
+    return this.inbound.get(cmd.transferId);
+  }
+
+  /**
+   * A transfer as this account's database shows it: its row when the transfer is of this
+   * account's region, else this account's inbound leg of it, seen as the state it stands for
+   * (credited: settled; none yet: still debited).
+   */
+  private knownTransfer(id: TransferId, env: BatchEnv): { state: string; amount: bigint; refunded: bigint } | undefined {
+    if (regionOfTransfer(id) === regionOf(env.accountId)) return env.known.transfers.get(id);
+    const leg = env.known.inbound.get(id);
+    if (!leg) return undefined;
+    return { state: leg.outcome === 'credited' ? 'settled' : 'refused', amount: leg.amount, refunded: leg.refunded };
+  }
+
+  private knownState(id: TransferId, env: BatchEnv): string | undefined {
+    if (regionOfTransfer(id) === regionOf(env.accountId)) return env.known.transfers.get(id)?.state;
+    return env.known.inbound.has(id) ? 'applied' : 'debited';
   }
 
   /** The command with what the batch knows filled in: whether a leg was applied, what is left to refund. */
   private withBatchKnowledge(cmd: AccountCommand, env: BatchEnv): AccountCommand {
-    if (cmd.type === 'Credit' || cmd.type === 'Return') {
-      const expect = cmd.type === 'Credit' ? 'debited' : 'refused';
+    if (cmd.type === 'Credit' || cmd.type === 'Return' || cmd.type === 'Settle') {
+      const expect = cmd.type === 'Return' ? 'refused' : 'debited';
       const leg = `${cmd.type}:${cmd.transferId}`;
       // Not read (optimistic): assume the expected state; the commit checks it.
-      const known = env.careful ? env.known.transfers.get(cmd.transferId)?.state : expect;
+      const known = env.careful ? this.knownState(cmd.transferId, env) : expect;
       const alreadyApplied = known !== expect || this.legs.has(leg);
       this.legs.add(leg);
       return { ...cmd, alreadyApplied };
@@ -92,7 +134,7 @@ export class Sequence {
     if (cmd.type === 'Refund') {
       // What is left to refund: read when careful, else as the edge read it; the commit
       // takes it only if it is still there (refunded + amount <= amount).
-      const orig = env.careful ? env.known.transfers.get(cmd.originalId) : undefined;
+      const orig = env.careful ? this.knownTransfer(cmd.originalId, env) : undefined;
       const left = orig ? (orig.state === 'settled' ? orig.amount - orig.refunded : 0n) : cmd.refundable;
       return { ...cmd, refundable: left - (this.refunds.get(cmd.originalId) ?? 0n) };
     }

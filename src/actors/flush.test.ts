@@ -28,7 +28,7 @@ const credit = (n: number, over: Partial<Pending> = {}): Pending => ({
 type Answer = (parts: Parts<unknown>) => Promise<PartsOutcome<unknown>>;
 
 /** Deps whose writer answers each commit with the next of `answers`; records what was asked. */
-function fake(answers: Answer[], known: Prefetched = { transfers: new Map(), keys: new Map() }) {
+function fake(answers: Answer[], known: Prefetched = { transfers: new Map(), inbound: new Map(), keys: new Map() }) {
   const reads: { transferIds: string[]; keys: { tenantId: string; key: string }[] }[] = [];
   const commits: Parts<unknown>[] = [];
   const deps: FlushDeps = {
@@ -68,6 +68,7 @@ describe('flushBatch', () => {
   it('a lost race is redone from fresh reads of the transfers and keys the batch carries', async () => {
     const known: Prefetched = {
       transfers: new Map([[tr(2), { state: 'settled', amount: 5n, refunded: 0n }], [tr(3), { state: 'debited', amount: 5n, refunded: 0n }]]),
+      inbound: new Map(),
       keys: new Map(),
     };
     const { deps, reads, commits } = fake([conflict, whole], known);
@@ -81,7 +82,7 @@ describe('flushBatch', () => {
   });
 
   it(`gives up after ${MAX_CONFLICT_RETRIES} lost races`, async () => {
-    const known: Prefetched = { transfers: new Map([[tr(2), { state: 'debited', amount: 5n, refunded: 0n }]]), keys: new Map() };
+    const known: Prefetched = { transfers: new Map([[tr(2), { state: 'debited', amount: 5n, refunded: 0n }]]), inbound: new Map(), keys: new Map() };
     const { deps, commits } = fake([conflict, conflict, conflict, whole], known);
     await expect(flushBatch(deps, start, [credit(2)])).rejects.toBeInstanceOf(WriteConflict);
     expect(commits).toHaveLength(MAX_CONFLICT_RETRIES);
@@ -111,7 +112,7 @@ describe('flushBatch', () => {
     const { deps, commits } = fake([]);
     const idem = { tenantId: TENANT, key: 'k', requestHash: 'h', resourceId: null, onOk: null };
     const stored = { requestHash: 'h', resourceId: null, statusCode: 201, response: null };
-    deps.read = async () => ({ transfers: new Map(), keys: new Map([[`${TENANT}\u0000k`, stored]]) });
+    deps.read = async () => ({ transfers: new Map(), inbound: new Map(), keys: new Map([[`${TENANT}\u0000k`, stored]]) });
     const out = await flushBatch(deps, start, [credit(2, { idem, careful: true })]);
     expect(out).toEqual({ state: funded, results: [{ type: 'duplicate', stored }], wss: [], lastSnapshotSeq: 0 });
     expect(commits).toHaveLength(0);

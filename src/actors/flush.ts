@@ -46,7 +46,7 @@ export interface FlushStart extends BatchStart { loadedAt?: bigint }
 /** Redoing a batch that lost a race, from fresh reads, at most this many times in all. */
 export const MAX_CONFLICT_RETRIES = 3;
 
-const NOTHING_KNOWN: Prefetched = { transfers: new Map(), keys: new Map() };
+const NOTHING_KNOWN: Prefetched = { transfers: new Map(), inbound: new Map(), keys: new Map() };
 
 /**
  * Decides a batch in order against `start` and commits it in one write set. Rejects when the
@@ -103,7 +103,7 @@ function readFor(deps: FlushDeps, batch: readonly Pending[]): Promise<Prefetched
   const keys: { tenantId: string; key: string }[] = [];
   const holdIds: string[] = [];
   for (const r of batch) {
-    if (r.cmd.type === 'Credit' || r.cmd.type === 'Return') transferIds.push(r.cmd.transferId);
+    if (r.cmd.type === 'Credit' || r.cmd.type === 'Return' || r.cmd.type === 'Settle') transferIds.push(r.cmd.transferId);
     if (r.cmd.type === 'Refund') transferIds.push(r.cmd.originalId);
     if (r.idem) keys.push({ tenantId: r.idem.tenantId, key: r.idem.key });
     const made = keyedCreation(r);

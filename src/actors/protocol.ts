@@ -57,8 +57,12 @@ export interface Pending extends AccountRequest { reply: (r: CommandResult) => v
  */
 export type RejectionAnswer = (code: ErrorCode) => { status: number; body: unknown };
 
+/** A cross-region credit leg's outcome at the destination: credited (`refusal` null) or refused. */
+export interface LegOutcome { refusal: ErrorCode | null }
+
 export type CommandResult =
-  | { type: 'done'; reply: AccountReply }
+  /** `leg`: set on a cross-region Credit, what its source's region settles the transfer by. */
+  | { type: 'done'; reply: AccountReply; leg?: LegOutcome }
   /** The idempotency key was used before; this is what it stored. */
   | { type: 'duplicate'; stored: StoredKey }
   | { type: 'error'; error: GeopayError };

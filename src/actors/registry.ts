@@ -44,6 +44,9 @@ export interface RemoteOwners {
 /** How a request reaches its actor; `trace`: the request's, carried to another node and to the saga's next leg. */
 export interface SendOptions { timeoutMs?: number; at?: string; hops?: number; trace?: TraceContext | undefined }
 
+/** A transfer's credit leg, as the saga and the relay deliver it. */
+export interface CreditLeg { id: TransferId; sourceId: AccountId; destinationId: AccountId; amount: bigint; currency: Currency }
+
 /** Told of every committed write set, after COMMIT, in commit order per actor. */
 export type CommitListener = (ws: WriteSet) => void;
 
@@ -212,11 +215,19 @@ export class AccountRegistry {
     return this.ledger.ensureOpen(id);
   }
 
-  /** Delivers the credit leg of a transfer; the destination applies it exactly once. */
-  async deliverCredit(t: { id: TransferId; destinationId: AccountId; amount: bigint; currency: Currency }, redelivery: boolean, trace: TraceContext): Promise<CommandResult> {
+  /**
+   * Delivers the credit leg of a transfer; the destination applies it exactly once. Between
+   * regions that is a saga between their databases: the destination's region commits the
+   * credit (or the refusal) as its inbound leg and answers the outcome, which the source
+   * account then commits to the transfer row (Settle). A failure between the two leaves the
+   * transfer `debited`: the relay delivers again and is answered the same outcome.
+   */
+  async deliverCredit(t: CreditLeg, redelivery: boolean, trace: TraceContext): Promise<CommandResult> {
     const notOpen = await this.ensureLedgerAccount(t.destinationId);
     if (notOpen) return notOpen;
-    return this.send(t.destinationId, { cmd: { type: 'Credit', transferId: t.id, amount: t.amount, currency: t.currency, alreadyApplied: false }, careful: redelivery }, { trace });
+    const r = await this.send(t.destinationId, { cmd: { type: 'Credit', transferId: t.id, amount: t.amount, currency: t.currency, alreadyApplied: false }, careful: redelivery }, { trace });
+    if (r.type !== 'done' || !r.leg) return r;
+    return this.send(t.sourceId, { cmd: { type: 'Settle', transferId: t.id, refusal: r.leg.refusal, alreadyApplied: false }, careful: redelivery }, { trace });
   }
 
   /**

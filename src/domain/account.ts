@@ -72,7 +72,13 @@ export type AccountCommand =
   | { type: 'Void'; holdId: HoldId }
   | { type: 'Expire'; holdId: HoldId; at: string }
   /** Send money of a settled transfer back to its source; `refundable` is what is left of it. */
-  | { type: 'Refund'; transferId: TransferId; originalId: TransferId; amount: bigint; currency: Currency; refundable: bigint };
+  | { type: 'Refund'; transferId: TransferId; originalId: TransferId; amount: bigint; currency: Currency; refundable: bigint }
+  /**
+   * A cross-region transfer's outcome, back at its source: the destination's region credited
+   * it (`refusal` null) or refused it. The transfer row, the source region's, moves to
+   * `settled` or `refused` (then returned). `alreadyApplied`: it left `debited` before.
+   */
+  | { type: 'Settle'; transferId: TransferId; refusal: ErrorCode | null; alreadyApplied: boolean };
 
 // Events: past tense. Each journaled event is one row of the journal with the next seq.
 export type AccountEvent =
@@ -89,6 +95,8 @@ export type AccountEvent =
   | { type: 'SentToSuspense'; transferId: TransferId; returnedId: TransferId; destinationId: AccountId; amount: bigint }
   /** Not journaled on the account: it moves the transfer to `refused`. */
   | { type: 'CreditRefused'; transferId: TransferId; reason: ErrorCode }
+  /** Not journaled: another region credited this account's outgoing transfer, which is settled. */
+  | { type: 'Settled'; transferId: TransferId }
   | { type: 'HoldPlaced'; holdId: HoldId; destinationId: AccountId; amount: bigint; multiCapture: boolean; expiresAt: string }
   /** `released` is what a final capture frees beyond the captured amount. */
   | { type: 'HoldCaptured'; holdId: HoldId; transferId: TransferId; destinationId: AccountId; amount: bigint; released: bigint }
@@ -121,6 +129,7 @@ export function journalKind(e: AccountEvent): JournalKind | undefined {
     case 'RefundDebited': return 'debit';
     case 'SentToSuspense': return 'debit';
     case 'CreditRefused': return undefined;
+    case 'Settled': return undefined;
     default: return assertNever(e);
   }
 }
@@ -144,7 +153,7 @@ export function signedAmount(e: AccountEvent): bigint {
     case 'HoldCaptured': return -e.amount;
     case 'Credited':
     case 'Returned': return e.amount;
-    case 'Opened': case 'Frozen': case 'Unfrozen': case 'Closed': case 'CreditRefused': case 'HoldPlaced': case 'HoldReleased': return 0n;
+    case 'Opened': case 'Frozen': case 'Unfrozen': case 'Closed': case 'CreditRefused': case 'Settled': case 'HoldPlaced': case 'HoldReleased': return 0n;
     default: return assertNever(e);
   }
 }
@@ -288,6 +297,10 @@ export function decide(state: AccountState | undefined, cmd: AccountCommand): De
       return decideCredit(state, cmd, accepted);
     case 'Return':
       return decideReturn(state, cmd, accepted);
+    case 'Settle':
+      // Whatever the account's status now: the money left it when the transfer was debited.
+      if (cmd.alreadyApplied) return accepted();
+      return accepted(cmd.refusal === null ? { type: 'Settled', transferId: cmd.transferId } : { type: 'CreditRefused', transferId: cmd.transferId, reason: cmd.refusal });
     default:
       return assertNever(cmd);
   }
@@ -333,6 +346,7 @@ export function evolve(state: AccountState | undefined, e: AccountEvent): Accoun
       return next({ held: state.held - e.amount, holds: others });
     }
     case 'CreditRefused': return state;
+    case 'Settled': return state;
     default: return assertNever(e);
   }
 }

@@ -144,7 +144,7 @@ export class Relay {
     const trace = newTrace();
     this.logger.info({ transfer: t.id, state: t.state, trace: trace.traceId }, 'relay re-delivering transfer');
     const r = t.state === 'debited'
-      ? await this.registry.deliverCredit({ id: t.id as TransferId, destinationId: t.destinationId as AccountId, amount: t.amount, currency: t.currency as Currency }, true, trace)
+      ? await this.registry.deliverCredit({ id: t.id as TransferId, sourceId: t.sourceId as AccountId, destinationId: t.destinationId as AccountId, amount: t.amount, currency: t.currency as Currency }, true, trace)
       : await this.registry.deliverReturn({ id: t.id as TransferId, sourceId: t.sourceId as AccountId, amount: t.amount, refundOf: t.refundOf as TransferId | null }, true, trace);
     if (r.type === 'error') this.logger.warn({ transfer: t.id, code: r.error.code, trace: trace.traceId }, 'relay delivery failed; it waits its backoff');
     else this.opts.metrics?.relayRedeliveries.inc();

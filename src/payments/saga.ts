@@ -6,8 +6,7 @@
 // for the transfer carry the same trace id.
 import type { Logger } from 'pino';
 import type { AccountId, TransferId } from '../domain/ids.ts';
-import type { Currency } from '../domain/money.ts';
-import type { AccountRegistry } from '../actors/registry.ts';
+import type { AccountRegistry, CreditLeg } from '../actors/registry.ts';
 import type { WriteSet } from '../persistence/journal.ts';
 import type { Repositories } from '../persistence/repositories.ts';
 import type { TraceContext } from '../observability/trace.ts';
@@ -15,7 +14,6 @@ import { newTrace } from '../observability/trace.ts';
 
 export interface TransferOutcome { id: TransferId; state: 'settled' | 'returned'; at: string }
 
-interface CreditLeg { id: TransferId; destinationId: AccountId; amount: bigint; currency: Currency }
 
 /** Delays of the first delivery's attempts while the destination is busy; after that, the relay's. */
 const FIRST_DELIVERY_DELAYS_MS = [0, 50, 250];
@@ -36,7 +34,7 @@ export class Saga {
   afterCommit(ws: WriteSet): void {
     for (const t of ws.newTransfers) {
       const trace = this.legTrace(t.id);
-      void this.deliverCreditSoon({ id: t.id, destinationId: t.destinationId, amount: t.amount, currency: t.currency }, trace);
+      void this.deliverCreditSoon({ id: t.id, sourceId: t.sourceId, destinationId: t.destinationId, amount: t.amount, currency: t.currency }, trace);
     }
     for (const u of ws.transferUpdates) {
       if (u.to === 'refused') {

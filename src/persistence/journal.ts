@@ -79,7 +79,10 @@ export async function commitSets(pool: Pool, sets: WriteSet[]): Promise<void> {
   const k = sets.flatMap((ws) => ws.idempotency);
   const hn = sets.flatMap((ws) => ws.newHolds);
   const hu = sets.flatMap((ws) => ws.holdUpdates);
-  const rc = sets.flatMap((ws) => ws.refundClaims);
+  const claims = sets.flatMap((ws) => ws.refundClaims);
+  const rc = claims.filter((c) => c.on === 'transfer');
+  const ri = claims.filter((c) => c.on === 'inbound');
+  const il = sets.flatMap((ws) => ws.inboundLegs);
   const sn = sets.flatMap((ws) => (ws.snapshot ? [{ s: ws.snapshot, epoch: ws.epoch }] : []));
   const { p, values } = params();
   const ok = 'WHERE (SELECT ok FROM held)';
@@ -126,6 +129,20 @@ WITH guard AS (
   FROM (SELECT i, sum(m) AS m FROM unnest(${p(rc.map((r) => r.originalId), 'text[]')}, ${p(rc.map((r) => big(r.amount)), 'bigint[]')}) AS y(i, m) GROUP BY i) AS x
   WHERE t.id = x.i AND t.state = 'settled' AND t.refunded + x.m <= t.amount AND (SELECT ok FROM held)
   RETURNING 1
+), ri AS (
+  UPDATE inbound_legs l SET refunded = l.refunded + x.m
+  FROM (SELECT i, sum(m) AS m FROM unnest(${p(ri.map((r) => r.originalId), 'text[]')}, ${p(ri.map((r) => big(r.amount)), 'bigint[]')}) AS y(i, m) GROUP BY i) AS x
+  WHERE l.transfer_id = x.i AND l.outcome = 'credited' AND l.refunded + x.m <= l.amount AND (SELECT ok FROM held)
+  RETURNING 1
+), il AS (
+  -- A leg applied already in this database conflicts and is not counted: the batch is redone.
+  INSERT INTO inbound_legs (transfer_id, account_id, outcome, refusal_code, amount, currency, created_at)
+  SELECT * FROM unnest(${p(il.map((r) => r.transferId), 'text[]')}, ${p(il.map((r) => r.accountId), 'text[]')}, ${p(il.map((r) => r.outcome), 'text[]')},
+    ${p(il.map((r) => r.refusalCode), 'text[]')}, ${p(il.map((r) => big(r.amount)), 'bigint[]')}, ${p(il.map((r) => r.currency), 'text[]')},
+    ${p(il.map((r) => r.at), 'timestamptz[]')})
+  ${ok}
+  ON CONFLICT DO NOTHING
+  RETURNING 1
 ), hn AS (
   INSERT INTO holds (id, tenant_id, source_id, destination_id, amount, currency, multi_capture, state, expires_at, metadata, created_at, updated_at, group_id)
   SELECT i, tn, s, d, m, c, mc, 'held', ex, md, at, at, g
@@ -156,8 +173,8 @@ WITH guard AS (
   WHERE snapshots.seq < EXCLUDED.seq
 )
 SELECT geopay_commit_check(CASE WHEN (SELECT ok FROM held) THEN 1 ELSE 0 END,
-  (SELECT count(*) FROM tu) + (SELECT count(*) FROM hu) + (SELECT count(*) FROM rf),
-  ${p(u.length + hu.length + new Set(rc.map((r) => r.originalId)).size, 'int')},
+  (SELECT count(*) FROM tu) + (SELECT count(*) FROM hu) + (SELECT count(*) FROM rf) + (SELECT count(*) FROM ri) + (SELECT count(*) FROM il),
+  ${p(u.length + hu.length + new Set(rc.map((r) => r.originalId)).size + new Set(ri.map((r) => r.originalId)).size + il.length, 'int')},
   (SELECT count(*) FROM ik), ${p(k.length, 'int')}) AS ok`;
   try {
     await pool.query(sql, values);
@@ -260,6 +277,8 @@ const storedHold = (h: HoldDbRow): StoredHold => ({
 
 export interface Prefetched {
   transfers: Map<string, { state: string; amount: bigint; refunded: bigint }>;
+  /** This database's inbound legs of the cross-region transfers asked about (migration 011). */
+  inbound: Map<string, { outcome: 'credited' | 'refused'; refusalCode: string | null; amount: bigint; refunded: bigint }>;
   keys: Map<string, StoredKey>;
   /** Those of the holds asked about that exist (none asked: absent). */
   holds?: ReadonlySet<string>;
@@ -275,7 +294,7 @@ export const keyOf = (tenantId: string, key: string): string => `${tenantId}\u00
  * create, under a derived id), idempotency keys already used, and which of the holds it would
  * place exist already. The actor is the only writer of these transitions. */
 export async function prefetch(pool: Pool, transferIds: string[], keys: { tenantId: string; key: string }[], holdIds: string[] = []): Promise<Prefetched> {
-  const out: Prefetched = { transfers: new Map(), keys: new Map() };
+  const out: Prefetched = { transfers: new Map(), inbound: new Map(), keys: new Map() };
   if (holdIds.length > 0) {
     const { rows } = await pool.query<{ id: string }>('SELECT id FROM holds WHERE id = ANY($1::text[])', [holdIds]);
     out.holds = new Set(rows.map((r) => r.id));
@@ -284,6 +303,9 @@ export async function prefetch(pool: Pool, transferIds: string[], keys: { tenant
     const { rows } = await pool.query<{ id: string; state: string; amount: bigint; refunded: bigint }>(
       'SELECT id, state, amount, refunded FROM transfers WHERE id = ANY($1::text[])', [transferIds]);
     for (const r of rows) out.transfers.set(r.id, { state: r.state, amount: r.amount, refunded: r.refunded });
+    const legs = await pool.query<{ transfer_id: string; outcome: 'credited' | 'refused'; refusal_code: string | null; amount: bigint; refunded: bigint }>(
+      'SELECT transfer_id, outcome, refusal_code, amount, refunded FROM inbound_legs WHERE transfer_id = ANY($1::text[])', [transferIds]);
+    for (const r of legs.rows) out.inbound.set(r.transfer_id, { outcome: r.outcome, refusalCode: r.refusal_code, amount: r.amount, refunded: r.refunded });
   }
   if (keys.length > 0) {
     const { rows } = await pool.query<{ tenant_id: string; key: string; request_hash: string; resource_id: string | null; status_code: number | null; response: unknown }>(

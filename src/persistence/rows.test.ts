@@ -66,7 +66,7 @@ describe('rowsOfEvent: the rows of each event kind', () => {
     const { rows } = project(funded, { type: 'RefundDebited', transferId: tr(3), originalId: tr(9), amount: 50n });
     expect(rows.journal).toMatchObject({ kind: 'debit', transferId: tr(3), amount: -50n, balanceAfter: 950n });
     expect(rows.newTransfer).toMatchObject({ id: tr(3), kind: 'refund', refundOf: tr(9), amount: 50n, destinationId: DST });
-    expect(rows.refundClaim).toEqual({ originalId: tr(9), amount: 50n });
+    expect(rows.refundClaim).toEqual({ originalId: tr(9), amount: 50n, on: 'transfer' });
   });
 
   it('Credited, CreditRefused, Returned: the transfer row moves; a refusal posts nothing', () => {
@@ -81,6 +81,26 @@ describe('rowsOfEvent: the rows of each event kind', () => {
       journal: expect.objectContaining({ kind: 'return', amount: 10n }),
       transferUpdate: { id: tr(4), from: 'refused', to: 'returned', refusalCode: null, at: AT },
     });
+  });
+
+  it('a leg of a transfer from another region: an inbound leg instead of the transfer row, which is that region\'s', () => {
+    const us = `tr_us_${'4'.repeat(32)}` as TransferId;
+    expect(project(opened, { type: 'Credited', transferId: us, amount: 10n }).rows).toEqual({
+      journal: expect.objectContaining({ kind: 'credit', amount: 10n, balanceAfter: 10n, transferId: us }),
+      inboundLeg: { transferId: us, accountId: ACC, outcome: 'credited', refusalCode: null, amount: 10n, currency: 'EUR', at: AT },
+    });
+    expect(project(opened, { type: 'CreditRefused', transferId: us, reason: 'account_closed' }).rows).toEqual({
+      inboundLeg: { transferId: us, accountId: ACC, outcome: 'refused', refusalCode: 'account_closed', amount: 0n, currency: 'EUR', at: AT },
+    });
+    // A refund of it claims against that inbound leg, and a refund that came back gives the claim back there.
+    expect(project(funded, { type: 'RefundDebited', transferId: tr(3), originalId: us, amount: 5n }).rows.refundClaim).toEqual({ originalId: us, amount: 5n, on: 'inbound' });
+    expect(project(funded, { type: 'Returned', transferId: tr(3), amount: 5n, refundOf: us }).rows.refundClaim).toEqual({ originalId: us, amount: -5n, on: 'inbound' });
+  });
+
+  it('Settled: the source region settles its transfer row, and posts nothing', () => {
+    const { after, rows } = project(funded, { type: 'Settled', transferId: tr(5) });
+    expect(after).toEqual(funded);
+    expect(rows).toEqual({ transferUpdate: { id: tr(5), from: 'debited', to: 'settled', refusalCode: null, at: AT } });
   });
 
   it('HoldPlaced: a posting that moves only the held total, and the hold row', () => {

@@ -6,6 +6,7 @@ import type { AccountEvent, AccountKind, AccountState, JournalKind, TransferKind
 import { assertNever, heldDelta, journalKind, signedAmount } from '../domain/account.ts';
 import { invariant } from '../domain/assert.ts';
 import type { AccountId, HoldId, Region, TenantId, TransferId } from '../domain/ids.ts';
+import { regionOfTransfer } from '../domain/ids.ts';
 import type { Currency } from '../domain/money.ts';
 
 export interface JournalRow {
@@ -45,7 +46,24 @@ export interface HoldUpdate { id: HoldId; captured: bigint; state: HoldRowState;
  * Takes `amount` of a settled transfer's refundable rest; the commit fails if it is not there.
  * A negative amount gives a claim back: a refund that came back returned refunded nothing.
  */
-export interface RefundClaim { originalId: TransferId; amount: bigint }
+export interface RefundClaim {
+  originalId: TransferId; amount: bigint;
+  /**
+   * Where the claim is kept: the original's transfer row when it lives in this account's
+   * region, else this account's inbound leg of it (the original's row is another region's).
+   */
+  on: 'transfer' | 'inbound';
+}
+
+/**
+ * A cross-region transfer's leg as the destination's region committed it: credited, or
+ * refused with its code. Once per transfer (its primary key), so a redelivered leg is
+ * answered with the outcome committed first; a refund of the transfer claims against it.
+ */
+export interface InboundLegRow {
+  transferId: TransferId; accountId: AccountId; outcome: 'credited' | 'refused'; refusalCode: string | null;
+  amount: bigint; currency: string; at: string;
+}
 
 export interface TransferUpdate {
   id: TransferId;
@@ -70,16 +88,17 @@ export interface WriteRows {
   newHolds: NewHoldRow[];
   holdUpdates: HoldUpdate[];
   refundClaims: RefundClaim[];
+  inboundLegs: InboundLegRow[];
 }
 
 export function emptyRows(): WriteRows {
-  return { accounts: [], journal: [], newTransfers: [], transferUpdates: [], idempotency: [], newHolds: [], holdUpdates: [], refundClaims: [] };
+  return { accounts: [], journal: [], newTransfers: [], transferUpdates: [], idempotency: [], newHolds: [], holdUpdates: [], refundClaims: [], inboundLegs: [] };
 }
 
 /** How many rows a commit would write; zero means there is nothing to commit. */
 export function rowCount(r: WriteRows): number {
   return r.accounts.length + r.journal.length + r.newTransfers.length + r.transferUpdates.length + r.idempotency.length
-    + r.newHolds.length + r.holdUpdates.length + r.refundClaims.length;
+    + r.newHolds.length + r.holdUpdates.length + r.refundClaims.length + r.inboundLegs.length;
 }
 
 /** What the request carried beside its command: the fields of the rows its events create. */
@@ -103,6 +122,12 @@ export interface EventRows {
   newHold?: NewHoldRow;
   holdUpdate?: HoldUpdate;
   refundClaim?: RefundClaim;
+  inboundLeg?: InboundLegRow;
+}
+
+/** Is this transfer's row in another region's database than the account's? Its legs here are inbound legs. */
+export function crossRegion(transferId: TransferId, account: AccountState): boolean {
+  return regionOfTransfer(transferId) !== account.region;
 }
 
 /**
@@ -137,7 +162,7 @@ function sideRowsOf(e: AccountEvent, before: AccountState | undefined, after: Ac
       invariant(t !== undefined, 'a Refund without its transfer record');
       return {
         newTransfer: { id: e.transferId, tenantId: t.tenantId, kind: 'refund', sourceId, destinationId: t.destinationId, amount: e.amount, currency: after.currency, metadata: t.metadata, at, holdId: null, refundOf: e.originalId },
-        refundClaim: { originalId: e.originalId, amount: e.amount },
+        refundClaim: { originalId: e.originalId, amount: e.amount, on: crossRegion(e.originalId, after) ? 'inbound' : 'transfer' },
       };
     }
     case 'HoldPlaced':
@@ -161,13 +186,20 @@ function sideRowsOf(e: AccountEvent, before: AccountState | undefined, after: Ac
       invariant(hold !== undefined, 'a release of a hold the account does not hold');
       return { holdUpdate: { id: e.holdId, captured: hold.amount - hold.remaining, state: e.reason, at } };
     }
+    // A leg of a transfer from another region is kept here as an inbound leg; its source's
+    // region moves the transfer row when the outcome comes back (a Settle).
     case 'Credited':
+      if (crossRegion(e.transferId, after)) return { inboundLeg: { transferId: e.transferId, accountId: sourceId, outcome: 'credited', refusalCode: null, amount: e.amount, currency: after.currency, at } };
       return { transferUpdate: { id: e.transferId, from: 'debited', to: 'settled', refusalCode: null, at } };
     case 'CreditRefused':
+      // The amount of a refused leg is not known here (nothing was posted): 0 stands for it.
+      if (crossRegion(e.transferId, after)) return { inboundLeg: { transferId: e.transferId, accountId: sourceId, outcome: 'refused', refusalCode: e.reason, amount: 0n, currency: after.currency, at } };
       return { transferUpdate: { id: e.transferId, from: 'debited', to: 'refused', refusalCode: e.reason, at } };
+    case 'Settled':
+      return { transferUpdate: { id: e.transferId, from: 'debited', to: 'settled', refusalCode: null, at } };
     case 'Returned': {
       const transferUpdate: TransferUpdate = { id: e.transferId, from: 'refused', to: 'returned', refusalCode: null, at };
-      return e.refundOf ? { transferUpdate, refundClaim: { originalId: e.refundOf, amount: -e.amount } } : { transferUpdate };
+      return e.refundOf ? { transferUpdate, refundClaim: { originalId: e.refundOf, amount: -e.amount, on: crossRegion(e.refundOf, after) ? 'inbound' : 'transfer' } } : { transferUpdate };
     }
     case 'SentToSuspense':
       invariant(after.tenantId !== null, 'money for suspense from an account without a tenant');
@@ -197,6 +229,7 @@ export function addRows(target: WriteRows, r: EventRows): void {
   if (r.transferUpdate) target.transferUpdates.push(r.transferUpdate);
   if (r.newHold) target.newHolds.push(r.newHold);
   if (r.refundClaim) target.refundClaims.push(r.refundClaim);
+  if (r.inboundLeg) target.inboundLegs.push(r.inboundLeg);
   if (r.holdUpdate) {
     const update = r.holdUpdate;
     const i = target.holdUpdates.findIndex((u) => u.id === update.id);
