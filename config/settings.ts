@@ -18,10 +18,34 @@ const optional = (raw: string): string | undefined => raw;
 const redisUrls = (raw: string): string | undefined =>
   raw.split(',').every((u) => URL.canParse(u.trim()) && /^rediss?:$/.test(new URL(u.trim()).protocol)) ? raw : undefined;
 
+/** REGION_DATABASE_URLS (`eu=postgres://...,us=postgres://...`) as a map; throws on a malformed entry. */
+export function parseRegionDatabaseUrls(raw: string): Map<string, string> {
+  const out = new Map<string, string>();
+  for (const part of raw.split(',').map((p) => p.trim()).filter(Boolean)) {
+    const eq = part.indexOf('=');
+    const region = part.slice(0, eq);
+    const url = part.slice(eq + 1).trim();
+    if (eq <= 0 || !/^[a-z][a-z0-9-]{0,15}$/.test(region) || !URL.canParse(url) || !/^postgres(ql)?:$/.test(new URL(url).protocol)) throw new Error(`not region=postgres-url: ${part}`);
+    if (out.has(region)) throw new Error(`region ${region} named twice`);
+    out.set(region, url);
+  }
+  return out;
+}
+
+const regionUrls = (raw: string): string | undefined => {
+  try {
+    parseRegionDatabaseUrls(raw);
+    return raw;
+  } catch {
+    return undefined;
+  }
+};
+
 export const SETTINGS = {
   port: { env: 'PORT', default: 3000, parse: int(0, 65535), doc: 'HTTP port; 0 picks a free one.' },
   host: { env: 'HOST', default: '127.0.0.1', parse: str(/^[0-9a-zA-Z.:-]+$/), doc: 'Interface to listen on.' },
   databaseUrl: { env: 'DATABASE_URL', default: '', parse: optional, doc: 'PostgreSQL URL. Empty: embedded PGlite under DATA_DIR.' },
+  regionDatabaseUrls: { env: 'REGION_DATABASE_URLS', default: '', parse: regionUrls, doc: 'Every region\'s PostgreSQL, as region=url pairs, comma-separated (eu=postgres://...,us=postgres://...). Used only to write another region\'s data, which is region failover; reads of another region go to a node of that region. Empty: DATABASE_URL holds every region\'s data (one database for the cluster).' },
   controlDatabaseUrl: { env: 'CONTROL_DATABASE_URL', default: '', parse: optional, doc: 'PostgreSQL URL of the control database: tenants, API keys and their rate limits, shared by every region. Empty: the node\'s own DATABASE_URL (or, embedded, the same PGlite). Migrations run on it too; its pool is small (2 connections).' },
   controlCacheMs: { env: 'CONTROL_CACHE_MS', default: 5_000, parse: int(0, 600_000), doc: 'Staleness bound of what a node read from the control database: a key\'s principal and a tenant\'s rate limits are trusted this long before they are read again. A key revoked or a limit changed on another node takes effect here within it (on the node that made the change, at once).' },
   controlOutageGraceMs: { env: 'CONTROL_OUTAGE_GRACE_MS', default: 900_000, parse: int(0, 86_400_000), doc: 'While the control database cannot be read, a key or limits read before keep being used for at most this long past CONTROL_CACHE_MS (stale-if-error), so payments with known keys go on through an outage; a key revoked during the outage works until then (docs/tradeoffs.md). A key this node never read answers 503 control_plane_unavailable. 0: no grace, every key stops at its staleness bound.' },

@@ -11,13 +11,19 @@ import type { FastifyInstance } from 'fastify';
 import pino from 'pino';
 import type { Logger } from 'pino';
 import type { Config } from '../config/settings.ts';
-import { ConfigError } from '../config/settings.ts';
+import { ConfigError, parseRegionDatabaseUrls } from '../config/settings.ts';
 import { createPool, migrate } from './persistence/db.ts';
 import { pinShardBuckets, shardMapRefusal } from './persistence/shard-map.ts';
 import type { Pool } from './persistence/db.ts';
 import type { CommitObserver } from './persistence/journal.ts';
-import { makeRepositories } from './persistence/repositories.ts';
-import type { Repositories } from './persistence/repositories.ts';
+import { makeRepositories, regionRepositories } from './persistence/repositories.ts';
+import type { RegionRepositories, Repositories } from './persistence/repositories.ts';
+import { RegionDatabases } from './persistence/region-databases.ts';
+import { bumpEpoch } from './persistence/shards.ts';
+import type { Region, ShardId } from './domain/ids.ts';
+import { shardParts } from './domain/ids.ts';
+import { RegionReads } from './payments/region-reads.ts';
+import type { WorkSource } from './payments/relay.ts';
 import type { Redis } from 'ioredis';
 import { startEmbeddedPostgres } from './persistence/embedded.ts';
 import { connectRedis, createRedis } from './persistence/redis.ts';
@@ -51,7 +57,10 @@ export interface GeopayNode {
   pool: Pool;
   registry: AccountRegistry;
   relay: Relay;
+  /** The home region's writer. */
   writer: GroupWriter;
+  /** Each region database this node uses: the home one, and others it writes in failover. */
+  dbs: RegionDatabases<RegionStore>;
   ownership: Ownership;
   payments: Payments;
   membership: Membership | undefined;
@@ -75,20 +84,22 @@ export async function startNode(cfg: Config, opts: { logger?: Logger; onCommit?:
   const offsetMs = cfg.faultClockOffsetMs;
   const clock = opts.clock ?? (offsetMs === 0 ? Date.now : () => Date.now() + offsetMs);
   const logger = opts.logger ?? rootLogger(cfg);
-  const { pool, control, embedded } = await openDatabase(cfg, logger);
-
-  const repos = makeRepositories(pool, { control });
+  const { pool, control, embedded, homeUrl } = await openDatabase(cfg, logger);
   const metrics = new Metrics({ node: cfg.nodeId, region: cfg.region });
   metrics.collectProcessMetrics();
+  const dbs = regionDatabases(cfg, { pool, url: homeUrl }, embedded !== undefined, opts.onCommit, metrics, logger);
   // Single node or cluster, the composition is the same from here: ownership -> actors ->
   // payments -> HTTP; assemble() keeps this function to the order of the steps.
-  const parts = await assemble(cfg, pool, logger, clock, opts.onCommit, embedded !== undefined, metrics);
-  const { ownership, cluster, single, writer, registry } = parts;
+  const parts = await assemble(cfg, dbs, logger, clock, metrics);
+  const { ownership, cluster, single, registry } = parts;
+  const home = dbs.of(dbs.home);
+  const regions = new RegionReads({ home: dbs.home, shared: dbs.shared, repos: (r) => dbs.of(r).repos, ownership, peers: cluster?.forwarder });
+  const repos = makeRepositories({ region: dbs.home, repos: home.repos }, { control, homePool: pool, read: regions.read });
   // The ops page's transfers/s and p99: this node's own counters, sampled every second.
   const sampler = new MetricsSampler(metrics);
   sampler.start();
   const ops = { window: () => sampler.delta(OPS_WINDOW_MS), peers: cluster?.forwarder };
-  const payments = buildPayments({ config: cfg, registry, ownership, repos, logger, clock, metrics, ops });
+  const payments = buildPayments({ config: cfg, registry, ownership, repos, regions, logger, clock, metrics, ops });
   const createdAdminKey = await payments.tenants.ensureAdminKey(cfg.adminApiKey);
   if (createdAdminKey && embedded) {
     // Embedded (development) mode only: keep the key beside the data it guards, readable by
@@ -99,12 +110,12 @@ export async function startNode(cfg: Config, opts: { logger?: Logger; onCommit?:
   // The relay and the hold sweeper act on the shards this node owns; others have their owner.
   // A test's injected clock is virtual time for everyone, so due holds are judged by it; in
   // production (FAULT_CLOCK_OFFSET_MS included) the database's clock judges them.
-  const shards = () => ownership.shards().map((s) => s.shard).filter((s) => ownership.isLocal(s));
+  const sources = () => workSources(ownership, dbs);
   const relay = new Relay(repos, registry, {
-    intervalMs: cfg.relayIntervalMs, minAgeMs: cfg.relayMinAgeMs, maxBackoffMs: cfg.relayMaxBackoffMs, batch: 500, clock, shards,
+    intervalMs: cfg.relayIntervalMs, minAgeMs: cfg.relayMinAgeMs, maxBackoffMs: cfg.relayMaxBackoffMs, batch: 500, clock, sources,
     ...(opts.clock ? { virtualNow: opts.clock } : {}), metrics,
   }, logger);
-  readAtScrape(metrics, { pool, poolMax: embedded ? 1 : cfg.pgPoolMax, writer, registry, ownership, cluster, payments });
+  readAtScrape(metrics, { pool, poolMax: embedded ? 1 : cfg.pgPoolMax, dbs, registry, ownership, cluster, payments });
 
   let accepting = true;
   const redis = await rateLimitRedis(cfg, logger);
@@ -141,7 +152,8 @@ export async function startNode(cfg: Config, opts: { logger?: Logger; onCommit?:
         await cluster.forwarder.close();
       }
       // The first answers of the last transfers, handed to their batched write, are written.
-      await repos.keys.answersStored();
+      await Promise.all(dbs.all().map(({ parts: p }) => p.repos.keys.answersStored()));
+      await dbs.close();
       await pool.end();
       if (control !== pool) await control.end();
       if (embedded) await embedded.close();
@@ -150,16 +162,16 @@ export async function startNode(cfg: Config, opts: { logger?: Logger; onCommit?:
     return stopping;
   };
 
-  return { app, url, internalUrl: internal?.url, pool, registry, relay, writer, createdAdminKey, stop, ownership, payments, membership, metrics };
+  return { app, url, internalUrl: internal?.url, pool, registry, relay, writer: home.writer, dbs, createdAdminKey, stop, ownership, payments, membership, metrics };
 }
 
 /** What the metrics read at scrape time; committed hold changes and returns are counted as they commit. */
-function readAtScrape(metrics: Metrics, p: { pool: Pool; poolMax: number; writer: GroupWriter; registry: AccountRegistry; ownership: Ownership; cluster: ClusterParts | undefined; payments: Payments }): void {
-  const { pool, writer, registry, ownership, cluster } = p;
+function readAtScrape(metrics: Metrics, p: { pool: Pool; poolMax: number; dbs: RegionDatabases<RegionStore>; registry: AccountRegistry; ownership: Ownership; cluster: ClusterParts | undefined; payments: Payments }): void {
+  const { pool, dbs, registry, ownership, cluster } = p;
   Object.assign(metrics.sources, {
     residentActors: () => registry.residentCount(),
     deepestMailboxes: (n: number) => registry.deepestMailboxes(n),
-    writerQueue: () => writer.queueLength,
+    writerQueue: () => dbs.all().reduce((n, { parts: r }) => n + r.writer.queueLength, 0),
     shardsOwned: () => ownership.shards().length,
     shardsWithoutOwner: () => cluster?.own.unplaced() ?? 0,
     membersByRegion: () => {
@@ -205,7 +217,7 @@ function startKeyCleanup(repos: Repositories, cfg: Config, logger: Logger): Node
  * migrations applied to each. Readiness asks the home database alone: payments go on without the
  * control plane (keys already seen are cached), so a control outage must not take nodes out.
  */
-async function openDatabase(cfg: Config, logger: Logger): Promise<{ pool: Pool; control: Pool; embedded: EmbeddedPostgres | undefined }> {
+async function openDatabase(cfg: Config, logger: Logger): Promise<{ pool: Pool; control: Pool; embedded: EmbeddedPostgres | undefined; homeUrl: string }> {
   let embedded: EmbeddedPostgres | undefined;
   let connectionString = cfg.databaseUrl;
   if (!connectionString) {
@@ -230,7 +242,7 @@ async function openDatabase(cfg: Config, logger: Logger): Promise<{ pool: Pool; 
     await embedded?.close();
     throw err;
   });
-  return { pool, control, embedded };
+  return { pool, control, embedded, homeUrl: connectionString };
 }
 
 /**
@@ -276,7 +288,8 @@ interface ClusterParts { leases: LeaseKeeper; own: ClusterOwnership; forwarder: 
  * Shard ownership (this node alone, or Redis leases over several masters when REDIS_URLS and
  * CLUSTER_SECRET are set), the node-wide writer and the account registry, wired together.
  */
-async function assemble(cfg: Config, pool: Pool, logger: Logger, clock: () => number, onCommit: CommitObserver | undefined, embedded: boolean, metrics: Metrics) {
+async function assemble(cfg: Config, dbs: RegionDatabases<RegionStore>, logger: Logger, clock: () => number, metrics: Metrics) {
+  const pool = dbs.pool(dbs.home);
   // Cluster mode: several Redis masters hold the shard leases, and a shared secret lets the
   // nodes forward requests to each other. Otherwise this node owns every shard.
   const redisUrls = cfg.redisUrls.split(',').map((u) => u.trim()).filter(Boolean);
@@ -289,7 +302,13 @@ async function assemble(cfg: Config, pool: Pool, logger: Logger, clock: () => nu
     await leases.start();
     const regions = cfg.regions ? cfg.regions.split(',') : [cfg.region];
     if (!regions.includes(cfg.region)) regions.push(cfg.region);
-    const own = new ClusterOwnership(pool, leases, {
+    // A shard's epoch lives in its region's database, migrated before this node's first write there.
+    const bump = async (shard: ShardId, nodeId: string): Promise<bigint> => {
+      const { region } = shardParts(shard);
+      await dbs.prepare(region);
+      return bumpEpoch(dbs.pool(region), shard, nodeId);
+    };
+    const own = new ClusterOwnership(bump, leases, {
       nodeId: cfg.nodeId, region: cfg.region, regions, buckets: cfg.shardBuckets, failover: cfg.regionFailover as 'allow' | 'deny',
       failoverGraceMs: cfg.regionFailoverGraceMs, rebalanceMs: cfg.heartbeatMs, handOverTimeoutMs: cfg.shutdownTimeoutMs,
     }, logger);
@@ -300,10 +319,36 @@ async function assemble(cfg: Config, pool: Pool, logger: Logger, clock: () => nu
     await single.start(cfg.shardBuckets);
     ownership = single;
   }
-  const writer = new GroupWriter(pool, { lanes: embedded ? 1 : Math.min(cfg.writerLanes, cfg.pgPoolMax), maxSets: cfg.writerMaxSets }, onCommit, metrics);
-  const registry = new AccountRegistry(pool, ownership, cfg, logger, writer, clock, cluster?.forwarder, metrics);
+  const registry = new AccountRegistry(dbs, ownership, cfg, logger, clock, cluster?.forwarder, metrics);
   cluster?.own.bind({ lost: (shard) => registry.retireShard(shard), drain: (shard) => registry.drainShard(shard, cfg.shutdownTimeoutMs) });
   single?.bind({ lost: (shard) => registry.retireShard(shard) });
   registry.rejectionAnswer = rejectionAnswer;
-  return { ownership, cluster, single, writer, registry };
+  return { ownership, cluster, single, registry };
+}
+
+/** What a node keeps per region database: its pool, its group-commit writer and its repositories. */
+export interface RegionStore { pool: Pool; writer: GroupWriter; repos: RegionRepositories }
+
+/**
+ * The region databases: the home one (DATABASE_URL, or the embedded PGlite) and, named by
+ * REGION_DATABASE_URLS, the others, opened when this node first takes a shard of theirs.
+ */
+function regionDatabases(cfg: Config, home: { pool: Pool; url: string }, embedded: boolean, onCommit: CommitObserver | undefined, metrics: Metrics, logger: Logger): RegionDatabases<RegionStore> {
+  const urls = new Map([...parseRegionDatabaseUrls(cfg.regionDatabaseUrls)].map(([r, u]) => [r as Region, u]));
+  const lanes = embedded ? 1 : Math.min(cfg.writerLanes, cfg.pgPoolMax);
+  return new RegionDatabases<RegionStore>(
+    { home: { region: cfg.region as Region, ...home }, urls, poolMax: cfg.pgPoolMax, statementTimeoutMs: cfg.pgStatementTimeoutMs, shardBuckets: cfg.shardBuckets, logger },
+    (pool) => ({ pool, writer: new GroupWriter(pool, { lanes, maxSets: cfg.writerMaxSets }, onCommit, metrics), repos: regionRepositories(pool) }),
+  );
+}
+
+/** The relay's work: each region database this node writes, with the shards of it this node owns now. */
+function workSources(ownership: Ownership, dbs: RegionDatabases<RegionStore>): WorkSource[] {
+  const byRegion = new Map<Region, string[]>();
+  for (const { shard } of ownership.shards()) {
+    if (!ownership.isLocal(shard)) continue;
+    const region = dbs.shared ? dbs.home : shardParts(shard).region;
+    byRegion.set(region, [...(byRegion.get(region) ?? []), shard]);
+  }
+  return [...byRegion].map(([region, shards]) => ({ repos: dbs.of(region).repos, shards }));
 }

@@ -208,7 +208,7 @@ class AccountActor {
     }
     if (msg.error !== undefined || !msg.result) {
       this.log.error({ err: msg.error }, 'account load failed');
-      return this.retire(s, new GeopayError('database_unavailable', 'account could not be loaded', { cause: msg.error }));
+      return this.retire(s, new GeopayError('region_unavailable', 'account could not be loaded', { cause: msg.error }));
     }
     for (const r of s.readers) r({ state: msg.result.state });
     const { state, lastSnapshotSeq } = msg.result;

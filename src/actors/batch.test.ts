@@ -166,7 +166,7 @@ describe('batchParts: a batch the server reported an error for, redone command b
 
   it('a part that failed is answered internal_error when the server would fail it again, else retryable', () => {
     expect(failureFor(planted).code).toBe('internal_error');
-    expect(failureFor(Object.assign(new Error('deadlock'), { code: '40P01' })).code).toBe('database_unavailable');
-    expect(failureFor(new Error('connection reset')).code).toBe('database_unavailable');
+    expect(failureFor(Object.assign(new Error('deadlock'), { code: '40P01' })).code).toBe('region_unavailable');
+    expect(failureFor(new Error('connection reset')).code).toBe('region_unavailable');
   });
 });

@@ -224,7 +224,7 @@ export function failureFor(err: unknown): GeopayError {
   // Connection, transaction-rollback, resource and operator classes pass; the rest is a
   // statement PostgreSQL will refuse again, which is our bug or data the edge let through.
   if (reportedByServer(err) && !/^(08|40|53|57|58)/.test(code)) return new GeopayError('internal_error', 'the write was refused', { cause: err });
-  return new GeopayError('database_unavailable', 'the write did not complete', { cause: err });
+  return new GeopayError('region_unavailable', 'the write did not complete', { cause: err });
 }
 
 /** How a batch redone command by command stands: the state and results so far, and what committed. */

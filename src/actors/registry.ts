@@ -4,8 +4,8 @@
 import type { Metrics } from '../observability/metrics.ts';
 import { randomBytes } from 'node:crypto';
 import type { Logger } from 'pino';
-import type { AccountId, ShardId, TransferId } from '../domain/ids.ts';
-import { makeTransferId, regionOf, shardOf, uuidv7Hex } from '../domain/ids.ts';
+import type { AccountId, Region, ShardId, TransferId } from '../domain/ids.ts';
+import { makeTransferId, regionOf, shardOf, shardParts, uuidv7Hex } from '../domain/ids.ts';
 import { GeopayError } from '../domain/errors.ts';
 import type { ErrorCode } from '../domain/errors.ts';
 import type { Currency } from '../domain/money.ts';
@@ -44,6 +44,11 @@ export interface RemoteOwners {
 /** How a request reaches its actor; `trace`: the request's, carried to another node and to the saga's next leg. */
 export interface SendOptions { timeoutMs?: number; at?: string; hops?: number; trace?: TraceContext | undefined }
 
+/** Where an account of a region is loaded from and written to: its region's database. */
+export interface RegionStores {
+  of(region: Region): { pool: Pool; writer: GroupWriter };
+}
+
 /** A transfer's credit leg, as the saga and the relay deliver it. */
 export interface CreditLeg { id: TransferId; sourceId: AccountId; destinationId: AccountId; amount: bigint; currency: Currency }
 
@@ -71,11 +76,11 @@ export class AccountRegistry {
   rejectionAnswer: (code: ErrorCode) => { status: number; body: unknown } = (code) => ({ status: 422, body: { code } });
 
   constructor(
-    private readonly pool: Pool,
+    /** Each region's database and writer: an account is loaded from and written to its own region's. */
+    private readonly stores: RegionStores,
     private readonly ownership: Ownership,
     private readonly cfg: RegistryConfig,
     private readonly logger: Logger,
-    private readonly writer: GroupWriter,
     /** Business time (command `at`, hold expiry); tests control it. */
     private readonly clock: () => number = Date.now,
     /** Carries requests for shards owned elsewhere (cluster mode only). */
@@ -260,8 +265,9 @@ export class AccountRegistry {
       get lastActivity() { return activity.lastActivity; },
       get flushing() { return activity.flushing; },
     };
+    const { pool, writer } = this.stores.of(shardParts(shard).region);
     const handler = makeAccountHandler(h, activity, {
-      pool: this.pool,
+      pool,
       ownership: this.ownership,
       nodeId: this.cfg.nodeId,
       snapshotEvery: this.cfg.snapshotEvery,
@@ -269,7 +275,7 @@ export class AccountRegistry {
       mailboxLimit: this.cfg.mailboxLimit,
       logger: this.logger,
       now: Date.now,
-      writer: this.writer,
+      writer,
       rejectionAnswer: this.rejectionAnswer,
       faultCommitDelayMs: this.cfg.faultCommitDelayMs,
       afterCommit: (ws) => this.afterCommit(ws),
@@ -294,7 +300,7 @@ export class AccountRegistry {
       },
     );
     this.actors.set(id, h);
-    startLoadFor(this.pool, id, h.ref, () => this.ownership.epochFor(shard));
+    startLoadFor(pool, id, h.ref, () => this.ownership.epochFor(shard));
     return h;
   }
 

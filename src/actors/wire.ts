@@ -45,3 +45,12 @@ export function encodeState(state: unknown): string {
 export function decodeState(text: string): unknown {
   return (JSON.parse(text, reviver) as { state: unknown }).state ?? undefined;
 }
+
+/** Any JSON value with bigints, for the trip between nodes (a region read's arguments and answer). */
+export function encodeValue(v: unknown): string {
+  return JSON.stringify({ value: v ?? null }, replacer);
+}
+
+export function decodeValue(text: string): unknown {
+  return (JSON.parse(text, reviver) as { value: unknown }).value ?? undefined;
+}

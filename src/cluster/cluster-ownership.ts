@@ -6,10 +6,8 @@
 // others when allowed. Leaving shards are handed over: drain, snapshot, release.
 import { createHash } from 'node:crypto';
 import type { Logger } from 'pino';
-import type { Pool } from '../persistence/db.ts';
 import { GeopayError } from '../domain/errors.ts';
 import type { MemberView, Ownership, Route, ShardInfo } from './ownership.ts';
-import { bumpEpoch } from '../persistence/shards.ts';
 import type { Region, ShardId } from '../domain/ids.ts';
 import { makeShardId, parseRegion, parseShardId, shardParts } from '../domain/ids.ts';
 import type { LeaseKeeper } from './leases.ts';
@@ -62,7 +60,8 @@ export class ClusterOwnership implements Ownership {
   private drainShard: (shard: ShardId) => Promise<void> = async () => undefined;
 
   constructor(
-    private readonly pool: Pool,
+    /** Takes the shard's next epoch in its region's database (src/persistence/shards.ts bumpEpoch). */
+    private readonly bumpEpoch: (shard: ShardId, nodeId: string) => Promise<bigint>,
     private readonly leases: LeaseKeeper,
     private readonly opts: ClusterOwnershipOptions,
     private readonly logger: Logger,
@@ -154,7 +153,7 @@ export class ClusterOwnership implements Ownership {
     p = (async () => {
       try {
         if (!(await this.leases.acquire(shard))) return false;
-        const epoch = await bumpEpoch(this.pool, shard, this.nodeId);
+        const epoch = await this.bumpEpoch(shard, this.nodeId);
         if (!this.leases.holds(shard)) return false; // lost while bumping: the next owner bumps again
         this.owned.set(shard, { epoch, takenAt: new Date().toISOString() });
         this.holderCache.delete(shard);

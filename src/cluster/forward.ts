@@ -5,11 +5,13 @@
 import type { ForwardOutcome, Metrics } from '../observability/metrics.ts';
 import { randomBytes } from 'node:crypto';
 import { Pool } from 'undici';
+import type { Dispatcher } from 'undici';
 import type { Logger } from 'pino';
 import { GeopayError } from '../domain/errors.ts';
-import type { AccountId } from '../domain/ids.ts';
+import type { AccountId, Region } from '../domain/ids.ts';
+import type { RegionRead } from '../persistence/repositories.ts';
 import type { AccountRequest, CommandResult } from '../actors/protocol.ts';
-import { decodeResult, decodeState, encodeRequest } from '../actors/wire.ts';
+import { decodeResult, decodeState, decodeValue, encodeRequest, encodeValue } from '../actors/wire.ts';
 import { signForward } from './signature.ts';
 import type { TraceContext } from '../observability/trace.ts';
 import { TRACEPARENT_HEADER, childTraceparent } from '../observability/trace.ts';
@@ -87,6 +89,24 @@ export class Forwarder {
       this.count('unreachable');
       return { error: new GeopayError('shard_unavailable', 'the owner of this account is unreachable', { cause: err }) };
     }
+  }
+
+  /**
+   * A read of a region's database at a node that reads it (src/payments/region-reads.ts).
+   * Unreachable, or answered with an error: region_unavailable, retryable.
+   */
+  async regionRead(url: string, region: Region, op: RegionRead, args: unknown[]): Promise<unknown> {
+    const path = `/internal/v1/regions/${encodeURIComponent(region)}/reads`;
+    const body = encodeValue({ op, args });
+    let res: Dispatcher.ResponseData;
+    try {
+      res = await this.peer(url).request({ path, method: 'POST', headers: { 'content-type': 'application/json', ...this.signed(url, 'POST', path, body, undefined) }, body });
+    } catch (err) {
+      throw new GeopayError('region_unavailable', `no answer from a node of region ${region}`, { cause: err });
+    }
+    const text = await res.body.text();
+    if (res.statusCode !== 200) throw new GeopayError('region_unavailable', `a node of region ${region} answered ${res.statusCode}`);
+    return decodeValue(text);
   }
 
   /**

@@ -56,6 +56,7 @@ export const ERRORS = {
   shard_unavailable: { kind: 'unavailable', title: 'The account is moving between owners; retry later' },
   request_timeout: { kind: 'unavailable', title: 'The command did not finish in time; retry with the same Idempotency-Key' },
   database_unavailable: { kind: 'unavailable', title: 'The database is unavailable; retry later' },
+  region_unavailable: { kind: 'unavailable', title: 'The database of this account\'s region is unavailable; retry later' },
   draining: { kind: 'unavailable', title: 'The node is shutting down; retry later' },
   control_plane_unavailable: { kind: 'unavailable', title: 'Tenants and keys cannot be read or changed right now; retry later' },
   internal_error: { kind: 'bug', title: 'Internal error' },

@@ -2,10 +2,13 @@
 // the wire format, run on the local registry, and encoded back.
 import type { TraceContext } from '../observability/trace.ts';
 import type { AccountId } from '../domain/ids.ts';
-import { parseAccountId } from '../domain/ids.ts';
+import { parseAccountId, parseRegion } from '../domain/ids.ts';
+import { REGION_READS } from '../persistence/repositories.ts';
+import type { RegionRead, RegionReadArgs } from '../persistence/repositories.ts';
+import type { RegionReads } from './region-reads.ts';
 import { GeopayError } from '../domain/errors.ts';
 import type { AccountRegistry } from '../actors/registry.ts';
-import { decodeRequest, encodeResult, encodeState } from '../actors/wire.ts';
+import { decodeRequest, decodeValue, encodeResult, encodeState, encodeValue } from '../actors/wire.ts';
 
 function accountOf(raw: string): AccountId {
   const id = parseAccountId(raw);
@@ -14,7 +17,16 @@ function accountOf(raw: string): AccountId {
 }
 
 export class ForwardedRequests {
-  constructor(private readonly registry: AccountRegistry) {}
+  constructor(private readonly registry: AccountRegistry, private readonly regions: RegionReads) {}
+
+  /** A read of a region's database this node reads (its own, or one it holds shards of), encoded. */
+  async regionRead(rawRegion: string, body: string): Promise<string> {
+    const region = parseRegion(rawRegion);
+    const w = decodeValue(body) as { op?: unknown; args?: unknown } | undefined;
+    if (!region || !w || typeof w.op !== 'string' || !Object.hasOwn(REGION_READS, w.op) || !Array.isArray(w.args)) throw new GeopayError('not_found');
+    const op = w.op as RegionRead;
+    return encodeValue(await this.regions.local(region, op, w.args as RegionReadArgs<typeof op>));
+  }
 
   /** A command for one of this node's accounts, in the wire format; the result, encoded. */
   async command(accountId: string, body: string, trace?: TraceContext): Promise<string> {

@@ -9,6 +9,7 @@ import { Accounts } from './accounts.ts';
 import { Batches } from './batch.ts';
 import { Directory } from './directory.ts';
 import { ForwardedRequests } from './forwarded.ts';
+import type { RegionReads } from './region-reads.ts';
 import { Holds } from './holds.ts';
 import { InFlightKeys } from './in-flight-keys.ts';
 import { Inspection } from './inspection.ts';
@@ -47,7 +48,7 @@ export interface Payments {
 /** What the ops page reads beyond the payments' own parts: this node's sampled counters, and the way to its peers. */
 export interface OpsSources { window: () => WindowDelta | undefined; peers: OpsPeers | undefined }
 
-export function buildPayments(deps: { config: Config; registry: AccountRegistry; ownership: Ownership; repos: Repositories; logger: Logger; clock: () => number; metrics: Metrics; ops: OpsSources }): Payments {
+export function buildPayments(deps: { config: Config; registry: AccountRegistry; ownership: Ownership; repos: Repositories; regions: RegionReads; logger: Logger; clock: () => number; metrics: Metrics; ops: OpsSources }): Payments {
   const { config, registry, repos, logger, clock, metrics } = deps;
   const saga = new Saga(registry, repos.transfers, logger);
   registry.onCommitted((ws) => saga.afterCommit(ws));
@@ -67,7 +68,7 @@ export function buildPayments(deps: { config: Config; registry: AccountRegistry;
     tenants: new Tenants(repos, keys, logger, { cacheMs: config.controlCacheMs, outageGraceMs: config.controlOutageGraceMs }, Date.now, metrics),
     inspection,
     ops: new Ops({ ownership: deps.ownership, registry, inspection, inFlight: inFlightNow, leaseTtlMs: config.leaseTtlMs, ...deps.ops }),
-    forwarded: new ForwardedRequests(registry),
+    forwarded: new ForwardedRequests(registry, deps.regions),
     saga,
     ping: repos.health.ping,
     inFlight: inFlightNow,

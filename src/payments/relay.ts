@@ -12,11 +12,14 @@ import type { AccountId, HoldId, TenantId, TransferId } from '../domain/ids.ts';
 import { makeTransferId, regionOf, uuidv7Hex } from '../domain/ids.ts';
 import type { Currency } from '../domain/money.ts';
 import type { AccountRegistry } from '../actors/registry.ts';
-import type { DueHold, InFlightTransfer, Repositories, WorkClaim } from '../persistence/repositories.ts';
+import type { DueHold, InFlightTransfer, RegionRepositories, Repositories, WorkClaim } from '../persistence/repositories.ts';
 import { newTrace } from '../observability/trace.ts';
 
 /** Rows per claim, delivered together: a backlog aimed at one hot account must not fill its mailbox. */
 const CLAIM_SIZE = 32;
+
+/** A region database and the shards of it this node owns. */
+export interface WorkSource { repos: Pick<RegionRepositories, 'transfers' | 'holds'>; shards: string[] }
 
 export interface RelayOptions {
   intervalMs: number;
@@ -27,8 +30,11 @@ export interface RelayOptions {
   maxBackoffMs: number;
   /** Ids (capture transfers) are time-sortable by this clock. */
   clock: () => number;
-  /** The shards this node owns and may write now: their rows are its work, nobody else's. */
-  shards: () => string[];
+  /**
+   * The shards this node owns and may write now, by region database: their rows are its work,
+   * nobody else's. The home region's, and another's while this node holds its shards (failover).
+   */
+  sources: () => WorkSource[];
   /** Tests only: a virtual clock that stands for everyone's time, the database's too (startNode's `clock`). */
   virtualNow?: () => number;
   metrics?: Pick<Metrics, 'relayRedeliveries'>;
@@ -40,7 +46,7 @@ export class Relay {
   private readonly busy: { relay?: Promise<number>; sweep?: Promise<number> } = {};
 
   constructor(
-    private readonly repos: Pick<Repositories, 'transfers' | 'holds' | 'groups'>,
+    private readonly repos: Pick<Repositories, 'groups'>,
     private readonly registry: AccountRegistry,
     private readonly opts: RelayOptions,
     private readonly logger: Logger,
@@ -79,21 +85,37 @@ export class Relay {
     try {
       // Production asks the database which holds are due (null: its now()); a test's virtual clock stands in for it.
       const asOf = this.opts.virtualNow ? new Date(this.opts.virtualNow()).toISOString() : null;
-      return await this.drain((c) => this.repos.holds.claimDue(asOf, c), (h) => this.expireHold(h, h.asOf), ignoreBackoff);
+      return await this.drain((s, c) => s.repos.holds.claimDue(asOf, c), (h) => this.expireHold(h, h.asOf), ignoreBackoff);
     } catch (err) {
       this.logger.warn({ err }, 'hold expiry pass failed');
       return 0;
     }
   }
 
-  /** Claims and handles up to `batch` rows, CLAIM_SIZE at a time, each row once per pass. */
-  private async drain<T extends { id: string }>(claim: (c: WorkClaim) => Promise<T[]>, handle: (row: T) => Promise<void>, ignoreBackoff: boolean): Promise<number> {
+  /**
+   * Claims and handles up to `batch` rows of each region database, CLAIM_SIZE at a time, each
+   * row once per pass. A region database that fails is left to the next pass; the others go on.
+   */
+  private async drain<T extends { id: string }>(claim: (s: WorkSource, c: WorkClaim) => Promise<T[]>, handle: (row: T) => Promise<void>, ignoreBackoff: boolean): Promise<number> {
+    let total = 0;
+    let failure: unknown;
+    for (const source of this.opts.sources()) {
+      if (source.shards.length === 0) continue;
+      try {
+        total += await this.drainOne(source, claim, handle, ignoreBackoff);
+      } catch (err) {
+        failure ??= err;
+      }
+    }
+    if (failure !== undefined) throw failure;
+    return total;
+  }
+
+  private async drainOne<T extends { id: string }>(source: WorkSource, claim: (s: WorkSource, c: WorkClaim) => Promise<T[]>, handle: (row: T) => Promise<void>, ignoreBackoff: boolean): Promise<number> {
     const seen: string[] = [];
     const backoffMs = Math.max(this.opts.minAgeMs, this.opts.intervalMs, 1);
     while (seen.length < this.opts.batch) {
-      const shards = this.opts.shards();
-      if (shards.length === 0) break;
-      const rows = await claim({ shards, exclude: seen, limit: Math.min(CLAIM_SIZE, this.opts.batch - seen.length), backoffMs, maxBackoffMs: this.opts.maxBackoffMs, ignoreBackoff });
+      const rows = await claim(source, { shards: source.shards, exclude: seen, limit: Math.min(CLAIM_SIZE, this.opts.batch - seen.length), backoffMs, maxBackoffMs: this.opts.maxBackoffMs, ignoreBackoff });
       if (rows.length === 0) break;
       seen.push(...rows.map((r) => r.id));
       await Promise.all(rows.map(handle));
@@ -130,7 +152,7 @@ export class Relay {
   private async relayTransfers(minAgeMs: number, ignoreBackoff: boolean): Promise<number> {
     try {
       // A debited transfer is the source owner's to finish, a refused one too (it returns to the source).
-      const n = await this.drain((c) => this.repos.transfers.claimInFlight(minAgeMs, c), (t) => this.redeliver(t), ignoreBackoff);
+      const n = await this.drain((s, c) => s.repos.transfers.claimInFlight(minAgeMs, c), (t) => this.redeliver(t), ignoreBackoff);
       if (n > 0) this.logger.info({ count: n }, 'relay re-delivered transfers');
       return n;
     } catch (err) {

@@ -1,6 +1,7 @@
 // The repositories the payments layer works through: every query it needs, named, bound to
-// the node's pools at the composition root: tenants, API keys and limits to the control
-// database's, everything else to the home region's. Payments code holds no SQL and no pool.
+// the node's pools at the composition root: tenants, API keys, limits and linked-group
+// decisions to the control database's; a read by id to the database of the id's region;
+// the rest to the home region's. Payments code holds no SQL and no pool.
 import { GeopayError } from '../domain/errors.ts';
 import type { Pool } from './db.ts';
 import * as q from './queries.ts';
@@ -8,17 +9,17 @@ import { getTenantLimits, setTenantLimits } from './limits.ts';
 import type { TenantLimits } from './limits.ts';
 import { listSuspense } from './suspense.ts';
 import { AnswerWriter } from './answers.ts';
+import type { AccountId, HoldId, Region, TransferId } from '../domain/ids.ts';
+import { parseAccountId, parseHoldId, parseShardId, parseTransferId, regionOf, regionOfHold, regionOfTransfer, shardParts } from '../domain/ids.ts';
 import type { AnswerRow } from './answers.ts';
 
 /**
- * `pool` is the home region's database; `control` the control database's (tenants, keys,
- * limits), the same pool when they are one database.
+ * One region database's repositories: its accounts, journal, transfers (the outbox), holds,
+ * idempotency keys, suspense and shard rows. A node has one per region database it uses.
  */
-export function makeRepositories(pool: Pool, opts: { control?: Pool } = {}) {
-  const control = opts.control ?? pool;
+export function regionRepositories(pool: Pool) {
   const answers = new AnswerWriter(pool);
   return {
-    ...controlRepositories(control),
     accounts: {
       find: (id: string) => q.findAccount(pool, id),
       statement: (id: string, limit: number, beforeSeq: number | undefined) => q.statement(pool, id, limit, beforeSeq),
@@ -35,14 +36,9 @@ export function makeRepositories(pool: Pool, opts: { control?: Pool } = {}) {
       get: (id: string) => q.getHold(pool, id),
       claimDue: (asOfIso: string | null, c: q.WorkClaim) => q.claimDueHolds(pool, asOfIso, c),
     },
-    groups: {
-      decide: (groupId: string, want: 'commit' | 'abort') => q.decideGroup(pool, groupId, want),
-    },
     keys: {
       claimBatch: (tenantId: string, key: string, requestHash: string) => q.claimBatchKey(pool, tenantId, key, requestHash),
-      // The admin writes' keys are kept beside the tenants and keys they created.
-      deleteExpired: async (retentionMs: number) => (await q.deleteExpiredKeys(pool, retentionMs))
-        + (control === pool ? 0 : await q.deleteExpiredKeys(control, retentionMs)),
+      deleteExpired: (retentionMs: number) => q.deleteExpiredKeys(pool, retentionMs),
       /** A transfer's first answer, stored in the next batched statement (src/persistence/answers.ts). */
       storeAnswer: (row: AnswerRow) => answers.store(row),
       /** Resolves once every answer handed over is written (before the pool closes). */
@@ -58,6 +54,89 @@ export function makeRepositories(pool: Pool, opts: { control?: Pool } = {}) {
     health: {
       ping: () => q.ping(pool),
     },
+  };
+}
+
+export type RegionRepositories = ReturnType<typeof regionRepositories>;
+
+/**
+ * The reads of one row or one account that any node may be asked for, by the id's region:
+ * run on that region's database where this node reads it, else asked of a node of that
+ * region (src/payments/region-reads.ts). Data in, JSON-safe data out (bigint travels).
+ */
+export const REGION_READS = {
+  account: (r: RegionRepositories, id: string) => r.accounts.find(id),
+  statement: (r: RegionRepositories, id: string, limit: number, beforeSeq: number | null) => r.accounts.statement(id, limit, beforeSeq ?? undefined),
+  journalPosition: (r: RegionRepositories, id: string) => r.accounts.journalPosition(id),
+  transfer: (r: RegionRepositories, id: string) => r.transfers.get(id),
+  transferSource: (r: RegionRepositories, id: string) => r.transfers.source(id),
+  captureOfHold: (r: RegionRepositories, holdId: string) => r.transfers.captureOfHold(holdId),
+  hold: (r: RegionRepositories, id: string) => r.holds.get(id),
+  shard: (r: RegionRepositories, id: string) => r.shards.get(id),
+} as const;
+
+export type RegionRead = keyof typeof REGION_READS;
+type Rest<F> = F extends (r: RegionRepositories, ...args: infer A) => unknown ? A : never;
+export type RegionReadArgs<K extends RegionRead> = Rest<(typeof REGION_READS)[K]>;
+export type RegionReadResult<K extends RegionRead> = Awaited<ReturnType<(typeof REGION_READS)[K]>>;
+
+/** Runs a region read on the region's database, here or at a node of that region. */
+export type RegionReader = <K extends RegionRead>(region: Region, op: K, ...args: RegionReadArgs<K>) => Promise<RegionReadResult<K>>;
+
+/** Runs `op` on these repositories (the local side of a RegionReader). */
+export function runRegionRead<K extends RegionRead>(r: RegionRepositories, op: K, args: RegionReadArgs<K>): Promise<RegionReadResult<K>> {
+  const f = REGION_READS[op] as unknown as (r: RegionRepositories, ...a: RegionReadArgs<K>) => Promise<RegionReadResult<K>>;
+  return f(r, ...args);
+}
+
+const regionOr = (home: Region, read: (id: string) => Region | undefined) => (id: string): Region => read(id) ?? home;
+
+/**
+ * What the payments layer works through. `home` is this node's region database; `read` sends
+ * reads by id to the id's region; `control` holds tenants, keys and limits, and the decisions
+ * of linked batch groups (one arbiter for a group whose holds are in several regions).
+ */
+export function makeRepositories(home: { region: Region; repos: RegionRepositories }, opts: { control?: Pool; homePool: Pool; read?: RegionReader }) {
+  const control = opts.control ?? opts.homePool;
+  const local = home.repos;
+  const read: RegionReader = opts.read ?? ((_region, op, ...args) => runRegionRead(local, op, args));
+  const ofAccount = regionOr(home.region, (id) => (parseAccountId(id) ? regionOf(id as AccountId) : undefined));
+  const ofTransfer = regionOr(home.region, (id) => (parseTransferId(id) ? regionOfTransfer(id as TransferId) : undefined));
+  const ofHold = regionOr(home.region, (id) => (parseHoldId(id) ? regionOfHold(id as HoldId) : undefined));
+  const ofShard = regionOr(home.region, (id) => { const s = parseShardId(id); return s ? shardParts(s).region : undefined; });
+  return {
+    ...controlRepositories(control),
+    accounts: {
+      find: (id: string) => read(ofAccount(id), 'account', id),
+      statement: (id: string, limit: number, beforeSeq: number | undefined) => read(ofAccount(id), 'statement', id, limit, beforeSeq ?? null),
+      journalPosition: (id: string) => read(ofAccount(id), 'journalPosition', id),
+    },
+    transfers: {
+      get: (id: string) => read(ofTransfer(id), 'transfer', id),
+      captureOfHold: (holdId: string) => read(ofHold(holdId), 'captureOfHold', holdId),
+      source: (id: string) => read(ofTransfer(id), 'transferSource', id),
+      inFlightSummary: local.transfers.inFlightSummary,
+    },
+    holds: {
+      get: (id: string) => read(ofHold(id), 'hold', id),
+    },
+    groups: {
+      decide: onControlPlane((groupId: string, want: 'commit' | 'abort') => q.decideGroup(control, groupId, want)),
+    },
+    keys: {
+      claimBatch: local.keys.claimBatch,
+      // The admin writes' keys are kept beside the tenants and keys they created.
+      deleteExpired: async (retentionMs: number) => (await local.keys.deleteExpired(retentionMs))
+        + (control === opts.homePool ? 0 : await q.deleteExpiredKeys(control, retentionMs)),
+      storeAnswer: local.keys.storeAnswer,
+      answersStored: local.keys.answersStored,
+    },
+    suspense: local.suspense,
+    shards: {
+      list: local.shards.list,
+      get: (id: string) => read(ofShard(id), 'shard', id),
+    },
+    health: local.health,
   };
 }
 

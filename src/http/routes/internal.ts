@@ -18,6 +18,11 @@ export function internalRoutes(app: FastifyInstance, ctx: Ctx): void {
     const hops = Number(req.headers[HOPS_HEADER] ?? 0);
     return reply.type('application/json').send(await forwarded.state(accountOf(req), Number.isInteger(hops) ? hops : 0, req.trace));
   });
+  // A read of a region's database, asked by a node that does not read it (src/payments/region-reads.ts).
+  app.post('/internal/v1/regions/:region/reads', async (req, reply) => {
+    const { region } = req.params as { region: string };
+    return reply.type('application/json').send(await forwarded.regionRead(region, req.body as string));
+  });
   // The ops page of another node asks each node for its own figures (src/payments/ops.ts).
   app.get('/internal/v1/ops/summary', async () => ctx.payments.ops.summary());
 }

@@ -1,0 +1,61 @@
+// Reads by id go to the database of the id's region. This node reads its home region's
+// database, and another region's only while it holds shards of it (region failover). Any
+// other region's read is asked of a node of that region (a live member there, or whoever
+// holds the region's shards), which reads it in its own database. With one database for
+// every region, everything is read here.
+import { GeopayError } from '../domain/errors.ts';
+import type { Region } from '../domain/ids.ts';
+import { makeShardId, shardParts } from '../domain/ids.ts';
+import type { Ownership } from '../cluster/ownership.ts';
+import type { RegionRead, RegionReadArgs, RegionReadResult, RegionReader, RegionRepositories } from '../persistence/repositories.ts';
+import { runRegionRead } from '../persistence/repositories.ts';
+
+/** Carries a region read to another node (src/cluster/forward.ts). */
+export interface RegionPeers {
+  regionRead(url: string, region: Region, op: RegionRead, args: unknown[]): Promise<unknown>;
+}
+
+export interface RegionReadsDeps {
+  home: Region;
+  /** One database for every region (no REGION_DATABASE_URLS). */
+  shared: boolean;
+  /** The repositories of a region's database. */
+  repos: (region: Region) => RegionRepositories;
+  ownership: Ownership;
+  peers: RegionPeers | undefined;
+}
+
+export class RegionReads {
+  constructor(private readonly deps: RegionReadsDeps) {}
+
+  /** Does this node read the region's database itself: its home, or a region whose shards it holds? */
+  readsHere(region: Region): boolean {
+    const { ownership } = this.deps;
+    if (this.deps.shared || region === this.deps.home) return true;
+    return ownership.shards().some((s) => shardParts(s.shard).region === region && ownership.isLocal(s.shard));
+  }
+
+  /** The RegionReader of this node's repositories. */
+  readonly read: RegionReader = async <K extends RegionRead>(region: Region, op: K, ...args: RegionReadArgs<K>): Promise<RegionReadResult<K>> => {
+    if (this.readsHere(region)) return runRegionRead(this.deps.repos(region), op, args);
+    const url = await this.nodeOf(region);
+    // Asking for the region's first shard may have given it to this node (failover placement).
+    if (url === undefined && this.readsHere(region)) return runRegionRead(this.deps.repos(region), op, args);
+    if (url === undefined || !this.deps.peers) throw new GeopayError('region_unavailable', `no node of region ${region} can be asked`);
+    return this.deps.peers.regionRead(url, region, op, args) as Promise<RegionReadResult<K>>;
+  };
+
+  /** A read a peer asked of this node: answered only from a database it reads itself, never passed on. */
+  local<K extends RegionRead>(region: Region, op: K, args: RegionReadArgs<K>): Promise<RegionReadResult<K>> {
+    if (!this.readsHere(region)) return Promise.reject(new GeopayError('region_unavailable', `this node does not read region ${region}`));
+    return runRegionRead(this.deps.repos(region), op, args);
+  }
+
+  /** A live node of the region, else the node holding its first shard (a region failed over). */
+  private async nodeOf(region: Region): Promise<string | undefined> {
+    const member = this.deps.ownership.members().find((m) => m.region === region);
+    if (member) return member.url;
+    const route = await this.deps.ownership.route(makeShardId(region, 0));
+    return route.kind === 'remote' ? route.url : undefined;
+  }
+}

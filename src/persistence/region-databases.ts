@@ -1,0 +1,106 @@
+// A database per region. The node's home region is DATABASE_URL's; REGION_DATABASE_URLS names
+// every region's, and is used only where this node must write another region's data: region
+// failover, when it holds shards of a region with no live node of its own. Without
+// REGION_DATABASE_URLS the home database serves every region (one database for the cluster,
+// as before regions had their own). Each region's pool, writer and repositories are made the
+// first time they are needed, and its database is migrated then, before the first write.
+import type { Logger } from 'pino';
+import { GeopayError } from '../domain/errors.ts';
+import type { Region } from '../domain/ids.ts';
+import type { Pool } from './db.ts';
+import { createPool, migrate } from './db.ts';
+import { pinShardBuckets, shardMapRefusal } from './shard-map.ts';
+
+export interface RegionDatabasesOptions {
+  home: { region: Region; pool: Pool; url: string };
+  /** REGION_DATABASE_URLS; empty: the home database is every region's. */
+  urls: ReadonlyMap<Region, string>;
+  /** Pool size of another region's database (failover only). */
+  poolMax: number;
+  statementTimeoutMs: number;
+  shardBuckets: number;
+  logger: Logger;
+}
+
+/** What this node keeps per region database it uses; `T` is made from the pool once (a writer, repositories). */
+export class RegionDatabases<T> {
+  private readonly pools = new Map<Region, Pool>();
+  private readonly ready = new Map<Region, Promise<void>>();
+  private readonly parts = new Map<Region, T>();
+
+  constructor(private readonly opts: RegionDatabasesOptions, private readonly make: (pool: Pool, region: Region) => T) {
+    this.pools.set(opts.home.region, opts.home.pool);
+    // The home database was migrated and its shard map pinned before this was made.
+    this.ready.set(opts.home.region, Promise.resolve());
+  }
+
+  get home(): Region {
+    return this.opts.home.region;
+  }
+
+  /** One database for every region: nothing is another region's to read or write. */
+  get shared(): boolean {
+    return this.opts.urls.size === 0;
+  }
+
+  /** Does this node know the region's database (its own, or one REGION_DATABASE_URLS names)? */
+  knows(region: Region): boolean {
+    return this.shared || region === this.home || this.opts.urls.has(region);
+  }
+
+  /** The region's pool; region_unavailable when this node has no URL for it. */
+  pool(region: Region): Pool {
+    if (this.shared) return this.opts.home.pool;
+    let pool = this.pools.get(region);
+    if (pool) return pool;
+    const url = this.opts.urls.get(region);
+    if (url === undefined) throw new GeopayError('region_unavailable', `no database of region ${region} is configured here (REGION_DATABASE_URLS)`);
+    if (url === this.opts.home.url) return this.opts.home.pool;
+    const log = this.opts.logger.child({ database: region });
+    pool = createPool({ connectionString: url, max: this.opts.poolMax, statementTimeoutMs: this.opts.statementTimeoutMs, logger: log });
+    this.pools.set(region, pool);
+    return pool;
+  }
+
+  /** The region's writer or repositories, made once. */
+  of(region: Region): T {
+    const key = this.shared ? this.home : region;
+    let t = this.parts.get(key);
+    if (t === undefined) {
+      t = this.make(this.pool(region), key);
+      this.parts.set(key, t);
+    }
+    return t;
+  }
+
+  /** Every region's parts made so far, the home region's first. */
+  all(): { region: Region; parts: T }[] {
+    return [...this.parts].map(([region, parts]) => ({ region, parts }));
+  }
+
+  /**
+   * Resolves once the region's database is migrated and agrees on the shard map: before this
+   * node's first write there. A failure is not kept: the next call tries again.
+   */
+  prepare(region: Region): Promise<void> {
+    const key = this.shared ? this.home : region;
+    let p = this.ready.get(key);
+    if (p) return p;
+    const pool = this.pool(region);
+    const log = this.opts.logger.child({ database: region });
+    p = (async () => {
+      await migrate(pool, log);
+      const map = await pinShardBuckets(pool, this.opts.shardBuckets);
+      // Not this node's to repair: it must not write there under another hashing.
+      if (map.kind === 'disagrees') throw new GeopayError('region_unavailable', `region ${region}: ${shardMapRefusal(this.opts.shardBuckets, map)}`);
+    })();
+    this.ready.set(key, p);
+    p.catch(() => { if (this.ready.get(key) === p) this.ready.delete(key); });
+    return p;
+  }
+
+  /** Ends the pools of other regions' databases (the home pool is its owner's to end). */
+  async close(): Promise<void> {
+    await Promise.all([...this.pools].filter(([r]) => r !== this.home).map(([, p]) => p.end().catch(() => undefined)));
+  }
+}
