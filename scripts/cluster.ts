@@ -1,7 +1,9 @@
 // `npm run cluster`: a local geopay cluster to try by hand — 3 Redis masters on free ports,
-// 3 regions x 2 nodes on one PostgreSQL database (DATABASE_URL, or a fresh one it creates and
-// drops). Ctrl-C (SIGINT) or SIGTERM stops exactly what it started: the nodes (drained), the
-// Redis masters, the database it created. bench/cluster.ts starts the same cluster from here.
+// 3 regions x 2 nodes, a database per region: fresh ones on the local PostgreSQL, or with
+// --separate-postgres a PostgreSQL server of its own per region (an outage is a real server
+// going away). DATABASE_URL instead puts every region on that one database, kept. Ctrl-C
+// (SIGINT) or SIGTERM stops exactly what it started: the nodes (drained), the Redis masters,
+// the databases it made. bench/cluster.ts starts the same cluster from here.
 // With --prometheus, a Prometheus scrapes every node with the alert rules loaded (docs/monitoring.md).
 import { randomBytes } from 'node:crypto';
 import { parseArgs } from 'node:util';
@@ -9,27 +11,37 @@ import { isMain } from '../bench/lib/main.ts';
 import { formatTable } from '../bench/lib/table.ts';
 import { createTestDatabase } from '../test/helpers/db.ts';
 import { startCluster, startRedisMasters, type LocalCluster, type RedisMasters } from '../test/helpers/cluster.ts';
+import { startPostgresInstances, type PgInstance } from '../test/helpers/postgres-instances.ts';
 import { alertRulesPath, startPrometheus, type RunningPrometheus } from './prometheus.ts';
 
 export interface LocalClusterOptions {
   /** Nodes per region. */
   regions: Record<string, number>;
   masters: number;
-  /** An existing database to use (not dropped); empty: a fresh one on the local PostgreSQL. */
+  /** One existing database for every region (kept); empty: a database per region, made here. */
   databaseUrl: string;
+  /** With no databaseUrl: each region's database is a PostgreSQL server of its own, not one on the local PostgreSQL. */
+  separatePostgres?: boolean;
   adminKey: string;
   /** Environment for every node (LEASE_TTL_MS, LOG_LEVEL, ...). */
   env: Record<string, string>;
 }
 
+/** Where the regions' data lives: `given` (databaseUrl, shared, kept), `created` (local PostgreSQL, dropped), `separate` (a server per region, stopped). */
+export type DatabaseSource = 'given' | 'created' | 'separate';
+
 export interface RunningCluster {
   cluster: LocalCluster;
   redis: RedisMasters;
+  /** Each region's database; the same URL for every region when it is `given`. */
+  regionDatabases: Record<string, string>;
+  /** The control database (tenants, keys): the first region's. */
   databaseUrl: string;
-  /** Whether the database was created here (and is dropped by shutdown). */
-  createdDatabase: boolean;
+  databases: DatabaseSource;
+  /** `separate` only: each region's PostgreSQL server, to stop and start it (a region's database outage). */
+  pgInstances?: Record<string, PgInstance>;
   adminKey: string;
-  /** Nodes first (graceful, they release their leases while Redis is still up), then Redis, then the database. */
+  /** Nodes first (graceful, they release their leases while Redis is still up), then Redis, then the databases. */
   shutdown(): Promise<void>;
 }
 
@@ -41,9 +53,45 @@ export const defaultOptions = (): LocalClusterOptions => ({
   env: {},
 });
 
+interface RegionDatabases {
+  urls: Record<string, string>;
+  source: DatabaseSource;
+  instances?: Record<string, PgInstance>;
+  /** Drops or stops what was made here; a given database stays. */
+  remove(): Promise<void>;
+}
+
+const byRegion = <T>(regions: string[], values: T[]): Record<string, T> => Object.fromEntries(regions.map((r, i) => [r, values[i]!]));
+
+async function provideDatabases(regions: string[], opts: LocalClusterOptions): Promise<RegionDatabases> {
+  if (opts.databaseUrl) {
+    if (opts.separatePostgres) throw new Error('separatePostgres starts databases of its own: it excludes databaseUrl (DATABASE_URL)');
+    return { urls: byRegion(regions, regions.map(() => opts.databaseUrl)), source: 'given', remove: async () => undefined };
+  }
+  if (opts.separatePostgres) {
+    // Each server's own `postgres` database: the server exists for this cluster alone.
+    const servers = await startPostgresInstances(regions.length, { namePrefix: 'geopay-cluster' });
+    const instances = byRegion(regions, servers.instances);
+    return { urls: byRegion(regions, servers.instances.map((i) => i.url)), source: 'separate', instances, remove: () => servers.stopAll() };
+  }
+  // Settled, not all: on a failure every database that was created is dropped again.
+  const settled = await Promise.allSettled(regions.map((r) => createTestDatabase(`cluster_${r}`)));
+  const made = settled.flatMap((s) => (s.status === 'fulfilled' ? [s.value] : []));
+  const remove = async (): Promise<void> => {
+    await Promise.all(made.map((d) => d.drop()));
+  };
+  const failed = settled.find((s) => s.status === 'rejected');
+  if (failed) {
+    await remove();
+    throw failed.reason;
+  }
+  return { urls: byRegion(regions, made.map((d) => d.url)), source: 'created', remove };
+}
+
 export async function startLocalCluster(opts: LocalClusterOptions): Promise<RunningCluster> {
-  const created = opts.databaseUrl ? undefined : await createTestDatabase('cluster');
-  const databaseUrl = opts.databaseUrl || created!.url;
+  const regions = Object.keys(opts.regions);
+  const dbs = await provideDatabases(regions, opts);
+  const controlUrl = dbs.urls[regions[0]!]!;
   let redis: RedisMasters | undefined;
   let cluster: LocalCluster | undefined;
   let stopping: Promise<void> | undefined;
@@ -51,18 +99,23 @@ export async function startLocalCluster(opts: LocalClusterOptions): Promise<Runn
     stopping ??= (async () => {
       await cluster?.stopAll();
       await redis?.stopAll();
-      await created?.drop();
+      await dbs.remove();
     })();
     return stopping;
   };
   try {
     redis = await startRedisMasters(opts.masters);
-    cluster = await startCluster({ databaseUrl, adminKey: opts.adminKey, regions: opts.regions, redisUrls: redis.urls, env: opts.env });
+    // A given database is every region's, as one shared database (no REGION_DATABASE_URLS).
+    const databases = dbs.source === 'given' ? {} : { regionDatabases: dbs.urls };
+    cluster = await startCluster({ databaseUrl: controlUrl, ...databases, adminKey: opts.adminKey, regions: opts.regions, redisUrls: redis.urls, env: opts.env });
   } catch (err) {
     await shutdown();
     throw err;
   }
-  return { cluster, redis, databaseUrl, createdDatabase: created !== undefined, adminKey: opts.adminKey, shutdown };
+  return {
+    cluster, redis, regionDatabases: dbs.urls, databaseUrl: controlUrl, databases: dbs.source,
+    ...(dbs.instances ? { pgInstances: dbs.instances } : {}), adminKey: opts.adminKey, shutdown,
+  };
 }
 
 /** A cluster that may have a Prometheus scraping it (--prometheus). */
@@ -98,21 +151,38 @@ function parseRegions(raw: string): Record<string, number> {
   return out;
 }
 
-const usage = `npm run cluster -- [--regions eu=2,us=2,ap=2] [--masters 3] [--lease-ttl-ms N] [--prometheus]
+const usage = `npm run cluster -- [--regions eu=2,us=2,ap=2] [--masters 3] [--lease-ttl-ms N] [--separate-postgres] [--prometheus]
+A database per region: by default each a fresh one on the local PostgreSQL (dropped at exit);
+--separate-postgres starts a PostgreSQL server per region instead (initdb in a temp folder; stopped and removed at exit).
+DATABASE_URL, if set (and no --separate-postgres), is every region's one database instead (kept).
 --prometheus also starts Prometheus (/usr/bin/prometheus) scraping every node, with ops/prometheus/alerts.yml loaded.
-Uses DATABASE_URL if set (kept), else creates a database on the local PostgreSQL (dropped at exit).
 ADMIN_API_KEY, if set, is installed as the admin key; other variables (LOG_LEVEL, ...) reach the nodes.`;
+
+function describeDatabases(r: RunningCluster): string {
+  switch (r.databases) {
+    case 'given':
+      return 'DATABASE_URL for every region (kept)';
+    case 'created':
+      return 'one per region on the local PostgreSQL (dropped at exit)';
+    case 'separate': {
+      const pids = Object.entries(r.pgInstances ?? {}).map(([region, i]) => `${region} ${i.pid}`);
+      return `a PostgreSQL server per region (pids ${pids.join(', ')}; stopped and removed at exit)`;
+    }
+  }
+}
 
 /** What was started, and how to reach it. */
 function printCluster(r: MonitoredCluster): void {
   console.log(`geopay cluster: ${r.cluster.nodes.length} nodes in ${r.cluster.regions.length} regions, ${r.redis.urls.length} Redis masters`);
   console.log('');
   const order = (n: { region: string; nodeId: string }): string => `${r.cluster.regions.indexOf(n.region)}/${n.nodeId}`;
-  const rows = [...r.cluster.nodes].sort((a, b) => order(a).localeCompare(order(b))).map((n) => [n.nodeId, n.region, n.url, String(n.pid)]);
-  console.log(formatTable(['node', 'region', 'url', 'pid'], rows, { labelColumns: 3 }));
+  const rows = [...r.cluster.nodes]
+    .sort((a, b) => order(a).localeCompare(order(b)))
+    .map((n) => [n.nodeId, n.region, n.url, String(n.pid), r.regionDatabases[n.region]!]);
+  console.log(formatTable(['node', 'region', 'url', 'pid', 'database'], rows, { labelColumns: 3 }));
   console.log('');
   console.log(`redis:     ${r.redis.urls.join(',')} (pids ${r.redis.urls.map((_, i) => r.redis.pid(i)).join(', ')})`);
-  console.log(`database:  ${r.databaseUrl}${r.createdDatabase ? ' (created; dropped at exit)' : ' (DATABASE_URL; kept)'}`);
+  console.log(`databases: ${describeDatabases(r)}; control database ${r.databaseUrl}`);
   console.log(`admin key: ${r.adminKey}`);
   if (r.prometheus) console.log(`prometheus: ${r.prometheus.url} (pid ${r.prometheus.pid}; config ${r.prometheus.configPath}; rules ${alertRulesPath})`);
   console.log('');
@@ -120,20 +190,19 @@ function printCluster(r: MonitoredCluster): void {
   console.log('Ctrl-C stops everything.');
 }
 
-async function main(): Promise<number> {
+/** The command line as options; 'help' for --help. */
+function readOptions(): { opts: LocalClusterOptions; monitor: boolean } | 'help' {
   const { values } = parseArgs({
     options: {
       regions: { type: 'string' },
       masters: { type: 'string' },
       'lease-ttl-ms': { type: 'string' },
       prometheus: { type: 'boolean' },
+      'separate-postgres': { type: 'boolean' },
       help: { type: 'boolean', short: 'h' },
     },
   });
-  if (values.help) {
-    console.log(usage);
-    return 0;
-  }
+  if (values.help) return 'help';
   const opts = defaultOptions();
   if (values.regions) opts.regions = parseRegions(values.regions);
   if (values.masters) {
@@ -141,7 +210,21 @@ async function main(): Promise<number> {
     if (!Number.isInteger(opts.masters) || opts.masters < 1 || opts.masters > 9) throw new Error('--masters: 1 to 9');
   }
   if (values['lease-ttl-ms']) opts.env.LEASE_TTL_MS = values['lease-ttl-ms'];
+  if (values['separate-postgres']) {
+    if (opts.databaseUrl) throw new Error('--separate-postgres starts databases of its own: unset DATABASE_URL');
+    opts.separatePostgres = true;
+  }
   opts.env.LOG_LEVEL = process.env.LOG_LEVEL ?? 'warn';
+  return { opts, monitor: values.prometheus === true };
+}
+
+async function main(): Promise<number> {
+  const read = readOptions();
+  if (read === 'help') {
+    console.log(usage);
+    return 0;
+  }
+  const { opts, monitor } = read;
 
   // Signals from the first moment: a Ctrl-C during start waits for it, then stops everything.
   let running: Promise<MonitoredCluster> | undefined;
@@ -149,11 +232,13 @@ async function main(): Promise<number> {
   const onSignal = (signal: NodeJS.Signals): void => {
     signals++;
     if (signals > 1) {
-      // A second Ctrl-C: no more waiting. The exit hooks SIGKILL every child; the database stays.
+      // A second Ctrl-C: no more waiting. The exit hooks SIGKILL every child (PostgreSQL servers
+      // of --separate-postgres included); databases created on the local PostgreSQL stay.
       console.error(`\n${signal} again: killing everything now`);
       process.exit(130);
     }
-    console.log(`\n${signal}: stopping ${values.prometheus ? 'Prometheus, then ' : ''}the nodes, then Redis${opts.databaseUrl ? '' : ', then dropping the database'}...`);
+    const databases = opts.databaseUrl ? '' : opts.separatePostgres ? ', then the PostgreSQL servers' : ', then dropping the databases';
+    console.log(`\n${signal}: stopping ${monitor ? 'Prometheus, then ' : ''}the nodes, then Redis${databases}...`);
     void (running ?? Promise.reject(new Error('not started')))
       .then((r) => r.shutdown())
       .then(
@@ -170,7 +255,7 @@ async function main(): Promise<number> {
   process.on('SIGINT', onSignal);
   process.on('SIGTERM', onSignal);
 
-  running = startLocalCluster(opts).then((r) => (values.prometheus ? withPrometheus(r) : r));
+  running = startLocalCluster(opts).then((r) => (monitor ? withPrometheus(r) : r));
   const r = await running;
   if (signals > 0) return 0;
   printCluster(r);

@@ -177,7 +177,14 @@ export interface ClusterNode {
 }
 
 export interface StartClusterOptions {
+  /** The database of every region, unless `regionDatabases` names one per region. */
   databaseUrl: string;
+  /**
+   * A database per region (REGION_DATABASE_URLS): each node's DATABASE_URL is its region's,
+   * and the control database is `controlDatabaseUrl`, else the first region's.
+   */
+  regionDatabases?: Record<string, string>;
+  controlDatabaseUrl?: string;
   adminKey: string;
   /** Nodes per region, e.g. { eu: 2, us: 2, ap: 2 }; every region listed is in REGIONS. */
   regions: Record<string, number>;
@@ -217,18 +224,22 @@ export interface LocalCluster {
 export async function startCluster(opts: StartClusterOptions): Promise<LocalCluster> {
   const regions = Object.keys(opts.regions);
   const secret = opts.clusterSecret ?? `gp_cluster_${randomBytes(16).toString('hex')}`;
+  const perRegion = opts.regionDatabases;
+  if (perRegion) for (const r of regions) if (!perRegion[r]) throw new Error(`no database for region ${r}`);
+  const controlUrl = opts.controlDatabaseUrl ?? (perRegion ? perRegion[regions[0]!]! : opts.databaseUrl);
   const nodes: ClusterNode[] = [];
   const counters = new Map<string, number>();
 
   const launch = async (region: string, nodeId: string, env: Record<string, string> = {}): Promise<ClusterNode> => {
     const proc: ServerProcess = await startServer({
-      databaseUrl: opts.databaseUrl,
+      databaseUrl: perRegion?.[region] ?? opts.databaseUrl,
       adminKey: opts.adminKey,
       ...(opts.keepLogLines === undefined ? {} : { keepLogLines: opts.keepLogLines }),
       env: {
         // Every node holds a pool; max_connections (100 here) is shared by the whole cluster.
         PG_POOL_MAX: '8',
         FORWARD_TIMEOUT_MS: '3000',
+        ...(perRegion ? { REGION_DATABASE_URLS: Object.entries(perRegion).map(([r, u]) => `${r}=${u}`).join(','), CONTROL_DATABASE_URL: controlUrl } : {}),
         ...opts.env,
         ...env,
         NODE_ID: nodeId,
@@ -320,8 +331,10 @@ export async function startCluster(opts: StartClusterOptions): Promise<LocalClus
     // The first node alone, then the rest together: on a fresh database, nodes migrating at the
     // same moment race on `CREATE TABLE IF NOT EXISTS schema_migrations` (taken before the
     // migration lock) and one of them fails to start with a duplicate pg_type key.
-    const [first, ...rest] = planned;
-    if (first) await launch(first[0], first[1]);
+    // With a database per region, the first node of each region migrates its own, one at a time.
+    const firsts = perRegion ? planned.filter(([r], i) => planned.findIndex(([q]) => q === r) === i) : planned.slice(0, 1);
+    const rest = planned.filter((p) => !firsts.includes(p));
+    for (const [region, nodeId] of firsts) await launch(region, nodeId);
     // Settled, not all: on a failure every node that did start is killed below, none left starting.
     const started = await Promise.allSettled(rest.map(([region, nodeId]) => launch(region, nodeId)));
     const failed = started.find((r) => r.status === 'rejected');
