@@ -1,26 +1,33 @@
 // The local 3-region cluster under load (`npm run bench:cluster`): the same cluster as
-// `npm run cluster` (3 Redis masters, eu/us/ap x 2 nodes, one PostgreSQL database), driven by
+// `npm run cluster` (3 Redis masters, eu/us/ap x 2 nodes, a database per region), driven by
 // 64 closed-loop clients spread over every node's URL. Prints throughput and p50/p99 of a
-// uniform and a hot-account workload, then the failover time after a kill -9 of a shard
-// owner, and ends with the ledger checker on the database.
+// uniform (2/3 cross-region), a domestic and a hot-account workload, the failover time after
+// a kill -9 of a shard owner, with --separate-postgres the recovery from a restart of us's
+// PostgreSQL, and ends with the cross-database ledger checker on every region's database.
 import { randomBytes, randomUUID } from 'node:crypto';
 import { setTimeout as sleep } from 'node:timers/promises';
 import pg from 'pg';
 import { Agent } from 'undici';
 import { clusterMap, waitFor, type ClusterMap, type ClusterNode } from '../test/helpers/cluster.ts';
 import { api } from '../test/helpers/server-process.ts';
-import { defaultOptions, startLocalCluster, type RunningCluster } from '../scripts/cluster.ts';
-import { check, formatResult } from './checker.ts';
+import { defaultOptions, describeDatabases, startLocalCluster, type RunningCluster } from '../scripts/cluster.ts';
+import { checkRegions, formatResult, IN_FLIGHT, settle } from './checker.ts';
 import { LoadClient } from './lib/client.ts';
-import { onInterrupt, runBench } from './lib/main.ts';
-import { anyTwo, measurePhase, pickFrom, transferJobs } from './lib/phases.ts';
+import { onInterrupt, runMain, withOptions } from './lib/main.ts';
+import { parseBenchDuration } from './lib/options.ts';
+import { anyTwo, measurePhase, pickFrom, transferJobs, type PhaseCommon } from './lib/phases.ts';
 import { progress } from './lib/progress.ts';
 import type { PhaseReport } from './lib/report.ts';
 import { createTenant, inParallel, mustPost, setupKeys } from './lib/setup.ts';
 import { transferSummary } from './lib/summary.ts';
 
-const USAGE = `usage: npm run bench:cluster -- [--duration S]
-  --duration S   measured seconds per workload (default: BENCH_SECONDS, else 12)
+const SEPARATE_POSTGRES = '--separate-postgres';
+
+const USAGE = `usage: npm run bench:cluster -- [--duration S] [--separate-postgres]
+  --duration S           measured seconds per workload (default: BENCH_SECONDS, else 12)
+  --separate-postgres    each region's database on a PostgreSQL server of its own (default: a
+                         database per region on the local PostgreSQL); adds the restart of us's
+                         server under a light cross-region load
 BENCH_ACCOUNTS_PER_REGION (default 1000) sizes the setup; LEASE_TTL_MS reaches the nodes.
 `;
 
@@ -40,6 +47,10 @@ const settings = Object.freeze({
   /** Failover probe: how long to wait for a write on the dead owner's shard at all. */
   failoverDeadlineMs: 60_000,
   settleTimeoutMs: 60_000,
+  /** The restart: light load this long before us's PostgreSQL stops, and how long it stays down. */
+  restartLeadSeconds: 1,
+  outageSeconds: 5,
+  restartClients: 8,
 });
 for (const [k, v] of [['BENCH_ACCOUNTS_PER_REGION', settings.accountsPerRegion], ['LEASE_TTL_MS', settings.leaseTtlMs]] as const) {
   if (!Number.isFinite(v) || v <= 0) throw new Error(`${k} must be a positive number, got ${String(v)}`);
@@ -81,22 +92,46 @@ async function setupAccounts(r: RunningCluster, clients: LoadClient[], run: stri
   return { tenantId, tenantKey, accountsByRegion, hotDestination, seconds: (performance.now() - t0) / 1000 };
 }
 
-/** uniform, then hot; each request goes to the next node's client in turn. */
-async function runWorkloads(clients: LoadClient[], s: ClusterSetup, durationS: number): Promise<PhaseReport[]> {
-  const common = {
-    engine: 'geopay', load: { mode: 'closed', concurrency: settings.clients } as const, durationS, warmupS: settings.warmupSeconds,
-    maxInFlight: settings.clients, progress: progress(),
+const closedLoop = (concurrency: number, durationS: number, warmupS: number): PhaseCommon => ({
+  engine: 'geopay', load: { mode: 'closed', concurrency }, durationS, warmupS, maxInFlight: concurrency, progress: progress(),
+});
+
+/** Transfers between the accounts `pickPair` names, each request to the next of `clients` in turn. */
+const jobsOf = (clients: LoadClient[], s: ClusterSetup, pickPair: () => [string, string]) => transferJobs({
+  clients, tenantId: s.tenantId, tenantKey: s.tenantKey, currency: 'USD', maxAmountMinor: settings.maxAmountMinor, pickPair,
+});
+
+/** Two different accounts of one region, the region at random: a transfer that stays in one database. */
+function sameRegion(accountsByRegion: Map<string, string[]>): () => [string, string] {
+  const pickers = [...accountsByRegion.values()].map(anyTwo);
+  return () => pickFrom(pickers)();
+}
+
+/** Accounts of two different regions: every transfer a saga between two databases. */
+function crossRegion(accountsByRegion: Map<string, string[]>): () => [string, string] {
+  const lists = [...accountsByRegion.values()];
+  return () => {
+    const from = pickFrom(lists);
+    let to = pickFrom(lists);
+    while (to === from) to = pickFrom(lists);
+    return [pickFrom(from), pickFrom(to)];
   };
+}
+
+/** uniform, domestic, then hot. */
+async function runWorkloads(clients: LoadClient[], s: ClusterSetup, durationS: number): Promise<PhaseReport[]> {
+  const common = closedLoop(settings.clients, durationS, settings.warmupSeconds);
   const accounts = [...s.accountsByRegion.values()].flat();
   const hotSources = accounts.filter((_, i) => i % Math.max(1, Math.floor(accounts.length / settings.hotSources)) === 0).slice(0, settings.hotSources);
-  const jobs = (pickPair: () => [string, string]) => transferJobs({
-    clients, tenantId: s.tenantId, tenantKey: s.tenantKey, currency: 'USD', maxAmountMinor: settings.maxAmountMinor, pickPair,
-  });
-  const uniform = await measurePhase(common, 'uniform', jobs(anyTwo(accounts)));
-  const hot = await measurePhase(common, 'hot', jobs(() => [pickFrom(hotSources), s.hotDestination]));
-  console.log(`\n${transferSummary([uniform, hot])}`);
-  console.log(`(uniform: any two accounts, 2/3 of pairs cross-region; hot: ${hotSources.length} sources in all regions -> one eu account)`);
-  return [uniform, hot];
+  const uniform = await measurePhase(common, 'uniform', jobsOf(clients, s, anyTwo(accounts)));
+  const domestic = await measurePhase(common, 'domestic', jobsOf(clients, s, sameRegion(s.accountsByRegion)));
+  const hot = await measurePhase(common, 'hot', jobsOf(clients, s, () => [pickFrom(hotSources), s.hotDestination]));
+  console.log(`\n${transferSummary([uniform, domestic, hot])}`);
+  console.log(
+    `(uniform: any two accounts, 2/3 of pairs cross-region; domestic: two accounts of one region; ` +
+      `hot: ${hotSources.length} sources in all regions -> one eu account)`,
+  );
+  return [uniform, domestic, hot];
 }
 
 async function liveMap(nodes: ClusterNode[], adminKey: string): Promise<ClusterMap> {
@@ -207,20 +242,98 @@ function printFailover(f: Failover): void {
   console.log(`  first 201 on an account of the shard: ${fmt(f.first201Ms)} (client, retrying continuously)`);
 }
 
-async function main(durationS: number): Promise<number> {
+interface Restart {
+  region: string;
+  /** From the stop's start to the start's start: the server was down this long. */
+  downMs: number;
+  /** start() until the server accepted connections again. */
+  upMs: number;
+  /** From the start of the restart: the load's last answer, then no transfer in flight in any region's database. */
+  drainedMs: number;
+  settledMs: number;
+  /** Transfers still in flight when the wait for them gave up (0: everything settled). */
+  unsettled: number;
+  load: PhaseReport;
+}
+
+/**
+ * Under a light cross-region load, stops one region's PostgreSQL server for a few seconds and
+ * starts it again; the load ends as the restart begins, so what is measured is how long the
+ * transfers caught in the outage take to settle once the server is back.
+ */
+async function measureRestart(r: RunningCluster, clients: LoadClient[], s: ClusterSetup, pools: Record<string, pg.Pool>, region: string): Promise<Restart> {
+  const server = r.pgInstances![region]!;
+  const durationS = settings.restartLeadSeconds + settings.outageSeconds;
+  const t0 = performance.now();
+  const load = measurePhase(closedLoop(settings.restartClients, durationS, 0), `cross-region, ${region} PostgreSQL down ${settings.outageSeconds} s`,
+    jobsOf(clients, s, crossRegion(s.accountsByRegion)));
+  const outage = async (): Promise<{ downMs: number; restartAt: number; upMs: number }> => {
+    await sleep(settings.restartLeadSeconds * 1000);
+    const stoppedAt = performance.now();
+    await server.stop();
+    await sleep(Math.max(0, t0 + durationS * 1000 - performance.now()));
+    const restartAt = performance.now();
+    await server.start();
+    return { downMs: restartAt - stoppedAt, restartAt, upMs: performance.now() - restartAt };
+  };
+  const [phase, { downMs, restartAt, upMs }] = await Promise.all([load, outage()]);
+  const drainedMs = performance.now() - restartAt;
+  const left = await Promise.all(Object.values(pools).map((db) => settle(db, 'transfers', IN_FLIGHT, settings.settleTimeoutMs, [])));
+  return { region, downMs, upMs, drainedMs, settledMs: performance.now() - restartAt, unsettled: left.reduce((a, b) => a + b, 0), load: phase };
+}
+
+function printRestart(x: Restart): void {
+  const ms = (v: number): string => `${Math.round(v)} ms`;
+  const line = (label: string, text: string): void => console.log(`  ${label.padEnd(36)} ${text}`);
+  console.log(`\n${transferSummary([x.load])}`);
+  console.log(`restart: ${x.region}'s PostgreSQL stopped (fast shutdown) for ${ms(x.downMs)}, under ${settings.restartClients} clients of cross-region transfers`);
+  line('accepting connections again:', `${ms(x.upMs)} after its start`);
+  line('last answer to the load:', `${ms(x.drainedMs)} after the start`);
+  if (x.unsettled === 0) line('every transfer in flight settled:', `${ms(x.settledMs)} after the start (no debited/refused row in any region)`);
+  else line('NOT settled:', `${x.unsettled} transfers still in flight ${ms(x.settledMs)} after the start`);
+}
+
+/** Every region's database, for the failover probe, the settle wait and the checker. */
+function regionPools(r: RunningCluster): Record<string, pg.Pool> {
+  return Object.fromEntries(Object.entries(r.regionDatabases).map(([region, url]) => {
+    const pool = new pg.Pool({ connectionString: url, max: 2, statement_timeout: 300_000 });
+    // A restarted server ends the idle connections: an unhandled 'error' would end the bench.
+    pool.on('error', () => undefined);
+    return [region, pool];
+  }));
+}
+
+/** The ledger checker across every region's database; what failed, if anything. */
+async function checkLedger(pools: Record<string, pg.Pool>, phases: PhaseReport[], f: Failover): Promise<string[]> {
+  const result = await checkRegions(pools, { settleTimeoutMs: settings.settleTimeoutMs });
+  console.log(formatResult(result));
+  const failures = result.ok ? [] : ['ledger checker failed'];
+  if (phases.some((p) => p.counts.ok === 0)) failures.push('a workload completed no transfer');
+  if (f.first201Ms === undefined) failures.push('no write on the dead owner\'s shard after the failover');
+  return failures;
+}
+
+async function startBenchCluster(separatePostgres: boolean): Promise<RunningCluster> {
   const opts = defaultOptions();
+  // A database per region, whatever DATABASE_URL says: that is what this bench measures.
+  opts.databaseUrl = '';
+  opts.separatePostgres = separatePostgres;
   opts.adminKey = `gp_admin_${randomBytes(16).toString('hex')}`;
   opts.env.LOG_LEVEL = process.env.LOG_LEVEL ?? 'warn';
+  return startLocalCluster(opts);
+}
+
+async function main(durationS: number, separatePostgres: boolean): Promise<number> {
   const run = `cluster${Date.now().toString(36)}${randomBytes(2).toString('hex')}`;
   let running: RunningCluster | undefined;
   let finished = false;
   let clients: LoadClient[] = [];
   let agent: Agent | undefined;
-  let sql: pg.Pool | undefined;
+  let pools: Record<string, pg.Pool> = {};
   const offInterrupt = onInterrupt(async () => { await running?.shutdown(); });
   try {
     const started = Date.now();
-    running = await startLocalCluster(opts);
+    running = await startBenchCluster(separatePostgres);
     const r = running;
     const nodes = r.cluster.nodes;
     for (const n of nodes) {
@@ -228,12 +341,13 @@ async function main(durationS: number): Promise<number> {
         if (!finished && code !== null) console.error(`node ${n.nodeId} exited during the bench (code ${String(code)}):\n${n.output()}`);
       });
     }
-    sql = new pg.Pool({ connectionString: r.databaseUrl, max: 4 });
+    pools = regionPools(r);
     agent = new Agent({ connections: 16, headersTimeout: 30_000, bodyTimeout: 30_000 });
     await liveMap(nodes, r.adminKey);
     console.log(
       `geopay cluster bench: ${nodes.length} nodes (${regions.map((g) => `${g} x${r.cluster.live(g).length}`).join(', ')}), 3 Redis masters, ` +
-        `lease TTL ${settings.leaseTtlMs} ms; ${settings.clients} clients, warm-up ${settings.warmupSeconds} s, measure ${durationS} s; started in ${((Date.now() - started) / 1000).toFixed(1)} s`,
+        `databases ${describeDatabases(r)}, lease TTL ${settings.leaseTtlMs} ms; ` +
+        `${settings.clients} clients, warm-up ${settings.warmupSeconds} s, measure ${durationS} s; started in ${((Date.now() - started) / 1000).toFixed(1)} s`,
     );
     // One keep-alive pool per node, as many connections as clients on it.
     const perNode = Math.ceil(settings.clients / nodes.length);
@@ -244,15 +358,13 @@ async function main(durationS: number): Promise<number> {
     const phases = await runWorkloads(clients, s, durationS);
 
     console.log('');
-    const f = await measureFailover(r, sql, s.tenantKey, s.accountsByRegion, agent);
+    const f = await measureFailover(r, pools.eu!, s.tenantKey, s.accountsByRegion, agent);
     printFailover(f);
 
+    if (r.pgInstances) printRestart(await measureRestart(r, clients.filter((_, k) => nodes[k]!.alive), s, pools, 'us'));
+
     console.log('');
-    const result = await check(sql, { settleTimeoutMs: settings.settleTimeoutMs });
-    console.log(formatResult(result));
-    const failures = result.ok ? [] : ['ledger checker failed'];
-    if (phases.some((p) => p.counts.ok === 0)) failures.push('a workload completed no transfer');
-    if (f.first201Ms === undefined) failures.push('no write on the dead owner\'s shard after the failover');
+    const failures = await checkLedger(pools, phases, f);
     for (const x of failures) console.log(`  ${x}`);
     console.log(failures.length === 0 ? 'ledger: PASS' : 'ledger: FAIL');
     return failures.length === 0 ? 0 : 1;
@@ -260,10 +372,15 @@ async function main(durationS: number): Promise<number> {
     finished = true;
     await Promise.all(clients.map((c) => c.destroy()));
     await agent?.destroy();
-    await sql?.end();
+    await Promise.all(Object.values(pools).map((p) => p.end()));
     await running?.shutdown();
     offInterrupt();
   }
 }
 
-runBench(USAGE, 12, main);
+// runBench's one option, plus the flag this bench alone has.
+runMain(() => {
+  const argv = process.argv.slice(2);
+  const duration = (): number | 'help' => parseBenchDuration(argv.filter((a) => a !== SEPARATE_POSTGRES), process.env.BENCH_SECONDS, 12);
+  return withOptions(USAGE, duration, (durationS) => main(durationS, argv.includes(SEPARATE_POSTGRES)));
+});

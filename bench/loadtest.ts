@@ -15,7 +15,7 @@ import { workloadPhase } from './lib/phases.ts';
 import { progress, type Progress } from './lib/progress.ts';
 import { describeWritten, environment, writeReport, type PhaseReport, type RunReport } from './lib/report.ts';
 import { RequestLog } from './lib/request-log.ts';
-import { checkTarget, withSession } from './lib/session.ts';
+import { checkTarget, startClusterTarget, withSession } from './lib/session.ts';
 import { setup, type SetupResult } from './lib/setup.ts';
 import { sumValues } from './lib/stats.ts';
 import { phaseSummary } from './lib/summary.ts';
@@ -27,6 +27,8 @@ const USAGE = `usage: npm run loadtest -- [options]
 target (one of):
   --start postgres|embedded   start a server: on a fresh database of the local PostgreSQL
                               (default; dropped at the end unless --keep-db), or on PGlite
+  --start cluster             start the local cluster of \`npm run cluster\` (geopay, a fresh
+                              database per region, dropped at the end; checked across them)
   --url URL --admin-key KEY   a running server; add --database-url URL to check its ledger
   --engine geopay|baseline    ENGINE of the started server (default geopay)
   --server-env K=V            extra environment for the started server (repeatable)
@@ -120,6 +122,7 @@ function parseTarget(v: Flags): Parsed['target'] {
   const start = v.start ?? 'postgres';
   if (start !== 'postgres' && start !== 'embedded' && start !== 'cluster') throw new UsageError(`--start is postgres, embedded or cluster, got "${start}"`);
   if (v.engine !== 'geopay' && v.engine !== 'baseline') throw new UsageError(`--engine is geopay or baseline, got "${v.engine}"`);
+  if (start === 'cluster' && v.engine !== 'geopay') throw new UsageError('--start cluster runs geopay only (its checker reads geopay\'s tables in every region)');
   if (v['database-url']) throw new UsageError('--database-url is for --url mode; a started server\'s database is known');
   const serverEnv: Record<string, string> = {};
   for (const kv of v['server-env']) {
@@ -171,9 +174,10 @@ export function parseLoadtestArgs(argv: string[]): Parsed | 'help' {
 }
 
 function startOrName(t: Parsed['target']): Promise<Target> {
-  return t.kind === 'url'
-    ? Promise.resolve(remoteTarget(t.url, t.adminKey, t.databaseUrl, t.engine))
-    : startTarget({ start: t.start, engine: t.engine, keepDb: t.keepDb, serverEnv: t.serverEnv });
+  if (t.kind === 'url') return Promise.resolve(remoteTarget(t.url, t.adminKey, t.databaseUrl, t.engine));
+  // The cluster's target knows every region's database, for the cross-database checker.
+  if (t.start === 'cluster') return startClusterTarget(t.serverEnv);
+  return startTarget({ start: t.start, engine: t.engine, keepDb: t.keepDb, serverEnv: t.serverEnv });
 }
 
 function announce(ui: Progress, o: Parsed, run: string, target: Target): void {

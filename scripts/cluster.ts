@@ -158,7 +158,7 @@ DATABASE_URL, if set (and no --separate-postgres), is every region's one databas
 --prometheus also starts Prometheus (/usr/bin/prometheus) scraping every node, with ops/prometheus/alerts.yml loaded.
 ADMIN_API_KEY, if set, is installed as the admin key; other variables (LOG_LEVEL, ...) reach the nodes.`;
 
-function describeDatabases(r: RunningCluster): string {
+export function describeDatabases(r: RunningCluster): string {
   switch (r.databases) {
     case 'given':
       return 'DATABASE_URL for every region (kept)';
@@ -178,8 +178,8 @@ function printCluster(r: MonitoredCluster): void {
   const order = (n: { region: string; nodeId: string }): string => `${r.cluster.regions.indexOf(n.region)}/${n.nodeId}`;
   const rows = [...r.cluster.nodes]
     .sort((a, b) => order(a).localeCompare(order(b)))
-    .map((n) => [n.nodeId, n.region, n.url, String(n.pid), r.regionDatabases[n.region]!]);
-  console.log(formatTable(['node', 'region', 'url', 'pid', 'database'], rows, { labelColumns: 3 }));
+    .map((n) => [n.nodeId, n.region, n.url, r.regionDatabases[n.region]!, String(n.pid)]);
+  console.log(formatTable(['node', 'region', 'url', 'database', 'pid'], rows, { labelColumns: 4 }));
   console.log('');
   console.log(`redis:     ${r.redis.urls.join(',')} (pids ${r.redis.urls.map((_, i) => r.redis.pid(i)).join(', ')})`);
   console.log(`databases: ${describeDatabases(r)}; control database ${r.databaseUrl}`);

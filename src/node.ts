@@ -94,7 +94,10 @@ export async function startNode(cfg: Config, opts: { logger?: Logger; onCommit?:
   const { ownership, cluster, single, registry } = parts;
   const home = dbs.of(dbs.home);
   const regions = new RegionReads({ home: dbs.home, shared: dbs.shared, repos: (r) => dbs.of(r).repos, ownership, peers: cluster?.forwarder });
-  const repos = makeRepositories({ region: dbs.home, repos: home.repos }, { control, homePool: pool, read: regions.read });
+  const repos = makeRepositories({ region: dbs.home, repos: home.repos }, {
+    control, homePool: pool, read: regions.read, writable: (r) => (regions.readsHere(r) ? dbs.of(r).repos : undefined),
+    regions: dbs.shared ? [] : dbs.regions(),
+  });
   // The ops page's transfers/s and p99: this node's own counters, sampled every second.
   const sampler = new MetricsSampler(metrics);
   sampler.start();

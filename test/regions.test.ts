@@ -179,6 +179,9 @@ describe('a database per region', () => {
     const legs = Number((await sql.us.query('SELECT count(*) AS n FROM inbound_legs')).rows[0].n);
     expect(legs).toBeGreaterThan(0);
     expect(await residencyViolations()).toEqual([]);
+    // The cluster map shows every region's shards, each read in its own region's database.
+    const map = await api(node('eu').url, adminKey).get('/v1/cluster');
+    expect(new Set((map.body.shards as { region: string }[]).map((x) => x.region))).toEqual(new Set(REGIONS));
     await checkAcrossRegions();
   }, 120_000);
 

@@ -127,7 +127,7 @@ export class Transfers {
         const view = await this.firstAnswer(transferId, m, at, settled);
         // Stored off the request's path; until it is, this process's duplicates share it (keep).
         // Lost (a crash in between, a failed write), a replay answers the transfer as it stands.
-        keep(this.ctx.repos.keys.storeAnswer({ tenantId: m.tenantId, key: m.key, requestHash: m.hash, status: transferAnswerStatus(view.state), body: view }));
+        keep(this.ctx.repos.keys.storeAnswer(regionOf(m.src), { tenantId: m.tenantId, key: m.key, requestHash: m.hash, status: transferAnswerStatus(view.state), body: view }) ?? Promise.resolve());
         return ok(view);
       }, async (s) => ok(await this.read(s.resourceId!, m.tenantId)));
     });

@@ -43,6 +43,11 @@ export class RegionDatabases<T> {
     return this.opts.urls.size === 0;
   }
 
+  /** The regions REGION_DATABASE_URLS names, and the home region. */
+  regions(): Region[] {
+    return [...new Set([this.home, ...this.opts.urls.keys()])];
+  }
+
   /** Does this node know the region's database (its own, or one REGION_DATABASE_URLS names)? */
   knows(region: Region): boolean {
     return this.shared || region === this.home || this.opts.urls.has(region);

@@ -73,6 +73,7 @@ export const REGION_READS = {
   captureOfHold: (r: RegionRepositories, holdId: string) => r.transfers.captureOfHold(holdId),
   hold: (r: RegionRepositories, id: string) => r.holds.get(id),
   shard: (r: RegionRepositories, id: string) => r.shards.get(id),
+  shards: (r: RegionRepositories) => r.shards.list(),
 } as const;
 
 export type RegionRead = keyof typeof REGION_READS;
@@ -96,7 +97,12 @@ const regionOr = (home: Region, read: (id: string) => Region | undefined) => (id
  * reads by id to the id's region; `control` holds tenants, keys and limits, and the decisions
  * of linked batch groups (one arbiter for a group whose holds are in several regions).
  */
-export function makeRepositories(home: { region: Region; repos: RegionRepositories }, opts: { control?: Pool; homePool: Pool; read?: RegionReader }) {
+export function makeRepositories(home: { region: Region; repos: RegionRepositories }, opts: {
+  control?: Pool; homePool: Pool; read?: RegionReader; writable?: (region: Region) => RegionRepositories | undefined;
+  /** Every region with a database of its own (REGION_DATABASE_URLS); none: the home database holds every region's rows. */
+  regions?: readonly Region[];
+}) {
+  const writable = opts.writable ?? ((region: Region) => (region === home.region ? home.repos : undefined));
   const control = opts.control ?? opts.homePool;
   const local = home.repos;
   const read: RegionReader = opts.read ?? ((_region, op, ...args) => runRegionRead(local, op, args));
@@ -128,12 +134,23 @@ export function makeRepositories(home: { region: Region; repos: RegionRepositori
       // The admin writes' keys are kept beside the tenants and keys they created.
       deleteExpired: async (retentionMs: number) => (await local.keys.deleteExpired(retentionMs))
         + (control === opts.homePool ? 0 : await q.deleteExpiredKeys(control, retentionMs)),
-      storeAnswer: local.keys.storeAnswer,
+      /**
+       * Beside the key its command stored, in the database of the region that processed it.
+       * Not kept where this node does not write that region: a replay then answers the
+       * resource as it stands (src/payments/transfers.ts).
+       */
+      storeAnswer: (region: Region, row: AnswerRow) => writable(region)?.keys.storeAnswer(row),
       answersStored: local.keys.answersStored,
     },
     suspense: local.suspense,
     shards: {
-      list: local.shards.list,
+      /** Every region's shard rows; a region whose database cannot be read is left out. */
+      list: async () => {
+        const regions = opts.regions ?? [];
+        if (regions.length === 0) return local.shards.list();
+        const lists = await Promise.all(regions.map((r) => read(r, 'shards').catch(() => [])));
+        return lists.flat();
+      },
       get: (id: string) => read(ofShard(id), 'shard', id),
     },
     health: local.health,
