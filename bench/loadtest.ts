@@ -228,6 +228,7 @@ async function runLoadtest(o: Parsed, argv: string[], ui: Progress): Promise<num
     announce(ui, o, run, target);
     const s = await setup(client, {
       adminKey: target.adminKey, run, spec: o.spec, concurrency: Math.min(64, o.connections), liftRateLimits: o.liftRateLimits, onProgress: (m) => ui.note(`setup: ${m}`),
+      ...('regionDatabases' in target ? { regions: Object.keys(target.regionDatabases as Record<string, string>) } : {}),
     });
     ui.note(`setup: ${o.spec.accounts} accounts and ${o.spec.currencies.length} merchant(s) ready in ${s.seconds.toFixed(1)} s`);
     const phase = await workloadPhase({

@@ -95,7 +95,7 @@ export type AccountsSpec = Pick<WorkloadSpec, 'accounts' | 'currencies' | 'fundi
 
 export async function setup(
   client: LoadClient,
-  opts: TenantOptions & { spec: AccountsSpec; concurrency: number },
+  opts: TenantOptions & { spec: AccountsSpec; concurrency: number; regions?: readonly string[] },
 ): Promise<SetupResult> {
   const t0 = performance.now();
   const { spec } = opts;
@@ -107,8 +107,10 @@ export async function setup(
   const overdraft = spec.overdraftMinor > 0n ? { overdraftLimit: spec.overdraftMinor.toString() } : {};
   const currencies = Array.from({ length: spec.accounts }, (_, i) => spec.currencies[i % spec.currencies.length]!);
   opts.onProgress?.(`opening ${spec.accounts} accounts`);
-  const opened = await inParallel(currencies, opts.concurrency, async (currency) =>
-    String((await must('open', '/v1/accounts', { currency, ...overdraft }, [201])).id));
+  // Across a cluster's regions in turn, so its traffic crosses them; else in the node's own.
+  const regionOf = (i: number): { region?: string } => (opts.regions?.length ? { region: opts.regions[i % opts.regions.length]! } : {});
+  const opened = await inParallel(currencies.map((currency, i) => ({ currency, ...regionOf(i) })), opts.concurrency, async (body) =>
+    String((await must('open', '/v1/accounts', { ...body, ...overdraft }, [201])).id));
   const merchants = new Map<string, string>();
   for (const currency of spec.currencies) {
     merchants.set(currency, String((await must('open', '/v1/accounts', { currency, metadata: { role: 'merchant' } }, [201])).id));

@@ -9,6 +9,7 @@ import { createTestDatabase, type TestDatabase } from '../../test/helpers/db.ts'
 import { startServer, type ServerProcess } from '../../test/helpers/server-process.ts';
 
 export type Engine = 'geopay' | 'baseline';
+/** One server; a local cluster is started by bench/lib/session.ts startClusterTarget. */
 export type StartMode = 'embedded' | 'postgres' | 'cluster';
 
 export interface DatabaseHandle {
@@ -39,7 +40,7 @@ export interface Target {
 }
 
 export interface StartOptions {
-  start: StartMode;
+  start: Exclude<StartMode, 'cluster'>;
   engine: Engine;
   keepDb: boolean;
   /** Extra environment for the server (PG_POOL_MAX=..., LOG_LEVEL=...). */
@@ -49,19 +50,6 @@ export interface StartOptions {
 export async function startTarget(opts: StartOptions): Promise<Target> {
   const adminKey = `gp_admin_${randomBytes(16).toString('hex')}`;
   const env = { LOG_LEVEL: 'warn', ...opts.serverEnv, ENGINE: opts.engine };
-  if (opts.start === 'cluster') {
-    // The local cluster of `npm run cluster` (3 regions x 2 nodes, 3 Redis masters, a fresh
-    // database): requests go to one node, which forwards to each account's owner.
-    const { startLocalCluster, defaultOptions } = await import('../../scripts/cluster.ts');
-    const rc = await startLocalCluster({ ...defaultOptions(), databaseUrl: '', adminKey, env });
-    const first = rc.cluster.live()[0]!;
-    return {
-      url: first.url, adminKey, engine: opts.engine, server: undefined,
-      describe: `local cluster (${rc.cluster.live().length} nodes, ${rc.redis.urls.length} Redis masters), database dropped at the end`,
-      openDatabase: async () => ({ url: rc.databaseUrl, maxConnections: 4, serverRunning: true, close: async () => undefined }),
-      stop: () => rc.shutdown(),
-    };
-  }
   if (opts.start === 'postgres') {
     const db: TestDatabase = await createTestDatabase(`loadtest_${opts.engine}`);
     let server: ServerProcess;

@@ -105,7 +105,10 @@ export function makeRepositories(home: { region: Region; repos: RegionRepositori
   const writable = opts.writable ?? ((region: Region) => (region === home.region ? home.repos : undefined));
   const control = opts.control ?? opts.homePool;
   const local = home.repos;
-  const read: RegionReader = opts.read ?? ((_region, op, ...args) => runRegionRead(local, op, args));
+  const base: RegionReader = opts.read ?? ((_region, op, ...args) => runRegionRead(local, op, args));
+  const read: RegionReader = (region, op, ...args) => base(region, op, ...args).catch((err: unknown) => {
+    throw regionFailure(region, err);
+  });
   const ofAccount = regionOr(home.region, (id) => (parseAccountId(id) ? regionOf(id as AccountId) : undefined));
   const ofTransfer = regionOr(home.region, (id) => (parseTransferId(id) ? regionOfTransfer(id as TransferId) : undefined));
   const ofHold = regionOr(home.region, (id) => (parseHoldId(id) ? regionOfHold(id as HoldId) : undefined));
@@ -183,6 +186,14 @@ function controlRepositories(control: Pool) {
 
 /** SQLSTATE classes of a statement that is wrong, not of a database out of reach: data exception, integrity, syntax or access rule. */
 const OUR_BUG = /^(22|23|42)[0-9A-Z]{3}$/;
+
+/** A read of a region's database that failed for want of the database: region_unavailable (503, retryable); our bugs stay ours. */
+function regionFailure(region: Region, err: unknown): unknown {
+  if (err instanceof GeopayError) return err;
+  const code = (err as { code?: unknown } | null)?.code;
+  if (typeof code === 'string' && OUR_BUG.test(code)) return err;
+  return new GeopayError('region_unavailable', `the database of region ${region} could not be read`, { cause: err });
+}
 
 function onControlPlane<A extends unknown[], R>(read: (...args: A) => Promise<R>): (...args: A) => Promise<R> {
   return async (...args) => {
