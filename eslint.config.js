@@ -50,11 +50,21 @@ export default defineConfig(
               except: [layer('domain'), './node_modules'],
               message: 'src/domain is pure: it imports only from src/domain.',
             },
-            ...['actors', 'http', 'cluster', 'payments'].map((name) => ({
+            ...['actors', 'http', 'cluster', 'payments', 'webhooks', 'bus'].map((name) => ({
               target: layer('persistence'),
               from: layer(name),
               message: 'src/persistence imports only src/domain.',
             })),
+            {
+              target: layer('bus'),
+              from: ['actors', 'http', 'cluster', 'payments', 'persistence', 'webhooks'].map(layer),
+              message: 'src/bus is a leaf: packages and src/domain only.',
+            },
+            {
+              target: layer('webhooks'),
+              from: ['actors', 'http', 'cluster', 'payments', 'bus'].map(layer),
+              message: 'src/webhooks signs and delivers; it knows nothing of payments, actors or HTTP routes.',
+            },
             {
               target: layer('actors'),
               from: layer('http'),
