@@ -23,7 +23,19 @@ import { bumpEpoch } from './persistence/shards.ts';
 import type { Region, ShardId } from './domain/ids.ts';
 import { shardParts } from './domain/ids.ts';
 import { RegionReads } from './payments/region-reads.ts';
-import type { WorkSource } from './payments/relay.ts';
+import type { WebhookKeyedWrites } from './payments/webhooks.ts';
+import { createWebhookEndpointOnce, rotateWebhookSecretOnce } from './persistence/queries.ts';
+import { webhookRepositories } from './persistence/webhooks.ts';
+import type { WebhookStore } from './persistence/webhooks.ts';
+import { enqueueEvent } from './webhooks/endpoints.ts';
+import { WebhookFeed } from './payments/webhook-feed.ts';
+import type { EventSource } from './payments/webhook-feed.ts';
+import { TtlCache } from './payments/ttl-cache.ts';
+import { DEFAULT_WEBHOOK_SETTINGS } from './webhooks/config.ts';
+import type { WebhookSettings } from './webhooks/config.ts';
+import { WebhookDispatcher } from './webhooks/dispatcher.ts';
+import { systemResolver } from './webhooks/address.ts';
+import type { EventStreamSettings } from './payments/events.ts';
 import type { Redis } from 'ioredis';
 import { startEmbeddedPostgres } from './persistence/embedded.ts';
 import { connectRedis, createRedis } from './persistence/redis.ts';
@@ -79,7 +91,7 @@ export function rootLogger(cfg: Config): Logger {
   });
 }
 
-export async function startNode(cfg: Config, opts: { logger?: Logger; onCommit?: CommitObserver; clock?: () => number } = {}): Promise<GeopayNode> {
+export async function startNode(cfg: Config, opts: { logger?: Logger; onCommit?: CommitObserver; clock?: () => number; events?: Partial<EventStreamSettings> } = {}): Promise<GeopayNode> {
   // FAULT_CLOCK_OFFSET_MS (tests only) makes this host's clock wrong, as a real one can be.
   const offsetMs = cfg.faultClockOffsetMs;
   const clock = opts.clock ?? (offsetMs === 0 ? Date.now : () => Date.now() + offsetMs);
@@ -92,17 +104,13 @@ export async function startNode(cfg: Config, opts: { logger?: Logger; onCommit?:
   // payments -> HTTP; assemble() keeps this function to the order of the steps.
   const parts = await assemble(cfg, dbs, logger, clock, metrics);
   const { ownership, cluster, single, registry } = parts;
-  const home = dbs.of(dbs.home);
-  const regions = new RegionReads({ home: dbs.home, shared: dbs.shared, repos: (r) => dbs.of(r).repos, ownership, peers: cluster?.forwarder });
-  const repos = makeRepositories({ region: dbs.home, repos: home.repos }, {
-    control, homePool: pool, read: regions.read, writable: (r) => (regions.readsHere(r) ? dbs.of(r).repos : undefined),
-    regions: dbs.shared ? [] : dbs.regions(),
-  });
+  const { regions, repos } = repositoriesOf(dbs, ownership, cluster, { control, homePool: pool });
   // The ops page's transfers/s and p99: this node's own counters, sampled every second.
   const sampler = new MetricsSampler(metrics);
   sampler.start();
   const ops = { window: () => sampler.delta(OPS_WINDOW_MS), peers: cluster?.forwarder };
-  const payments = buildPayments({ config: cfg, registry, ownership, repos, regions, logger, clock, metrics, ops });
+  const webhooks = webhookParts(cfg, control, logger, metrics);
+  const payments = buildPayments({ config: cfg, registry, ownership, repos, regions, logger, clock, metrics, ops, webhooks, events: opts.events });
   const createdAdminKey = await payments.tenants.ensureAdminKey(cfg.adminApiKey);
   if (createdAdminKey && embedded) {
     // Embedded (development) mode only: keep the key beside the data it guards, readable by
@@ -118,6 +126,7 @@ export async function startNode(cfg: Config, opts: { logger?: Logger; onCommit?:
     intervalMs: cfg.relayIntervalMs, minAgeMs: cfg.relayMinAgeMs, maxBackoffMs: cfg.relayMaxBackoffMs, batch: 500, clock, sources,
     ...(opts.clock ? { virtualNow: opts.clock } : {}), metrics,
   }, logger);
+  const feed = webhookFeed(webhooks, { sources, registry }, cfg, logger);
   readAtScrape(metrics, { pool, poolMax: embedded ? 1 : cfg.pgPoolMax, dbs, registry, ownership, cluster, payments });
 
   let accepting = true;
@@ -132,6 +141,8 @@ export async function startNode(cfg: Config, opts: { logger?: Logger; onCommit?:
 
   // The relay's first pass re-delivers what a crash left in flight, at once.
   relay.start();
+  webhooks.dispatcher.start();
+  feed.start();
   const cleanup = startKeyCleanup(repos, cfg, logger);
 
   let stopping: Promise<void> | undefined;
@@ -140,6 +151,8 @@ export async function startNode(cfg: Config, opts: { logger?: Logger; onCommit?:
       accepting = false;
       relay.stop();
       sampler.stop();
+      await feed.stop();
+      await webhooks.dispatcher.stop();
       clearInterval(cleanup);
       // Stop taking requests; those in progress finish (bounded by the request timeout).
       await Promise.all([app.close(), internal?.app.close()]);
@@ -165,7 +178,7 @@ export async function startNode(cfg: Config, opts: { logger?: Logger; onCommit?:
     return stopping;
   };
 
-  return { app, url, internalUrl: internal?.url, pool, registry, relay, writer: home.writer, dbs, createdAdminKey, stop, ownership, payments, membership, metrics };
+  return { app, url, internalUrl: internal?.url, pool, registry, relay, writer: dbs.of(dbs.home).writer, dbs, createdAdminKey, stop, ownership, payments, membership, metrics };
 }
 
 /** What the metrics read at scrape time; committed hold changes and returns are counted as they commit. */
@@ -329,6 +342,69 @@ async function assemble(cfg: Config, dbs: RegionDatabases<RegionStore>, logger: 
   return { ownership, cluster, single, registry };
 }
 
+/**
+ * The payments' repositories: reads by id sent to the id's region database (here, or at a node
+ * of that region), writes to the home one, tenants and keys to the control database.
+ */
+function repositoriesOf(dbs: RegionDatabases<RegionStore>, ownership: Ownership, cluster: ClusterParts | undefined, pools: { control: Pool; homePool: Pool }) {
+  const regions = new RegionReads({ home: dbs.home, shared: dbs.shared, repos: (r) => dbs.of(r).repos, ownership, peers: cluster?.forwarder });
+  const repos = makeRepositories({ region: dbs.home, repos: dbs.of(dbs.home).repos }, {
+    ...pools, read: regions.read, writable: (r) => (regions.readsHere(r) ? dbs.of(r).repos : undefined),
+    regions: dbs.shared ? [] : dbs.regions(),
+  });
+  return { regions, repos };
+}
+
+/**
+ * How long the endpoints matching a tenant's event type are reused by the feed: an endpoint
+ * made on another node hears the events committed from at most this long after it.
+ */
+const ENDPOINT_MATCH_CACHE_MS = 1_000;
+
+/**
+ * Webhook endpoints, deliveries and attempts live in the control database (one queue for every
+ * region); every node runs a dispatcher over it, each delivery leased to one at a time.
+ */
+function webhookParts(cfg: Config, control: Pool, logger: Logger, metrics: Metrics) {
+  const store = webhookRepositories(control);
+  const settings: WebhookSettings = {
+    ...DEFAULT_WEBHOOK_SETTINGS, allowPrivate: cfg.webhookAllowPrivate === 'true', timeoutMs: cfg.webhookTimeoutMs,
+    retry: { ...DEFAULT_WEBHOOK_SETTINGS.retry, baseDelayMs: cfg.webhookRetryBaseMs, horizonMs: cfg.webhookRetryHorizonMs }, secretOverlapMs: cfg.webhookSecretOverlapMs,
+    pollMs: cfg.webhookPollMs, leaseMs: Math.max(DEFAULT_WEBHOOK_SETTINGS.leaseMs, 2 * cfg.webhookTimeoutMs),
+  };
+  const dispatcher = new WebhookDispatcher({
+    store, settings, resolve: systemResolver, clock: () => new Date(), random: Math.random, logger: logger.child({ part: 'webhooks' }),
+    onAttempt: (a) => {
+      metrics.webhookAttempts.inc({ outcome: a.outcome === 'delivered' ? 'delivered' : 'failed' });
+      if (a.outcome === 'delivered') metrics.webhookDelivery.observe(Math.max(0, a.endedAt.getTime() - a.createdAt.getTime()) / 1000);
+    },
+  });
+  const keyed: WebhookKeyedWrites = {
+    createOnce: (k, e, stored) => createWebhookEndpointOnce(control, k, e, stored),
+    rotateOnce: (k, r, stored) => rotateWebhookSecretOnce(control, k, r, stored),
+  };
+  // The endpoints each tenant's events match, reused by the feed for ENDPOINT_MATCH_CACHE_MS;
+  // forgotten at once when this node makes or deletes one.
+  const matching = new TtlCache<Awaited<ReturnType<WebhookStore['endpoints']['matching']>>>(ENDPOINT_MATCH_CACHE_MS, 10_000);
+  const cached: WebhookStore = {
+    ...store,
+    endpoints: { ...store.endpoints, matching: (tenantId, type) => matching.get(`${tenantId}\u0000${type}`, Date.now(), () => store.endpoints.matching(tenantId, type)) },
+  };
+  return { store, cached, keyed, dispatcher, nudge: () => dispatcher.nudge(), changed: () => matching.clear() };
+}
+
+
+/** The ledger events of this node's shards, fanned out to webhook deliveries (src/payments/webhook-feed.ts). */
+function webhookFeed(webhooks: ReturnType<typeof webhookParts>, on: { sources: () => EventSource[]; registry: AccountRegistry }, cfg: Config, logger: Logger): WebhookFeed {
+  const feed = new WebhookFeed({
+    sources: on.sources, enqueue: (e) => enqueueEvent(webhooks.cached, e, { now: new Date() }), delivered: webhooks.nudge,
+    intervalMs: cfg.webhookPollMs, logger: logger.child({ part: 'webhook-feed' }),
+  });
+  // Each commit may have written events: a pass soon (the feed spaces them out).
+  on.registry.onCommitted(() => feed.wake());
+  return feed;
+}
+
 /** What a node keeps per region database: its pool, its group-commit writer and its repositories. */
 export interface RegionStore { pool: Pool; writer: GroupWriter; repos: RegionRepositories }
 
@@ -346,7 +422,7 @@ function regionDatabases(cfg: Config, home: { pool: Pool; url: string }, embedde
 }
 
 /** The relay's work: each region database this node writes, with the shards of it this node owns now. */
-function workSources(ownership: Ownership, dbs: RegionDatabases<RegionStore>): WorkSource[] {
+function workSources(ownership: Ownership, dbs: RegionDatabases<RegionStore>): { repos: RegionRepositories; shards: string[] }[] {
   const byRegion = new Map<Region, string[]>();
   for (const { shard } of ownership.shards()) {
     if (!ownership.isLocal(shard)) continue;

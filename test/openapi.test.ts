@@ -8,6 +8,8 @@ import { Validator } from '@seriousme/openapi-schema-validator';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { TestNode } from './helpers/node.ts';
 import { idem, startTestNode } from './helpers/node.ts';
+import { webhookRepositories } from '../src/persistence/webhooks.ts';
+import { makeDeliveryId } from '../src/webhooks/ids.ts';
 import { buildApp } from '../src/http/app.ts';
 import { documentRoute } from '../src/http/openapi.ts';
 import { rootLogger } from '../src/node.ts';
@@ -147,6 +149,42 @@ const PLANS: Record<string, Plan> = {
     as: 'tenant', id: () => ids.a1!, valid: (id) => ({ url: `/v1/accounts/${id}/statement` }),
     refusals: [['a bad limit', () => ({ url: `/v1/accounts/${ids.a1}/statement?limit=abc` }), 400]],
   },
+  'GET /v1/accounts/{id}/events': {
+    as: 'tenant', id: () => ids.a1!, valid: (id) => ({ url: `/v1/accounts/${id}/events` }),
+    refusals: [
+      ['an event id of another account', () => ({ url: `/v1/accounts/${ids.a1}/events?after=${ids.a2}.1` }), 400],
+      ['a limit over 1000', () => ({ url: `/v1/accounts/${ids.a1}/events?limit=1001` }), 400],
+    ],
+  },
+  'GET /v1/events': {
+    as: 'tenant', valid: () => ({ url: '/v1/events' }),
+    refusals: [
+      ['a cursor not from the feed', () => ({ url: '/v1/events?after=bm90LWEtY3Vyc29y' }), 400],
+      ['a limit of 0', () => ({ url: '/v1/events?limit=0' }), 400],
+    ],
+  },
+
+  'POST /v1/webhook-endpoints': {
+    as: 'tenant', idem: 'required', valid: () => ({ url: '/v1/webhook-endpoints', body: { url: 'https://example.com/a' } }),
+    other: () => ({ url: '/v1/webhook-endpoints', body: { url: 'https://example.com/b' } }),
+    refusals: [['a loopback URL', () => ({ url: '/v1/webhook-endpoints', body: { url: 'https://127.0.0.1/hook' } }), 400]],
+  },
+  'GET /v1/webhook-endpoints': { as: 'tenant', valid: () => ({ url: '/v1/webhook-endpoints' }) },
+  'GET /v1/webhook-endpoints/{id}': { as: 'tenant', id: () => ids.hook!, valid: (id) => ({ url: `/v1/webhook-endpoints/${id}` }) },
+  'DELETE /v1/webhook-endpoints/{id}': {
+    as: 'tenant', id: () => ids.hookToDelete!, valid: (id) => ({ url: `/v1/webhook-endpoints/${id}` }),
+    refusals: [['an unknown endpoint', () => ({ url: '/v1/webhook-endpoints/we_nonexistent' }), 404]],
+  },
+  'POST /v1/webhook-endpoints/{id}/rotate-secret': {
+    as: 'tenant', idem: 'required', id: () => ids.hook!, valid: (id) => ({ url: `/v1/webhook-endpoints/${id}/rotate-secret` }),
+    other: () => ({ url: `/v1/webhook-endpoints/${ids.hookToDelete}/rotate-secret` }),
+    refusals: [['an unknown endpoint', () => ({ url: '/v1/webhook-endpoints/we_nonexistent/rotate-secret' }), 404]],
+  },
+  'GET /v1/webhook-endpoints/{id}/deliveries': { as: 'tenant', id: () => ids.hook!, valid: (id) => ({ url: `/v1/webhook-endpoints/${id}/deliveries` }) },
+  'POST /v1/webhook-endpoints/{id}/deliveries/{deliveryId}/redeliver': {
+    as: 'tenant', idem: 'required', id: () => ids.hook!, valid: (id) => ({ url: `/v1/webhook-endpoints/${id}/deliveries/${ids.delivery}/redeliver` }),
+    refusals: [['an unknown delivery', () => ({ url: `/v1/webhook-endpoints/${ids.hook}/deliveries/msg_nonexistent/redeliver` }), 404]],
+  },
 
   'POST /v1/deposits': {
     as: 'tenant', idem: 'required', valid: () => ({ url: '/v1/deposits', body: money() }), other: () => ({ url: '/v1/deposits', body: money({ amount: '2' }) }),
@@ -263,6 +301,14 @@ async function suspenseFixture(): Promise<void> {
     else await new Promise((r) => setTimeout(r, 50));
   }
   expect(ids.suspense, 'money in suspense for the payout probes').toBeDefined();
+  // Webhook endpoints, and a delivery on one of them (what an event would make) to redeliver.
+  const hook = await ok(t.call('POST', '/v1/webhook-endpoints', { key: A.key, idem: idem(), body: { url: 'https://example.com/hook' } }), 'webhook endpoint');
+  ids.hook = hook.id as string;
+  ids.hookToDelete = (await ok(t.call('POST', '/v1/webhook-endpoints', { key: A.key, idem: idem(), body: { url: 'https://example.com/gone' } }), 'webhook endpoint')).id as string;
+  const delivery = await webhookRepositories(t.node.pool).deliveries.enqueue({
+    id: makeDeliveryId(Date.now()), endpointId: ids.hook, eventId: 'evt-openapi', eventType: 'transfer.settled', accountId: null, seq: null, payload: {}, now: new Date(),
+  });
+  ids.delivery = delivery.delivery.id;
 }
 
 beforeAll(async () => {

@@ -19,6 +19,7 @@ export const ERRORS = {
   invalid_amount: { kind: 'invalid', title: 'Amounts are strings of integer minor units, 1 to 2^63-1' },
   unknown_currency: { kind: 'invalid', title: 'The currency is not a supported ISO 4217 code' },
   invalid_region: { kind: 'invalid', title: 'The region is not a valid region name' },
+  invalid_webhook_url: { kind: 'invalid', title: 'The webhook URL is not an https URL of a public address' },
   idempotency_key_required: { kind: 'invalid', title: 'An Idempotency-Key header is required' },
   unauthorized: { kind: 'denied', title: 'A valid API key is required' },
   forbidden: { kind: 'denied', title: 'This key may not use this endpoint' },
@@ -26,6 +27,8 @@ export const ERRORS = {
   account_not_found: { kind: 'not_found', title: 'No such account' },
   transfer_not_found: { kind: 'not_found', title: 'No such transfer' },
   tenant_not_found: { kind: 'not_found', title: 'No such tenant' },
+  webhook_endpoint_not_found: { kind: 'not_found', title: 'No such webhook endpoint' },
+  delivery_not_found: { kind: 'not_found', title: 'No such webhook delivery' },
   key_not_found: { kind: 'not_found', title: 'No such API key' },
   // Idempotency.
   idempotency_key_reused: { kind: 'conflict', title: 'The Idempotency-Key was used with a different request' },

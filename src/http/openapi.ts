@@ -9,13 +9,14 @@ import type { ErrorCode } from '../domain/errors.ts';
 import { ERRORS as CODES } from '../domain/errors.ts';
 import { statusOf } from './errors.ts';
 
-export type Tag = 'admin' | 'accounts' | 'money' | 'holds' | 'operations';
+export type Tag = 'admin' | 'accounts' | 'money' | 'holds' | 'webhooks' | 'operations';
 
 const TAGS: { name: Tag; description: string }[] = [
   { name: 'admin', description: 'Tenants, their keys and rate limits, inspection. The admin key only.' },
   { name: 'accounts', description: "A tenant's accounts. Tenant keys only." },
   { name: 'money', description: 'Deposits, withdrawals, transfers, refunds, batches. Tenant keys only.' },
   { name: 'holds', description: 'Two-phase payments: authorize, capture, void. Tenant keys only.' },
+  { name: 'webhooks', description: 'Webhook endpoints (Standard Webhooks signatures), their secrets and deliveries. Tenant keys only.' },
   { name: 'operations', description: 'Health, readiness, metrics and this document. No key, no rate limit.' },
 ];
 
@@ -92,6 +93,21 @@ export const OPERATIONS: Readonly<Record<OperationKey, Operation>> = {
   'POST /v1/accounts/:id/close': op('closeAccount', 'Close an account with a zero balance and no holds', 'accounts',
     WRONG_KEY, KEY_OPTIONAL, ACTOR, 'account_not_found', 'balance_not_zero', 'holds_outstanding'),
   'GET /v1/accounts/:id/statement': op('getAccountStatement', "An account's postings, newest first", 'accounts', WRONG_KEY, PARAMS, 'account_not_found'),
+  // A region whose database cannot be read: its account answers 503; the tenant feed leaves it out and says so.
+  'GET /v1/accounts/:id/events': op('getAccountEvents', "An account's ledger events in its order: a page, or a live stream (text/event-stream) resuming after Last-Event-ID", 'accounts',
+    WRONG_KEY, PARAMS, 'account_not_found', 'region_unavailable'),
+  'GET /v1/events': op('listEvents', "The tenant's ledger events after a cursor, each account's in its order", 'accounts', WRONG_KEY, PARAMS, 'region_unavailable'),
+
+  'POST /v1/webhook-endpoints': op('createWebhookEndpoint', 'Create a webhook endpoint; its secret (whsec_...) is shown in this answer only', 'webhooks',
+    WRONG_KEY, KEYED, 'invalid_webhook_url'),
+  'GET /v1/webhook-endpoints': op('listWebhookEndpoints', "The tenant's webhook endpoints, oldest first", 'webhooks', WRONG_KEY, PARAMS),
+  'GET /v1/webhook-endpoints/:id': op('getWebhookEndpoint', 'A webhook endpoint (never its secret)', 'webhooks', WRONG_KEY, PARAMS, 'webhook_endpoint_not_found'),
+  'DELETE /v1/webhook-endpoints/:id': op('deleteWebhookEndpoint', 'Delete a webhook endpoint: its pending deliveries stop', 'webhooks', WRONG_KEY, PARAMS, 'webhook_endpoint_not_found'),
+  'POST /v1/webhook-endpoints/:id/rotate-secret': op('rotateWebhookSecret', 'A new secret, shown once; the previous one keeps signing for WEBHOOK_SECRET_OVERLAP_MS', 'webhooks',
+    WRONG_KEY, KEYED, PARAMS, 'webhook_endpoint_not_found'),
+  'GET /v1/webhook-endpoints/:id/deliveries': op('listWebhookAttempts', "The attempts of an endpoint's deliveries, newest first", 'webhooks', WRONG_KEY, PARAMS, 'webhook_endpoint_not_found'),
+  'POST /v1/webhook-endpoints/:id/deliveries/:deliveryId/redeliver': op('redeliverWebhook', 'Send a delivery again now, with a new round of retries', 'webhooks',
+    WRONG_KEY, KEYED, PARAMS, 'delivery_not_found', 'webhook_endpoint_not_found'),
 
   'POST /v1/deposits': op('createDeposit', 'Deposit into an account', 'money',
     WRONG_KEY, KEYED, ACTOR, MONEY, 'account_not_found', 'currency_mismatch', 'balance_out_of_range'),

@@ -89,3 +89,50 @@ export const idempotencyHeader = {
 } as const;
 
 export const idParams = { type: 'object', properties: { id: idString }, required: ['id'], additionalProperties: false } as const;
+
+// Ledger events (src/http/routes/events.ts, docs/api.md "Events").
+/** The tenant feed's cursor: a nextCursor, opaque. */
+export const feedCursor = { type: 'string', minLength: 1, maxLength: 2000, pattern: '^[A-Za-z0-9_-]+$' } as const;
+/** An event id, `<account id>.<n>`: where an account's events resume. */
+export const eventIdString = { type: 'string', minLength: 1, maxLength: 200 } as const;
+/** 1-1000, default 100 (checked by the payments layer, which answers validation_failed). */
+export const eventPageLimit = { type: 'string', pattern: '^[0-9]{1,4}$' } as const;
+
+const ledgerEvent = {
+  type: 'object',
+  description: 'A committed change of an account: `data` is the posting, transfer or hold as the change left it',
+  properties: {
+    id: { type: 'string', description: '<account id>.<n>, n the event\'s number in the account\'s order (1, 2, ... gapless)' },
+    type: { type: 'string', enum: ['posting.created', 'transfer.debited', 'transfer.settled', 'transfer.refused', 'transfer.returned', 'hold.authorized', 'hold.captured', 'hold.voided', 'hold.expired'] },
+    accountId: { type: 'string' }, tenantId: { type: ['string', 'null'] },
+    seq: { type: 'integer', description: 'The account\'s journal seq after the change' },
+    createdAt: { type: 'string' },
+    data: { type: 'object', additionalProperties: true },
+  },
+  required: ['id', 'type', 'accountId', 'seq', 'createdAt', 'data'],
+} as const;
+
+const eventPage = {
+  data: { type: 'array', items: ledgerEvent },
+  nextCursor: { type: ['string', 'null'], description: 'Pass as `after` to resume after the last event given (null: from the first)' },
+  hasMore: { type: 'boolean', description: 'More events were there already: ask again at once' },
+} as const;
+
+export const tenantEventsResponse = {
+  type: 'object',
+  properties: {
+    ...eventPage,
+    unavailableRegions: { type: 'array', items: { type: 'string' }, description: 'Regions whose events could not be read now; the cursor resumes them where they were' },
+  },
+  required: ['data', 'nextCursor', 'hasMore', 'unavailableRegions'],
+} as const;
+
+export const accountEventsResponse = {
+  description: 'A page of the account\'s events (application/json), or, when the request accepts text/event-stream, the live stream',
+  content: {
+    'application/json': { schema: { type: 'object', properties: eventPage, required: ['data', 'nextCursor', 'hasMore'] } },
+    'text/event-stream': {
+      schema: { type: 'string', description: 'Server-Sent Events: `id:` the event id, `event:` its type, `data:` the event as JSON; comment lines as heartbeats' },
+    },
+  },
+} as const;

@@ -60,6 +60,8 @@ export class Metrics {
   readonly relayRedeliveries: Counter;
   readonly returns: Counter;
   readonly controlPlaneStale: Counter;
+  readonly webhookAttempts: Counter<'outcome'>;
+  readonly webhookDelivery: Histogram;
 
   constructor(labels: { node: string; region: string }) {
     this.registry.setDefaultLabels(labels);
@@ -94,6 +96,9 @@ export class Metrics {
     this.relayRedeliveries = counter('geopay_relay_redeliveries_total', 'Transfer legs re-delivered by the relay.');
     this.returns = counter('geopay_returns_total', 'Refused credit legs returned to the source account.');
     this.controlPlaneStale = counter('geopay_control_plane_stale_answers_total', 'Keys and limits answered from a value past CONTROL_CACHE_MS, the control database out of reach.');
+
+    this.webhookAttempts = counter('geopay_webhook_attempts_total', 'Webhook delivery attempts, by outcome: delivered (2xx), failed (anything else, retried until the horizon, or 410).', ['outcome'] as const);
+    this.webhookDelivery = histogram('geopay_webhook_delivery_seconds', 'From a webhook delivery\'s creation (its event reached the queue) to the receiver\'s 2xx, retries included.', DELIVERY_BUCKETS);
 
     this.scrapeGauges();
   }
@@ -178,6 +183,9 @@ export class Metrics {
     pair(inFlight, 'oldestAgeS', 'geopay_transfer_oldest_in_flight_seconds', 'Age of the oldest transfer in flight (0 when none).');
   }
 }
+
+/** A webhook is delivered in milliseconds to days: its retries span WEBHOOK_RETRY_HORIZON_MS. */
+const DELIVERY_BUCKETS = [0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 15, 60, 300, 1800, 3600, 21600, 86400, 259200];
 
 /** One call in progress at a time: callers that arrive meanwhile share its answer. */
 function coalesced<T>(fn: () => Promise<T>): () => Promise<T> {

@@ -8,8 +8,13 @@ import type { Repositories } from '../persistence/repositories.ts';
 import { Accounts } from './accounts.ts';
 import { Batches } from './batch.ts';
 import { Directory } from './directory.ts';
+import { LedgerEvents } from './events.ts';
+import type { EventStreamSettings } from './events.ts';
 import { ForwardedRequests } from './forwarded.ts';
 import type { RegionReads } from './region-reads.ts';
+import { WebhookEndpoints } from './webhooks.ts';
+import type { WebhookKeyedWrites } from './webhooks.ts';
+import type { WebhookStore } from '../persistence/webhooks.ts';
 import { Holds } from './holds.ts';
 import { InFlightKeys } from './in-flight-keys.ts';
 import { Inspection } from './inspection.ts';
@@ -38,6 +43,10 @@ export interface Payments {
   /** The ops page's figures: this node's summary, and the page gathered from every node. */
   ops: Ops;
   forwarded: ForwardedRequests;
+  /** The ledger events: a tenant's feed, an account's events, a live follow (SSE). */
+  events: LedgerEvents;
+  /** The tenant's webhook endpoints, their secrets and deliveries. */
+  webhooks: WebhookEndpoints;
   saga: Saga;
   /** The home database answers (readiness; the control database is not asked: payments go on without it). */
   ping: () => Promise<void>;
@@ -48,7 +57,15 @@ export interface Payments {
 /** What the ops page reads beyond the payments' own parts: this node's sampled counters, and the way to its peers. */
 export interface OpsSources { window: () => WindowDelta | undefined; peers: OpsPeers | undefined }
 
-export function buildPayments(deps: { config: Config; registry: AccountRegistry; ownership: Ownership; repos: Repositories; regions: RegionReads; logger: Logger; clock: () => number; metrics: Metrics; ops: OpsSources }): Payments {
+/** What the webhook endpoints work with beyond the payments' own parts: their tables (the control database) and the dispatcher's wake-up. */
+export interface WebhookSources { store: WebhookStore; keyed: WebhookKeyedWrites; nudge: () => void; changed: () => void }
+
+export function buildPayments(deps: {
+  config: Config; registry: AccountRegistry; ownership: Ownership; repos: Repositories; regions: RegionReads; logger: Logger; clock: () => number;
+  metrics: Metrics; ops: OpsSources; webhooks: WebhookSources;
+  /** The event stream's settings; the defaults where absent (src/payments/events.ts). */
+  events?: Partial<EventStreamSettings> | undefined;
+}): Payments {
   const { config, registry, repos, logger, clock, metrics } = deps;
   const saga = new Saga(registry, repos.transfers, logger);
   registry.onCommitted((ws) => saga.afterCommit(ws));
@@ -69,6 +86,10 @@ export function buildPayments(deps: { config: Config; registry: AccountRegistry;
     inspection,
     ops: new Ops({ ownership: deps.ownership, registry, inspection, inFlight: inFlightNow, leaseTtlMs: config.leaseTtlMs, ...deps.ops }),
     forwarded: new ForwardedRequests(registry, deps.regions),
+    events: new LedgerEvents({ repos, directory, registry, settings: deps.events }),
+    webhooks: new WebhookEndpoints({
+      ...deps.webhooks, keys, allowPrivate: config.webhookAllowPrivate === 'true', secretOverlapMs: config.webhookSecretOverlapMs, clock: Date.now,
+    }),
     saga,
     ping: repos.health.ping,
     inFlight: inFlightNow,

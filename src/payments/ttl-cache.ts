@@ -23,4 +23,8 @@ export class TtlCache<V> {
   forget(key: string): void {
     this.entries.delete(key);
   }
+
+  clear(): void {
+    this.entries.clear();
+  }
 }

@@ -8,8 +8,9 @@ import { evolve } from '../domain/account.ts';
 import type { AccountId, HoldId, Region, TenantId, TransferId } from '../domain/ids.ts';
 import type { Currency } from '../domain/money.ts';
 import { GeopayError } from '../domain/errors.ts';
-import type { JournalRow, StoredAccount, StoredHold, WriteRows } from './rows.ts';
+import type { EventRow, JournalRow, StoredAccount, StoredHold, WriteRows } from './rows.ts';
 import { emptyRows, eventOfRow } from './rows.ts';
+import { holdViewSql, transferViewSql } from './events.ts';
 
 /** One actor's commit: its rows (src/persistence/rows.ts), fenced by its shard's epoch. */
 export interface WriteSet extends WriteRows {
@@ -83,6 +84,8 @@ export async function commitSets(pool: Pool, sets: WriteSet[]): Promise<void> {
   const rc = claims.filter((c) => c.on === 'transfer');
   const ri = claims.filter((c) => c.on === 'inbound');
   const il = sets.flatMap((ws) => ws.inboundLegs);
+  const ev = sets.flatMap((ws) => ws.events.map((e) => ({ e, shard: ws.shard })));
+  const heldBy = (e: EventRow) => (e.payload.of === 'hold' ? e.payload : undefined);
   const sn = sets.flatMap((ws) => (ws.snapshot ? [{ s: ws.snapshot, epoch: ws.epoch }] : []));
   const { p, values } = params();
   const ok = 'WHERE (SELECT ok FROM held)';
@@ -123,7 +126,7 @@ WITH guard AS (
   FROM unnest(${p(u.map((r) => r.id), 'text[]')}, ${p(u.map((r) => r.from), 'text[]')}, ${p(u.map((r) => r.to), 'text[]')},
     ${p(u.map((r) => r.refusalCode), 'text[]')}, ${p(u.map((r) => r.at), 'timestamptz[]')}) AS x(i, fr, st, rc, at)
   WHERE t.id = x.i AND t.state = x.fr AND (SELECT ok FROM held)
-  RETURNING 1
+  RETURNING t.*
 ), rf AS (
   UPDATE transfers t SET refunded = t.refunded + x.m
   FROM (SELECT i, sum(m) AS m FROM unnest(${p(rc.map((r) => r.originalId), 'text[]')}, ${p(rc.map((r) => big(r.amount)), 'bigint[]')}) AS y(i, m) GROUP BY i) AS x
@@ -156,7 +159,29 @@ WITH guard AS (
   FROM unnest(${p(hu.map((r) => r.id), 'text[]')}, ${p(hu.map((r) => big(r.captured)), 'bigint[]')}, ${p(hu.map((r) => r.state), 'text[]')},
     ${p(hu.map((r) => r.at), 'timestamptz[]')}) AS x(i, cp, st, at)
   WHERE h.id = x.i AND h.state = 'held' AND (SELECT ok FROM held)
-  RETURNING 1
+  RETURNING h.*
+), ev AS (
+  -- The commit's ledger events (013_events.sql): each account's numbered on from its last, in
+  -- the order its actor made them; the event of a row moved here shows it as this statement
+  -- leaves it. A row that did not move (a lost race) gives 'null', not an error that would
+  -- hide the GP002 of the check below, and the statement rolls back all the same.
+  INSERT INTO ledger_events (account_id, n, commit_xid, ord, shard, tenant_id, type, seq, payload, created_at)
+  SELECT x.a, prev.n + row_number() OVER (PARTITION BY x.a ORDER BY x.o), pg_current_xact_id(), x.o, x.sh, x.tn, x.ty, x.s,
+    CASE WHEN x.pl IS NOT NULL THEN x.pl
+      WHEN tv.id IS NOT NULL THEN ${transferViewSql('tv')}
+      WHEN hv.id IS NOT NULL THEN ${holdViewSql('hv', { captured: 'x.hc', state: 'x.hs', at: 'x.c' })}
+      ELSE 'null'::jsonb END,
+    x.c
+  FROM unnest(${p(ev.map(({ e }) => e.accountId), 'text[]')}, ${p(ev.map(({ shard }) => shard), 'text[]')}, ${p(ev.map(({ e }) => e.tenantId), 'text[]')},
+    ${p(ev.map(({ e }) => e.type), 'text[]')}, ${p(ev.map(({ e }) => String(e.seq)), 'bigint[]')},
+    ${p(ev.map(({ e }) => (e.payload.of === 'view' ? JSON.stringify(e.payload.view) : null)), 'jsonb[]')},
+    ${p(ev.map(({ e }) => (e.payload.of === 'transfer' ? e.payload.id : null)), 'text[]')}, ${p(ev.map(({ e }) => heldBy(e)?.id ?? null), 'text[]')},
+    ${p(ev.map(({ e }) => { const h = heldBy(e); return h ? big(h.captured) : null; }), 'bigint[]')}, ${p(ev.map(({ e }) => heldBy(e)?.state ?? null), 'text[]')},
+    ${p(ev.map(({ e }) => e.at), 'timestamptz[]')}) WITH ORDINALITY AS x(a, sh, tn, ty, s, pl, rt, rh, hc, hs, c, o)
+  CROSS JOIN LATERAL (SELECT COALESCE(max(l.n), 0) AS n FROM ledger_events l WHERE l.account_id = x.a) prev
+  LEFT JOIN tu tv ON tv.id = x.rt
+  LEFT JOIN hu hv ON hv.id = x.rh
+  ${ok}
 ), ik AS (
   INSERT INTO idempotency_keys (tenant_id, key, request_hash, resource_id, status_code, response)
   SELECT * FROM unnest(${p(k.map((r) => r.tenantId), 'text[]')}, ${p(k.map((r) => r.key), 'text[]')}, ${p(k.map((r) => r.requestHash), 'text[]')},
@@ -186,6 +211,8 @@ SELECT geopay_commit_check(CASE WHEN (SELECT ok FROM held) THEN 1 ELSE 0 END,
     // expired, or claimed on another node) finds the first one this way; redone, it answers it.
     if (code === '23505' && (constraint === 'transfers_pkey' || constraint === 'holds_pkey')) throw new WriteConflict('a transfer or hold of this id exists', { cause: err });
     if (code === '23505' && constraint === 'journal_pkey') throw new StaleState('a posting of this seq exists: the account moved on without this actor', { cause: err });
+    // The same, seen by the events: another commit of this account numbered its events meanwhile.
+    if (code === '23505' && constraint === 'ledger_events_pkey') throw new StaleState('an event of this number exists: the account moved on without this actor', { cause: err });
     if (code === 'GP001') throw new ShardFenced(shards, { cause: err });
     if (code === 'GP002') throw new WriteConflict('a key, a transfer or a hold was claimed under this batch', { cause: err });
     throw err;

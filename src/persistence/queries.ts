@@ -3,6 +3,8 @@
 import { createHash } from 'node:crypto';
 import type { Client, Pool } from './db.ts';
 import type { HoldView, TransferView } from '../domain/views.ts';
+import { createEndpoint, rotateEndpointSecret } from './webhooks.ts';
+import type { EndpointRow, NewEndpoint } from './webhooks.ts';
 
 export const hashKey = (key: string): string => createHash('sha256').update(key).digest('hex');
 
@@ -285,6 +287,33 @@ export function createKeyOnce(pool: Pool, k: { scope: string; key: string; reque
     return { value: { id: a.id, tenantId: a.tenantId }, statusCode: k.statusCode, stored: { id: a.id, tenantId: a.tenantId }, resourceId: a.id };
   });
 }
+
+/** A webhook endpoint created under the tenant's Idempotency-Key. The stored answer never holds the secret. */
+export function createWebhookEndpointOnce(pool: Pool, k: { scope: string; key: string; requestHash: string; statusCode: number }, e: NewEndpoint, stored: (row: EndpointRow) => unknown): Promise<KeyedCreate<EndpointRow>> {
+  return createOnce(pool, k.scope, k.key, k.requestHash, async (c) => {
+    const row = await createEndpoint(c, e);
+    return { value: row, statusCode: k.statusCode, stored: stored(row), resourceId: row.id };
+  });
+}
+
+/** A webhook endpoint's secret rotated under the tenant's Idempotency-Key; undefined: no such endpoint (nothing stored). */
+export async function rotateWebhookSecretOnce(
+  pool: Pool, k: { scope: string; key: string; requestHash: string; statusCode: number },
+  r: { tenantId: string; id: string; newSecret: string; now: Date; overlapMs: number }, stored: (row: EndpointRow) => unknown,
+): Promise<KeyedCreate<EndpointRow> | undefined> {
+  try {
+    return await createOnce(pool, k.scope, k.key, k.requestHash, async (c) => {
+      const row = await rotateEndpointSecret(c, r);
+      if (!row) throw new NoSuchEndpoint();
+      return { value: row, statusCode: k.statusCode, stored: stored(row), resourceId: row.id };
+    });
+  } catch (err) {
+    if (err instanceof NoSuchEndpoint) return undefined;
+    throw err;
+  }
+}
+
+class NoSuchEndpoint extends Error {}
 
 /**
  * Revokes a tenant's key; a second revoke answers the first one's time. Undefined when the

@@ -8,6 +8,7 @@ import * as q from './queries.ts';
 import { getTenantLimits, setTenantLimits } from './limits.ts';
 import type { TenantLimits } from './limits.ts';
 import { listSuspense } from './suspense.ts';
+import * as ev from './events.ts';
 import { AnswerWriter } from './answers.ts';
 import type { AccountId, HoldId, Region, TransferId } from '../domain/ids.ts';
 import { parseAccountId, parseHoldId, parseShardId, parseTransferId, regionOf, regionOfHold, regionOfTransfer, shardParts } from '../domain/ids.ts';
@@ -47,6 +48,13 @@ export function regionRepositories(pool: Pool) {
     suspense: {
       list: (limit: number) => listSuspense(pool, limit),
     },
+    /** The ledger events (migration 013): reads by account and tenant, and a publisher's side (per shard, with its cursor). */
+    events: {
+      ofAccount: (accountId: string, afterN: number, limit: number) => ev.accountEvents(pool, accountId, afterN, limit),
+      ofTenant: (tenantId: string, after: ev.EventPosition | null, limit: number) => ev.tenantEvents(pool, tenantId, after, limit),
+      unpublished: (consumer: string, shards: readonly string[], limitPerShard: number) => ev.unpublishedEvents(pool, consumer, shards, limitPerShard),
+      markPublished: (consumer: string, marks: readonly ev.PublishedMark[]) => ev.markPublished(pool, consumer, marks),
+    },
     shards: {
       list: () => q.listShards(pool),
       get: (id: string) => q.getShard(pool, id),
@@ -72,6 +80,8 @@ export const REGION_READS = {
   transferSource: (r: RegionRepositories, id: string) => r.transfers.source(id),
   captureOfHold: (r: RegionRepositories, holdId: string) => r.transfers.captureOfHold(holdId),
   hold: (r: RegionRepositories, id: string) => r.holds.get(id),
+  accountEvents: (r: RegionRepositories, id: string, afterN: number, limit: number) => r.events.ofAccount(id, afterN, limit),
+  tenantEvents: (r: RegionRepositories, tenantId: string, after: ev.EventPosition | null, limit: number) => r.events.ofTenant(tenantId, after, limit),
   shard: (r: RegionRepositories, id: string) => r.shards.get(id),
   shards: (r: RegionRepositories) => r.shards.list(),
 } as const;
@@ -128,6 +138,17 @@ export function makeRepositories(home: { region: Region; repos: RegionRepositori
     },
     holds: {
       get: (id: string) => read(ofHold(id), 'hold', id),
+    },
+    events: {
+      ofAccount: (id: string, afterN: number, limit: number) => read(ofAccount(id), 'accountEvents', id, afterN, limit),
+      /** A tenant's events in one region database (`regions`), read there or asked of a node of that region. */
+      ofTenant: (region: Region, tenantId: string, after: ev.EventPosition | null, limit: number) => read(region, 'tenantEvents', tenantId, after, limit),
+      /**
+       * The databases events are in, each with the key a cursor names it by: each region's own,
+       * or `*`, the home database holding every region's (the same one whichever node reads it).
+       */
+      databases: (): { key: string; region: Region }[] =>
+        (opts.regions && opts.regions.length > 0 ? opts.regions.map((region) => ({ key: region, region })) : [{ key: '*', region: home.region }]),
     },
     groups: {
       decide: onControlPlane((groupId: string, want: 'commit' | 'abort') => q.decideGroup(control, groupId, want)),
@@ -210,4 +231,5 @@ function onControlPlane<A extends unknown[], R>(read: (...args: A) => Promise<R>
 export type Repositories = ReturnType<typeof makeRepositories>;
 export type { TenantLimits } from './limits.ts';
 export type { SuspenseRow } from './suspense.ts';
+export type { EventPosition, PublishedMark, StoredEvent } from './events.ts';
 export type { Principal, DirectoryEntry, TenantRow, PostingView, KeyedCreate, DueHold, InFlightTransfer, ShardRow, WorkClaim } from './queries.ts';

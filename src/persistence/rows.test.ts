@@ -1,11 +1,11 @@
 // The projection of events to write-set rows and its reverse, tested without I/O: the rows
-// each event kind writes, and that a history projected to rows and read back as recovery
-// reads it replays to the same state, posting by posting.
+// each event kind writes, the ledger events among them, and that a history projected to rows
+// and read back as recovery reads it replays to the same state, posting by posting.
 import { describe, expect, it } from 'vitest';
 import type { AccountEvent, AccountState } from '../domain/account.ts';
 import { evolve } from '../domain/account.ts';
 import type { AccountId, HoldId, Region, TenantId, TransferId } from '../domain/ids.ts';
-import type { EventSource, JournalRow, StoredAccount, StoredHold, WriteRows } from './rows.ts';
+import type { EventRow, EventSource, JournalRow, StoredAccount, StoredHold, WriteRows } from './rows.ts';
 import { addRows, emptyRows, eventOfRow, rowCount, rowsOfEvent } from './rows.ts';
 
 const ACC = `acc_eu_${'1'.repeat(32)}` as AccountId;
@@ -25,10 +25,11 @@ const source = (over: Partial<EventSource> = {}): EventSource => ({
   transfer: { tenantId: TENANT, kind: 'transfer', destinationId: DST, metadata: { memo: 'm' } }, hold: undefined, ...over,
 });
 
-/** Evolves `state` by `e` and answers the rows of it. */
+/** Evolves `state` by `e` and answers the rows of it, its ledger events apart. */
 function project(state: AccountState | undefined, e: AccountEvent, src = source()) {
   const after = evolve(state, e);
-  return { after, rows: rowsOfEvent(e, state, after, src) };
+  const { events = [], ...rows } = rowsOfEvent(e, state, after, src);
+  return { after, rows, events };
 }
 
 const opened = evolve(undefined, OPENED);
@@ -126,6 +127,132 @@ describe('rowsOfEvent: the rows of each event kind', () => {
     const { rows } = project(withHold, { type: 'HoldReleased', holdId: hold(1), amount: 300n, reason: 'expired' });
     expect(rows.journal).toMatchObject({ kind: 'release', amount: 0n, heldDelta: -300n, heldAfter: 0n });
     expect(rows.holdUpdate).toEqual({ id: hold(1), captured: 0n, state: 'expired', at: AT });
+  });
+});
+
+describe('the ledger events of each event kind', () => {
+  /** The event fields every event of `state`'s account carries. */
+  const of = (state: AccountState, over: Partial<EventRow>): EventRow => ({
+    accountId: ACC, tenantId: TENANT, seq: state.seq, at: AT, type: 'posting.created', payload: { of: 'view', view: {} as never }, ...over,
+  } as EventRow);
+
+  it('Opened: its posting, shown as the statement shows it, with the account and currency', () => {
+    const { after, events } = project(undefined, OPENED);
+    expect(events).toEqual([of(after, {
+      payload: { of: 'view', view: { accountId: ACC, seq: 1, kind: 'open', amount: '0', balanceAfter: '0', heldAfter: '0', transferId: null, holdId: null, currency: 'EUR', createdAt: AT } },
+    })]);
+  });
+
+  it('Frozen, Unfrozen, Closed: a posting each, of their kind', () => {
+    for (const e of [{ type: 'Frozen' }, { type: 'Unfrozen' }, { type: 'Closed' }] as const) {
+      const { events } = project(opened, e);
+      expect(events.map((x) => [x.type, x.seq, (x.payload as { view: { kind: string } }).view.kind])).toEqual([['posting.created', 2, { Frozen: 'freeze', Unfrozen: 'unfreeze', Closed: 'close' }[e.type]]]);
+    }
+  });
+
+  it('Debited: the posting, then the new transfer as GET shows it (debited, nothing refunded)', () => {
+    const { after, events } = project(funded, { type: 'Debited', transferId: tr(2), amount: 400n });
+    expect(events).toEqual([
+      of(after, { payload: { of: 'view', view: { accountId: ACC, seq: 3, kind: 'debit', amount: '-400', balanceAfter: '600', heldAfter: '0', transferId: tr(2), holdId: null, currency: 'EUR', createdAt: AT } } }),
+      of(after, {
+        type: 'transfer.debited',
+        payload: { of: 'view', view: {
+          id: tr(2), kind: 'transfer', sourceAccountId: ACC, destinationAccountId: DST, amount: '400', currency: 'EUR', state: 'debited', refusalCode: null,
+          metadata: { memo: 'm' }, holdId: null, refundOf: null, refunded: '0', createdAt: AT, updatedAt: AT,
+        } },
+      }),
+    ]);
+  });
+
+  it('RefundDebited: the posting and the refund transfer; the claim on the original is no event', () => {
+    const { events } = project(funded, { type: 'RefundDebited', transferId: tr(3), originalId: tr(9), amount: 50n });
+    expect(events.map((x) => x.type)).toEqual(['posting.created', 'transfer.debited']);
+    expect(events[1]!.payload).toMatchObject({ of: 'view', view: { id: tr(3), kind: 'refund', refundOf: tr(9), state: 'debited' } });
+  });
+
+  it('Credited, CreditRefused, Returned in the region: the posting, then the transfer row as the commit leaves it', () => {
+    const credited = project(opened, { type: 'Credited', transferId: tr(4), amount: 10n });
+    expect(credited.events).toEqual([
+      of(credited.after, { payload: expect.objectContaining({ of: 'view' }) }),
+      of(credited.after, { type: 'transfer.settled', payload: { of: 'transfer', id: tr(4) } }),
+    ]);
+    // A refusal posts nothing: its event carries the account's last seq.
+    const refused = project(funded, { type: 'CreditRefused', transferId: tr(4), reason: 'account_closed' });
+    expect(refused.events).toEqual([of(funded, { type: 'transfer.refused', seq: 2, payload: { of: 'transfer', id: tr(4) } })]);
+    const returned = project(opened, { type: 'Returned', transferId: tr(4), amount: 10n });
+    expect(returned.events.map((x) => [x.type, x.payload.of])).toEqual([['posting.created', 'view'], ['transfer.returned', 'transfer']]);
+  });
+
+  it('SentToSuspense: a closed account\'s return goes on to suspense, a debit and a transfer of kind suspense', () => {
+    const closed = evolve(evolve(opened, { type: 'Closed' }), { type: 'Returned', transferId: tr(4), amount: 10n });
+    const { events } = project(closed, { type: 'SentToSuspense', transferId: tr(8), returnedId: tr(4), destinationId: `sus_eu_EUR_${'2'.repeat(32)}` as AccountId, amount: 10n });
+    expect(events.map((x) => [x.type, x.seq])).toEqual([['posting.created', 4], ['transfer.debited', 4]]);
+    expect(events[1]!.payload).toMatchObject({ view: { id: tr(8), kind: 'suspense', amount: '10', metadata: { reason: 'account_closed', returnedTransferId: tr(4) } } });
+  });
+
+  it('a leg of another region\'s transfer: the credit is its posting; the inbound leg itself is no event', () => {
+    const us = `tr_us_${'4'.repeat(32)}` as TransferId;
+    expect(project(opened, { type: 'Credited', transferId: us, amount: 10n }).events.map((x) => x.type)).toEqual(['posting.created']);
+    expect(project(opened, { type: 'CreditRefused', transferId: us, reason: 'account_closed' }).events).toEqual([]);
+  });
+
+  it('Settled: the source region\'s transfer row settles, at the account\'s last seq', () => {
+    const { events } = project(funded, { type: 'Settled', transferId: tr(5) });
+    expect(events).toEqual([of(funded, { type: 'transfer.settled', payload: { of: 'transfer', id: tr(5) } })]);
+  });
+
+  it('HoldPlaced: the posting (held moves) and the hold as GET shows it (held, nothing captured)', () => {
+    const { after, events } = project(funded, { type: 'HoldPlaced', holdId: hold(1), destinationId: DST, amount: 300n, multiCapture: true, expiresAt: '2025-02-01T00:00:00Z' },
+      source({ hold: { tenantId: TENANT, metadata: { h: 1 } } }));
+    expect(events[0]!.payload).toMatchObject({ view: { kind: 'hold', amount: '0', heldAfter: '300', holdId: hold(1) } });
+    expect(events[1]).toEqual(of(after, {
+      type: 'hold.authorized',
+      payload: { of: 'view', view: {
+        id: hold(1), sourceAccountId: ACC, destinationAccountId: DST, amount: '300', captured: '0', remaining: '300', currency: 'EUR',
+        multiCapture: true, state: 'held', expiresAt: '2025-02-01T00:00:00.000Z', metadata: { h: 1 }, createdAt: AT, updatedAt: AT,
+      } },
+    }));
+  });
+
+  it('HoldCaptured: the posting, the hold as this capture leaves it (held while something remains), then the capture transfer', () => {
+    const part = project(withHold, { type: 'HoldCaptured', holdId: hold(1), transferId: tr(5), destinationId: DST, amount: 100n, released: 0n });
+    expect(part.events.map((x) => x.type)).toEqual(['posting.created', 'hold.captured', 'transfer.debited']);
+    expect(part.events[1]!.payload).toEqual({ of: 'hold', id: hold(1), captured: 100n, state: 'held' });
+    expect(part.events[2]!.payload).toMatchObject({ of: 'view', view: { id: tr(5), kind: 'capture', holdId: hold(1), amount: '100', state: 'debited' } });
+    const rest = project(part.after, { type: 'HoldCaptured', holdId: hold(1), transferId: tr(6), destinationId: DST, amount: 200n, released: 0n });
+    expect(rest.events[1]!.payload).toEqual({ of: 'hold', id: hold(1), captured: 300n, state: 'captured' });
+  });
+
+  it('HoldReleased: the posting and hold.voided or hold.expired by its reason', () => {
+    for (const reason of ['voided', 'expired'] as const) {
+      const { events } = project(withHold, { type: 'HoldReleased', holdId: hold(1), amount: 300n, reason });
+      expect(events.map((x) => x.type)).toEqual(['posting.created', `hold.${reason}`]);
+      expect(events[1]!.payload).toEqual({ of: 'hold', id: hold(1), captured: 0n, state: reason });
+    }
+  });
+
+  it('the ledger\'s own accounts are shown to no tenant: external, and suspense (its tenant\'s, but paid out by the admin)', () => {
+    const ext = evolve(undefined, { ...OPENED, id: 'ext_eu_EUR' as AccountId, kind: 'external', tenantId: null });
+    const sus = evolve(undefined, { ...OPENED, id: `sus_eu_EUR_${'2'.repeat(32)}` as AccountId, kind: 'suspense' });
+    for (const state of [ext, sus]) {
+      const { events } = project(state, { type: 'Debited', transferId: tr(7), amount: 1n }, source({ accountId: state.id }));
+      expect(events.map((x) => [x.accountId, x.tenantId])).toEqual([[state.id, null], [state.id, null]]);
+    }
+  });
+
+  it('a commit keeps every event in order, also where its hold row is written once', () => {
+    const rows = emptyRows();
+    const a = project(withHold, { type: 'HoldCaptured', holdId: hold(1), transferId: tr(5), destinationId: DST, amount: 100n, released: 0n });
+    const b = project(a.after, { type: 'HoldCaptured', holdId: hold(1), transferId: tr(6), destinationId: DST, amount: 200n, released: 0n });
+    addRows(rows, { ...a.rows, events: a.events });
+    addRows(rows, { ...b.rows, events: b.events });
+    expect(rows.holdUpdates).toHaveLength(1);
+    expect(rows.events.map((x) => [x.type, x.seq])).toEqual([
+      ['posting.created', 4], ['hold.captured', 4], ['transfer.debited', 4], ['posting.created', 5], ['hold.captured', 5], ['transfer.debited', 5],
+    ]);
+    expect(rows.events.filter((x) => x.payload.of === 'hold').map((x) => x.payload)).toEqual([
+      { of: 'hold', id: hold(1), captured: 100n, state: 'held' }, { of: 'hold', id: hold(1), captured: 300n, state: 'captured' },
+    ]);
   });
 });
 

@@ -1,13 +1,16 @@
 // The rows of a commit, both ways: the projection of an account's events to the rows its write
-// set carries, and the reverse that recovery replays (a journal posting back to its event).
-// Both are pure and sit side by side so that a change to one meets the other; rows.test.ts
-// checks each event kind and that projecting then reading back gives the same state.
+// set carries (the ledger events among them, derived from those rows), and the reverse that
+// recovery replays (a journal posting back to its event). Both are pure and sit side by side
+// so that a change to one meets the other; rows.test.ts checks each event kind and that
+// projecting then reading back gives the same state.
 import type { AccountEvent, AccountKind, AccountState, JournalKind, TransferKind } from '../domain/account.ts';
 import { assertNever, heldDelta, journalKind, signedAmount } from '../domain/account.ts';
 import { invariant } from '../domain/assert.ts';
 import type { AccountId, HoldId, Region, TenantId, TransferId } from '../domain/ids.ts';
 import { regionOfTransfer } from '../domain/ids.ts';
 import type { Currency } from '../domain/money.ts';
+import type { HoldView, TransferView } from '../domain/views.ts';
+import type { PostingView } from './queries.ts';
 
 export interface JournalRow {
   accountId: AccountId;
@@ -78,6 +81,42 @@ export interface IdempotencyRow {
   statusCode: number | null; response: unknown;
 }
 
+/** The kinds of ledger event (migration 013, docs/api.md "Events"). */
+export type LedgerEventType =
+  | 'posting.created'
+  | 'transfer.debited' | 'transfer.settled' | 'transfer.refused' | 'transfer.returned'
+  | 'hold.authorized' | 'hold.captured' | 'hold.voided' | 'hold.expired';
+
+/** A posting as its event shows it: the statement's posting, with its account and currency. */
+export interface PostingEventView extends PostingView { accountId: string; currency: string }
+
+/**
+ * What an event shows. Known whole when the commit creates the row (a posting, a new transfer
+ * or hold). A row the commit moves is shown by the statement as it leaves it: a transfer's
+ * row (one state change per transfer per commit), or a hold's with this event's captured
+ * amount and state (a commit writes a hold row once, its last state: addRows).
+ */
+export type EventPayload =
+  | { of: 'view'; view: PostingEventView | TransferView | HoldView }
+  | { of: 'transfer'; id: TransferId }
+  | { of: 'hold'; id: HoldId; captured: bigint; state: HoldRowState };
+
+/**
+ * A ledger event, an outbox row of the commit that makes the change. It belongs to the account
+ * whose actor committed it, and is numbered after that account's last event by the statement
+ * (journal.ts), in the order the events come here.
+ */
+export interface EventRow {
+  accountId: AccountId;
+  /** The tenant shown the event: a customer account's; null for the ledger's own (external, suspense). */
+  tenantId: TenantId | null;
+  type: LedgerEventType;
+  /** The account's journal seq after the event: its posting's, or the last posting's for an event that posts nothing. */
+  seq: number;
+  payload: EventPayload;
+  at: string;
+}
+
 /** The rows one commit writes: a write set without its fence and its snapshot. */
 export interface WriteRows {
   accounts: NewAccountRow[];
@@ -89,16 +128,18 @@ export interface WriteRows {
   holdUpdates: HoldUpdate[];
   refundClaims: RefundClaim[];
   inboundLegs: InboundLegRow[];
+  /** In the order the account's actor committed them. */
+  events: EventRow[];
 }
 
 export function emptyRows(): WriteRows {
-  return { accounts: [], journal: [], newTransfers: [], transferUpdates: [], idempotency: [], newHolds: [], holdUpdates: [], refundClaims: [], inboundLegs: [] };
+  return { accounts: [], journal: [], newTransfers: [], transferUpdates: [], idempotency: [], newHolds: [], holdUpdates: [], refundClaims: [], inboundLegs: [], events: [] };
 }
 
 /** How many rows a commit would write; zero means there is nothing to commit. */
 export function rowCount(r: WriteRows): number {
   return r.accounts.length + r.journal.length + r.newTransfers.length + r.transferUpdates.length + r.idempotency.length
-    + r.newHolds.length + r.holdUpdates.length + r.refundClaims.length + r.inboundLegs.length;
+    + r.newHolds.length + r.holdUpdates.length + r.refundClaims.length + r.inboundLegs.length + r.events.length;
 }
 
 /** What the request carried beside its command: the fields of the rows its events create. */
@@ -123,6 +164,8 @@ export interface EventRows {
   holdUpdate?: HoldUpdate;
   refundClaim?: RefundClaim;
   inboundLeg?: InboundLegRow;
+  /** The event's ledger events: its posting's, then those of the hold and transfer rows it writes. */
+  events?: EventRow[];
 }
 
 /** Is this transfer's row in another region's database than the account's? Its legs here are inbound legs. */
@@ -136,14 +179,69 @@ export function crossRegion(transferId: TransferId, account: AccountState): bool
  */
 export function rowsOfEvent(e: AccountEvent, before: AccountState | undefined, after: AccountState, src: EventSource): EventRows {
   const kind = journalKind(e);
-  const rows = sideRowsOf(e, before, after, src);
-  if (kind === undefined) return rows;
-  const journal: JournalRow = {
-    accountId: src.accountId, seq: after.seq, kind, transferId: 'transferId' in e ? e.transferId : null,
-    amount: signedAmount(e), balanceAfter: after.balance, holdId: 'holdId' in e ? e.holdId : null,
-    heldDelta: heldDelta(e), heldAfter: after.held, at: src.at,
+  const side = sideRowsOf(e, before, after, src);
+  const rows: EventRows = kind === undefined ? side : {
+    journal: {
+      accountId: src.accountId, seq: after.seq, kind, transferId: 'transferId' in e ? e.transferId : null,
+      amount: signedAmount(e), balanceAfter: after.balance, holdId: 'holdId' in e ? e.holdId : null,
+      heldDelta: heldDelta(e), heldAfter: after.held, at: src.at,
+    },
+    ...side,
   };
-  return { journal, ...rows };
+  const events = eventsOfRows(rows, after, src);
+  return events.length > 0 ? { ...rows, events } : rows;
+}
+
+/** What each hold row state an update leaves says happened: only a partial capture leaves a hold held. */
+const HOLD_EVENT: Record<HoldRowState, LedgerEventType> = { held: 'hold.captured', captured: 'hold.captured', voided: 'hold.voided', expired: 'hold.expired' };
+
+/**
+ * The ledger events of an event's rows, derived from the rows alone: a posting, a new hold or
+ * transfer, a hold or transfer row moved. An inbound leg is not an event of its own: a credited
+ * leg is its posting, and the transfer's state is the source region's to move (a Settle), which
+ * is the event. A refund's claim on its original moves no state either.
+ */
+export function eventsOfRows(r: EventRows, after: AccountState, src: EventSource): EventRow[] {
+  const base = { accountId: src.accountId, tenantId: after.kind === 'customer' ? after.tenantId : null, seq: after.seq, at: src.at };
+  const out: EventRow[] = [];
+  if (r.journal) out.push({ ...base, type: 'posting.created', payload: { of: 'view', view: postingEventView(r.journal, after.currency) } });
+  if (r.newHold) out.push({ ...base, type: 'hold.authorized', payload: { of: 'view', view: newHoldView(r.newHold) } });
+  if (r.holdUpdate) {
+    const { id, captured, state } = r.holdUpdate;
+    out.push({ ...base, type: HOLD_EVENT[state], payload: { of: 'hold', id, captured, state } });
+  }
+  if (r.newTransfer) out.push({ ...base, type: 'transfer.debited', payload: { of: 'view', view: newTransferView(r.newTransfer) } });
+  if (r.transferUpdate) out.push({ ...base, type: `transfer.${r.transferUpdate.to}`, payload: { of: 'transfer', id: r.transferUpdate.id } });
+  return out;
+}
+
+/** Times as the API shows them (Date#toISOString), whatever ISO 8601 form they came in. */
+const iso = (at: string): string => new Date(at).toISOString();
+
+/** A posting as the statement shows it (queries.ts), with its account and currency. */
+export function postingEventView(r: JournalRow, currency: Currency): PostingEventView {
+  return {
+    accountId: r.accountId, seq: r.seq, kind: r.kind, amount: r.amount.toString(), balanceAfter: r.balanceAfter.toString(),
+    transferId: r.transferId, holdId: r.holdId, heldAfter: r.heldAfter.toString(), currency, createdAt: iso(r.at),
+  };
+}
+
+/** A transfer as GET /v1/transfers/:id shows it the moment its row is written: debited, nothing refunded. */
+export function newTransferView(t: NewTransferRow): TransferView {
+  return {
+    id: t.id, kind: t.kind, sourceAccountId: t.sourceId, destinationAccountId: t.destinationId, amount: t.amount.toString(),
+    currency: t.currency, state: 'debited', refusalCode: null, metadata: t.metadata, holdId: t.holdId, refundOf: t.refundOf,
+    refunded: '0', createdAt: iso(t.at), updatedAt: iso(t.at),
+  };
+}
+
+/** A hold as GET /v1/holds/:id shows it the moment its row is written: held, nothing captured. */
+export function newHoldView(h: NewHoldRow): HoldView {
+  return {
+    id: h.id, sourceAccountId: h.sourceId, destinationAccountId: h.destinationId, amount: h.amount.toString(), captured: '0',
+    remaining: h.amount.toString(), currency: h.currency, multiCapture: h.multiCapture, state: 'held', expiresAt: iso(h.expiresAt),
+    metadata: h.metadata, createdAt: iso(h.at), updatedAt: iso(h.at),
+  };
 }
 
 /** The rows beside the posting: the account, transfer and hold rows an event creates or moves. */
@@ -230,6 +328,7 @@ export function addRows(target: WriteRows, r: EventRows): void {
   if (r.newHold) target.newHolds.push(r.newHold);
   if (r.refundClaim) target.refundClaims.push(r.refundClaim);
   if (r.inboundLeg) target.inboundLegs.push(r.inboundLeg);
+  if (r.events) target.events.push(...r.events);
   if (r.holdUpdate) {
     const update = r.holdUpdate;
     const i = target.holdUpdates.findIndex((u) => u.id === update.id);

@@ -19,6 +19,8 @@ export interface DispatcherDeps {
   /** In [0, 1), for the jitter. */
   random: () => number;
   logger: Logger;
+  /** Told of every attempt recorded (metrics): its outcome, and when its delivery was made. */
+  onAttempt?: (a: { outcome: AttemptOutcome['kind']; createdAt: Date; endedAt: Date }) => void;
 }
 
 export interface DispatchSummary { claimed: number; delivered: number; retrying: number; failed: number; disabled: number; stale: number; errors: number }
@@ -49,6 +51,7 @@ async function attemptAndRecord(deps: DispatcherDeps, d: ClaimedDelivery): Promi
     error: result.error, responseExcerpt: result.responseExcerpt, next: nextState(result.outcome, result.endedAt),
   });
   deps.logger.debug({ deliveryId: d.id, endpointId: d.endpoint.id, attempt: d.attempts + 1, status: result.status, outcome: result.outcome.kind, recorded }, 'webhook attempt');
+  if (recorded === 'recorded') deps.onAttempt?.({ outcome: result.outcome.kind, createdAt: d.createdAt, endedAt: result.endedAt });
   return { result, recorded };
 }
 
