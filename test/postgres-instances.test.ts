@@ -121,7 +121,8 @@ describe('PostgreSQL instances of their own', () => {
     const pids = servers.instances.flatMap((i) => i.processIds());
     const folders = servers.instances.map((i) => dirname(i.dataDir));
     expect(pids.length).toBeGreaterThanOrEqual(4);
-    expect(pids.every(isAlive)).toBe(true);
+    // The postmasters: their children come and go on their own (an autovacuum worker ends).
+    expect(servers.instances.map((i) => i.pid).every(isAlive)).toBe(true);
     expect(folders.every((f) => existsSync(f))).toBe(true);
 
     await servers.stopAll();

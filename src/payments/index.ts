@@ -86,7 +86,7 @@ export function buildPayments(deps: {
     inspection,
     ops: new Ops({ ownership: deps.ownership, registry, inspection, inFlight: inFlightNow, leaseTtlMs: config.leaseTtlMs, ...deps.ops }),
     forwarded: new ForwardedRequests(registry, deps.regions),
-    events: new LedgerEvents({ repos, directory, registry, settings: deps.events }),
+    events: new LedgerEvents({ repos, directory, registry, settings: { heartbeatMs: config.eventsHeartbeatMs, pollMs: config.eventsPollMs, ...deps.events } }),
     webhooks: new WebhookEndpoints({
       ...deps.webhooks, keys, allowPrivate: config.webhookAllowPrivate === 'true', secretOverlapMs: config.webhookSecretOverlapMs, clock: Date.now,
     }),
