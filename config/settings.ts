@@ -32,6 +32,9 @@ export function parseRegionDatabaseUrls(raw: string): Map<string, string> {
   return out;
 }
 
+const natsUrls = (raw: string): string | undefined =>
+  raw.split(',').map((u) => u.trim()).filter(Boolean).every((u) => URL.canParse(u) && /^(nats|tls):$/.test(new URL(u).protocol)) ? raw : undefined;
+
 const regionUrls = (raw: string): string | undefined => {
   try {
     parseRegionDatabaseUrls(raw);
@@ -47,6 +50,8 @@ export const SETTINGS = {
   databaseUrl: { env: 'DATABASE_URL', default: '', parse: optional, doc: 'PostgreSQL URL. Empty: embedded PGlite under DATA_DIR.' },
   regionDatabaseUrls: { env: 'REGION_DATABASE_URLS', default: '', parse: regionUrls, doc: 'Every region\'s PostgreSQL, as region=url pairs, comma-separated (eu=postgres://...,us=postgres://...). Used only to write another region\'s data, which is region failover; reads of another region go to a node of that region. Empty: DATABASE_URL holds every region\'s data (one database for the cluster).' },
   controlDatabaseUrl: { env: 'CONTROL_DATABASE_URL', default: '', parse: optional, doc: 'PostgreSQL URL of the control database: tenants, API keys and their rate limits, shared by every region. Empty: the node\'s own DATABASE_URL (or, embedded, the same PGlite). Migrations run on it too; its pool is small (2 connections).' },
+  natsUrls: { env: 'NATS_URLS', default: '', parse: natsUrls, doc: 'NATS servers with JetStream (nats://host:port, comma-separated): the ledger events are published to the stream GEOPAY_EVENTS, subjects geopay.events.<tenant>.<account>. Empty: no bus; events, webhooks and live streams run in-process from the PostgreSQL outbox.' },
+  natsReplicas: { env: 'NATS_REPLICAS', default: 1, parse: int(1, 5), doc: 'Replicas of the JetStream streams geopay creates: 1 on one server, 3 on a cluster of three or more (a majority survives the loss of one).' },
   eventsHeartbeatMs: { env: 'EVENTS_HEARTBEAT_MS', default: 15_000, parse: int(100, 300_000), doc: 'An account\'s event stream (SSE) sends a heartbeat comment after this long without an event, so proxies keep it open and clients notice a dead connection.' },
   eventsPollMs: { env: 'EVENTS_POLL_MS', default: 1_000, parse: int(10, 60_000), doc: 'How often an event stream looks for events besides being woken by this node\'s own commits (events committed by another node: an account of another region, or after a hand-over).' },
   webhookAllowPrivate: { env: 'WEBHOOK_ALLOW_PRIVATE', default: 'false', parse: str(/^(true|false)$/), doc: 'true: webhooks may go to loopback, private, link-local and other non-public addresses, and over plain http (tests and development only). Default: https to public addresses only, checked at every attempt after DNS, the connection pinned to the checked address.' },

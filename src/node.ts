@@ -28,8 +28,11 @@ import { createWebhookEndpointOnce, rotateWebhookSecretOnce } from './persistenc
 import { webhookRepositories } from './persistence/webhooks.ts';
 import type { WebhookStore } from './persistence/webhooks.ts';
 import { enqueueEvent } from './webhooks/endpoints.ts';
-import { WebhookFeed } from './payments/webhook-feed.ts';
-import type { EventSource } from './payments/webhook-feed.ts';
+import { OutboxFeed, webhookEventOf } from './payments/event-feed.ts';
+import type { EventSource } from './payments/event-feed.ts';
+import { EventBus } from './payments/event-bus.ts';
+import { parseNatsUrls } from './bus/index.ts';
+import type { StoredEvent } from './persistence/events.ts';
 import { TtlCache } from './payments/ttl-cache.ts';
 import { DEFAULT_WEBHOOK_SETTINGS } from './webhooks/config.ts';
 import type { WebhookSettings } from './webhooks/config.ts';
@@ -126,7 +129,7 @@ export async function startNode(cfg: Config, opts: { logger?: Logger; onCommit?:
     intervalMs: cfg.relayIntervalMs, minAgeMs: cfg.relayMinAgeMs, maxBackoffMs: cfg.relayMaxBackoffMs, batch: 500, clock, sources,
     ...(opts.clock ? { virtualNow: opts.clock } : {}), metrics,
   }, logger);
-  const feed = webhookFeed(webhooks, { sources, registry }, cfg, logger);
+  const feed = eventFeeds(webhooks, { sources, registry }, cfg, logger);
   readAtScrape(metrics, { pool, poolMax: embedded ? 1 : cfg.pgPoolMax, dbs, registry, ownership, cluster, payments });
 
   let accepting = true;
@@ -394,15 +397,27 @@ function webhookParts(cfg: Config, control: Pool, logger: Logger, metrics: Metri
 }
 
 
-/** The ledger events of this node's shards, fanned out to webhook deliveries (src/payments/webhook-feed.ts). */
-function webhookFeed(webhooks: ReturnType<typeof webhookParts>, on: { sources: () => EventSource[]; registry: AccountRegistry }, cfg: Config, logger: Logger): WebhookFeed {
-  const feed = new WebhookFeed({
-    sources: on.sources, enqueue: (e) => enqueueEvent(webhooks.cached, e, { now: new Date() }), delivered: webhooks.nudge,
-    intervalMs: cfg.webhookPollMs, logger: logger.child({ part: 'webhook-feed' }),
+/**
+ * The outbox's consumers on this node's shards: webhook deliveries, and with NATS_URLS the bus
+ * (src/payments/event-feed.ts, event-bus.ts). Each commit wakes them; they space their passes.
+ */
+function eventFeeds(webhooks: ReturnType<typeof webhookParts>, on: { sources: () => EventSource[]; registry: AccountRegistry }, cfg: Config, logger: Logger) {
+  const urls = parseNatsUrls(cfg.natsUrls);
+  const bus = urls.length > 0 ? new EventBus({ urls, replicas: cfg.natsReplicas, nodeId: cfg.nodeId, logger }) : undefined;
+  const feed = (consumer: string, handle: (e: StoredEvent) => Promise<void>, afterPage?: () => void) => new OutboxFeed({
+    consumer, sources: on.sources, handle, ...(afterPage ? { afterPage } : {}), intervalMs: cfg.webhookPollMs, logger: logger.child({ part: `feed-${consumer}` }),
   });
-  // Each commit may have written events: a pass soon (the feed spaces them out).
-  on.registry.onCommitted(() => feed.wake());
-  return feed;
+  const feeds = [
+    feed('webhooks', async (e) => {
+      if (e.tenantId !== null) await enqueueEvent(webhooks.cached, webhookEventOf({ ...e, tenantId: e.tenantId }), { now: new Date() });
+    }, webhooks.nudge),
+    ...(bus ? [feed('bus', (e) => bus.publish(e))] : []),
+  ];
+  on.registry.onCommitted(() => { for (const f of feeds) f.wake(); });
+  return {
+    start: () => { bus?.start(); for (const f of feeds) f.start(); },
+    stop: async () => { await Promise.all(feeds.map((f) => f.stop())); await bus?.stop(); },
+  };
 }
 
 /** What a node keeps per region database: its pool, its group-commit writer and its repositories. */

@@ -61,7 +61,8 @@ export function parseEventId(raw: unknown): { accountId: AccountId; n: number } 
   return m && accountId ? { accountId, n: Number(m[2]) } : undefined;
 }
 
-const viewOf = (e: StoredEvent): LedgerEventView => ({
+/** An event as clients see it, here (pages, streams) and on the bus. */
+export const viewOf = (e: StoredEvent): LedgerEventView => ({
   id: eventId(e.accountId, e.n), type: e.type, accountId: e.accountId, tenantId: e.tenantId, seq: e.seq, createdAt: e.createdAt, data: e.payload,
 });
 

@@ -1,29 +1,30 @@
-// From the ledger event outbox to webhook deliveries, in-process. Each node takes the events
-// of the shards it owns, in each shard's order, and enqueues one delivery per matching
-// endpoint of the event's tenant (idempotent per endpoint and event), then moves the shard's
-// cursor past them (consumer `webhooks`, src/persistence/events.ts). A crash between the two
-// enqueues them again, which changes nothing: at least once into the queue, exactly once per
-// (endpoint, event) in it. A shard handed over goes on from its cursor at its new owner.
+// The ledger event outbox's consumers, in-process: each node takes the events of the shards it
+// owns, in each shard's order, hands each to the consumer (enqueue webhook deliveries, publish
+// to the bus), then moves that consumer's cursor of the shard past them
+// (src/persistence/events.ts). A crash in between hands them over again: at least once, each
+// consumer deduplicating by the event id (a delivery per endpoint and event; Nats-Msg-Id). A
+// failure stops the shard's page where it is, so a consumer sees each account's events in
+// order. A shard handed over goes on from its cursor at its new owner.
 import type { Logger } from 'pino';
 import type { PublishedMark, StoredEvent } from '../persistence/events.ts';
 import type { RegionRepositories } from '../persistence/repositories.ts';
 import type { WebhookEvent } from '../webhooks/endpoints.ts';
 import { eventId } from './events.ts';
 
-/** The cursor's name in ledger_event_cursors. */
-export const WEBHOOK_CONSUMER = 'webhooks';
 /** Events taken per shard and pass. */
 const PAGE = 200;
 
 /** A region database and the shards of it this node owns. */
 export interface EventSource { repos: Pick<RegionRepositories, 'events'>; shards: string[] }
 
-export interface WebhookFeedDeps {
+export interface OutboxFeedDeps {
+  /** The cursor's name in ledger_event_cursors. */
+  consumer: string;
   sources: () => EventSource[];
-  /** Fans one event out to its tenant's matching endpoints. */
-  enqueue: (e: WebhookEvent) => Promise<unknown>;
-  /** Something was enqueued: the dispatcher looks now. */
-  delivered: () => void;
+  /** Takes one event; a throw leaves it (and what follows in its shard) for the next pass. */
+  handle: (e: StoredEvent) => Promise<void>;
+  /** After a page was handed over and its cursor moved. */
+  afterPage?: () => void;
   intervalMs: number;
   logger: Logger;
 }
@@ -40,7 +41,7 @@ export function webhookEventOf(e: StoredEvent & { tenantId: string }): WebhookEv
 /** Passes start at most this often however many commits wake the feed: under load one pass carries many commits' events. */
 const MIN_GAP_MS = 100;
 
-export class WebhookFeed {
+export class OutboxFeed {
   private timer: NodeJS.Timeout | undefined;
   private soon: NodeJS.Timeout | undefined;
   private running: Promise<void> | undefined;
@@ -48,7 +49,7 @@ export class WebhookFeed {
   private stopped = false;
   private lastStart = 0;
 
-  constructor(private readonly deps: WebhookFeedDeps) {}
+  constructor(private readonly deps: OutboxFeedDeps) {}
 
   start(): void {
     this.timer = setInterval(() => this.wake(), this.deps.intervalMs);
@@ -90,7 +91,7 @@ export class WebhookFeed {
         await this.drain(source);
       } catch (err) {
         // The control database or the region's down: the cursor stays, the next pass retries.
-        this.deps.logger.warn({ err }, 'webhook feed pass failed');
+        this.deps.logger.warn({ err, consumer: this.deps.consumer }, 'event feed pass failed');
       }
     }
   }
@@ -98,23 +99,18 @@ export class WebhookFeed {
   /** Every event of the source's shards past the cursor, page by page. */
   private async drain(source: EventSource): Promise<void> {
     for (;;) {
-      const events = await source.repos.events.unpublished(WEBHOOK_CONSUMER, source.shards, PAGE);
+      const events = await source.repos.events.unpublished(this.deps.consumer, source.shards, PAGE);
       if (events.length === 0) return;
-      let enqueued = false;
-      // In each shard's order: an account's deliveries are made in its order.
-      for (const e of events) {
-        if (e.tenantId === null) continue;
-        await this.deps.enqueue(webhookEventOf({ ...e, tenantId: e.tenantId }));
-        enqueued = true;
-      }
+      // In each shard's order, so in each account's.
+      for (const e of events) await this.deps.handle(e);
       const last = new Map<string, PublishedMark>();
       const counts = new Map<string, number>();
       for (const e of events) {
         last.set(e.shard, { shard: e.shard, position: e.position });
         counts.set(e.shard, (counts.get(e.shard) ?? 0) + 1);
       }
-      await source.repos.events.markPublished(WEBHOOK_CONSUMER, [...last.values()]);
-      if (enqueued) this.deps.delivered();
+      await source.repos.events.markPublished(this.deps.consumer, [...last.values()]);
+      this.deps.afterPage?.();
       // A shard that filled its page may have more.
       if (![...counts.values()].some((n) => n >= PAGE)) return;
     }
