@@ -200,6 +200,7 @@ function readAtScrape(metrics: Metrics, p: { pool: Pool; poolMax: number; dbs: R
     },
     pool: () => ({ total: pool.totalCount, idle: pool.idleCount, waiting: pool.waitingCount, max: p.poolMax }),
     inFlight: () => p.payments.inFlight(),
+    webhookBacklog: () => p.payments.webhookBacklog(),
     controlPlaneReachable: () => p.payments.tenants.controlPlaneReachable(),
     ...(cluster ? { redisMasters: () => cluster.leases.mastersReachable() } : {}),
   } satisfies MetricSources);

@@ -140,8 +140,13 @@ describe('webhook endpoints', () => {
     expect(got).toHaveLength(4);
     expect(new Set(got.map((g) => g.headers['webhook-id'])).size).toBe(1);
     for (const g of got) expect(() => new Webhook(e.body.secret as string).verify(g.body, g.headers as Record<string, string>)).not.toThrow();
-    const attempts = await t.call('GET', `/v1/webhook-endpoints/${e.body.id}/deliveries`, { key: tenant.key });
-    const mine = (attempts.body.data as { deliveryId: string; attempt: number; status: number }[]).filter((a) => a.deliveryId === got[0]!.headers['webhook-id']);
+    // The receiver has answered the 4th attempt; the dispatcher records it a moment later.
+    let mine: { deliveryId: string; attempt: number; status: number }[] = [];
+    for (let i = 0; i < 100 && mine.length < 4; i++) {
+      const attempts = await t.call('GET', `/v1/webhook-endpoints/${e.body.id}/deliveries`, { key: tenant.key });
+      mine = (attempts.body.data as typeof mine).filter((a) => a.deliveryId === got[0]!.headers['webhook-id']);
+      if (mine.length < 4) await new Promise((r) => setTimeout(r, 50));
+    }
     expect(mine.map((a) => [a.attempt, a.status]).sort((x, y) => x[0]! - y[0]!)).toEqual([[1, 500], [2, 503], [3, 502], [4, 200]]);
     const metrics = String((await t.node.app.inject({ method: 'GET', url: '/metrics' })).body);
     const count = (outcome: string): number => Number(new RegExp(`^geopay_webhook_attempts_total\\{outcome="${outcome}"[^}]*\\} (\\d+)`, 'm').exec(metrics)?.[1] ?? 0);

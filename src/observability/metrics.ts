@@ -27,6 +27,8 @@ export interface MetricSources {
   inFlight?: () => Promise<{ count: number; oldestAgeS: number }>;
   /** Whether the control database (tenants, keys, limits) answered its last read. */
   controlPlaneReachable?: () => boolean;
+  /** Webhook deliveries pending, every tenant's (cached by the caller). */
+  webhookBacklog?: () => Promise<number>;
 }
 
 export type StatusClass = '2xx' | '3xx' | '4xx' | '5xx';
@@ -181,6 +183,10 @@ export class Metrics {
     // The database down: the pair is absent for that scrape; the pool and error metrics say why.
     pair(inFlight, 'count', 'geopay_transfers_in_flight', 'Transfers debited and not yet settled or returned (shards of this database).');
     pair(inFlight, 'oldestAgeS', 'geopay_transfer_oldest_in_flight_seconds', 'Age of the oldest transfer in flight (0 when none).');
+    new Gauge({
+      name: 'geopay_webhook_backlog', help: 'Webhook deliveries waiting for a 2xx (the control database\'s queue, every tenant\'s).', registers,
+      async collect() { const n = await src.webhookBacklog?.().catch(() => undefined); if (n !== undefined) this.set(n); },
+    });
   }
 }
 

@@ -52,6 +52,8 @@ export interface Payments {
   ping: () => Promise<void>;
   /** Transfers in flight and the oldest one's age in seconds, cached a few seconds (metrics, the ops page). */
   inFlight: () => Promise<{ count: number; oldestAgeS: number }>;
+  /** Webhook deliveries pending, cached like inFlight. */
+  webhookBacklog: () => Promise<number>;
 }
 
 /** What the ops page reads beyond the payments' own parts: this node's sampled counters, and the way to its peers. */
@@ -76,6 +78,8 @@ export function buildPayments(deps: {
   const transfers = new Transfers(ctx);
   const inspection = new Inspection(registry, deps.ownership, repos, directory);
   const inFlightNow = () => inFlight.get('all', Date.now(), repos.transfers.inFlightSummary);
+  const backlog = new TtlCache<number>(IN_FLIGHT_CACHE_MS, 1);
+  const webhookBacklog = () => backlog.get('all', Date.now(), deps.webhooks.store.deliveries.pending);
   return {
     accounts: new Accounts(ctx),
     transfers,
@@ -84,7 +88,7 @@ export function buildPayments(deps: {
     suspense: new Suspense(ctx, transfers),
     tenants: new Tenants(repos, keys, logger, { cacheMs: config.controlCacheMs, outageGraceMs: config.controlOutageGraceMs }, Date.now, metrics),
     inspection,
-    ops: new Ops({ ownership: deps.ownership, registry, inspection, inFlight: inFlightNow, leaseTtlMs: config.leaseTtlMs, ...deps.ops }),
+    ops: new Ops({ ownership: deps.ownership, registry, inspection, inFlight: inFlightNow, webhookBacklog, leaseTtlMs: config.leaseTtlMs, ...deps.ops }),
     forwarded: new ForwardedRequests(registry, deps.regions),
     events: new LedgerEvents({ repos, directory, registry, settings: { heartbeatMs: config.eventsHeartbeatMs, pollMs: config.eventsPollMs, ...deps.events } }),
     webhooks: new WebhookEndpoints({
@@ -93,6 +97,7 @@ export function buildPayments(deps: {
     saga,
     ping: repos.health.ping,
     inFlight: inFlightNow,
+    webhookBacklog,
   };
 }
 

@@ -30,7 +30,7 @@ describe('assemblePage', () => {
     ['eu-2', { error: 'timeout' }],
     ['us-1', summary('us-1', 'us', 20, [0, 0, 100, 100], [], [{ accountId: 'acc_b', depth: 7 }, { accountId: 'acc_c', depth: 1 }])],
   ]);
-  const page = assemblePage({ map: map(), inFlight: { count: 4, oldestAgeS: 2.5 }, summaries, servedBy: 'eu-1', now: Date.parse('2024-01-01T00:01:00Z') });
+  const page = assemblePage({ map: map(), inFlight: { count: 4, oldestAgeS: 2.5 }, summaries, servedBy: 'eu-1', now: Date.parse('2024-01-01T00:01:00Z'), webhookBacklog: 3 });
 
   it('groups nodes and shards by region, each node with the shards it owns live', () => {
     expect(page.regions.map((r) => [r.region, r.nodes.map((n) => n.nodeId), r.shards])).toEqual([['eu', ['eu-1', 'eu-2'], 2], ['us', ['us-1'], 2]]);
@@ -68,13 +68,13 @@ describe('assemblePage', () => {
       { accountId: 'acc_b', depth: 7, nodeId: 'us-1' }, { accountId: 'acc_a', depth: 3, nodeId: 'eu-1' }, { accountId: 'acc_c', depth: 1, nodeId: 'us-1' },
     ]);
     expect(page.inFlight).toEqual({ count: 4, oldestAgeS: 2.5 });
-    expect(page.webhookBacklog).toBeNull();
+    expect(page.webhookBacklog).toBe(3);
     expect(page.at).toBe('2024-01-01T00:01:00.000Z');
   });
 
   it('has no figures where no node has a window yet', () => {
     const empty = new Map([['eu-1', { ...summary('eu-1', 'eu', 0, [0, 0, 0, 0]), window: null }]]);
-    const p = assemblePage({ map: map(), inFlight: { count: 0, oldestAgeS: 0 }, summaries: empty, servedBy: 'eu-1', now: 0 });
+    const p = assemblePage({ map: map(), inFlight: { count: 0, oldestAgeS: 0 }, summaries: empty, servedBy: 'eu-1', now: 0, webhookBacklog: null });
     expect(p.totals).toMatchObject({ transfersPerS: null, p99Ms: null, unreachable: 2 });
   });
 });
@@ -103,6 +103,7 @@ describe('Ops.page', () => {
     registry: { hottest: () => [] },
     inspection: { cluster: async () => map() },
     inFlight: async () => ({ count: 0, oldestAgeS: 0 }),
+    webhookBacklog: async () => 0,
     window: () => undefined,
     peers: { opsSummary: (url) => opsSummary(url) },
     leaseTtlMs: 10_000,

@@ -59,8 +59,8 @@ export interface OpsPage {
   hotAccounts: { accountId: string; depth: number; nodeId: string }[];
   /** In this node's database: debited and not yet settled or returned. */
   inFlight: { count: number; oldestAgeS: number };
-  /** Webhooks are not delivered by this version: null, shown as not configured, never a made-up 0. */
-  webhookBacklog: null;
+  /** Webhook deliveries waiting for a 2xx, every tenant's (they share one queue); null when it could not be read, never a made-up 0. */
+  webhookBacklog: number | null;
 }
 
 export interface OpsDeps {
@@ -68,6 +68,8 @@ export interface OpsDeps {
   registry: Pick<AccountRegistry, 'hottest'>;
   inspection: Pick<Inspection, 'cluster'>;
   inFlight: () => Promise<{ count: number; oldestAgeS: number }>;
+  /** Webhook deliveries pending (cached by the caller). */
+  webhookBacklog: () => Promise<number>;
   /** This node's counters over the window (src/observability/sampler.ts). */
   window: () => WindowDelta | undefined;
   peers: OpsPeers | undefined;
@@ -98,12 +100,13 @@ export class Ops {
   /** The page's document: the map and the in-flight figures from the database, every live node's summary. */
   async page(): Promise<OpsPage> {
     const members = this.deps.ownership.members();
-    const [map, inFlight, summaries] = await Promise.all([
+    const [map, inFlight, summaries, webhookBacklog] = await Promise.all([
       this.deps.inspection.cluster(),
       this.deps.inFlight(),
       Promise.all(members.map(async (m) => [m.nodeId, await this.gather(m)] as const)),
+      this.deps.webhookBacklog().catch(() => null),
     ]);
-    return assemblePage({ map, inFlight, summaries: new Map(summaries), servedBy: this.deps.ownership.nodeId, now: Date.now() });
+    return assemblePage({ map, inFlight, summaries: new Map(summaries), servedBy: this.deps.ownership.nodeId, now: Date.now(), webhookBacklog });
   }
 
   private async gather(member: MemberView): Promise<Gathered> {
@@ -139,7 +142,9 @@ const p99Ms = (b: Buckets): number | null => {
 };
 
 /** The document from its parts; pure, so that a test can feed it any cluster. */
-export function assemblePage(input: { map: ClusterMap; inFlight: OpsPage['inFlight']; summaries: ReadonlyMap<string, Gathered>; servedBy: string; now: number }): OpsPage {
+export function assemblePage(input: {
+  map: ClusterMap; inFlight: OpsPage['inFlight']; summaries: ReadonlyMap<string, Gathered>; servedBy: string; now: number; webhookBacklog: number | null;
+}): OpsPage {
   const { map, summaries } = input;
   const reported = (id: string): NodeSummary | undefined => {
     const s = summaries.get(id);
@@ -178,7 +183,7 @@ export function assemblePage(input: { map: ClusterMap; inFlight: OpsPage['inFlig
       .sort((a, b) => b.depth - a.depth || a.accountId.localeCompare(b.accountId))
       .slice(0, HOT_PER_NODE),
     inFlight: input.inFlight,
-    webhookBacklog: null,
+    webhookBacklog: input.webhookBacklog,
   };
 }
 

@@ -305,6 +305,12 @@ export async function redeliver(pool: Pool, tenantId: string, id: string, now: D
   return rows[0]?.outcome ?? 'not_found';
 }
 
+/** Deliveries waiting for a 2xx (due now or retrying later), from the partial index of pending ones. */
+export async function pendingDeliveries(pool: Pool): Promise<number> {
+  const { rows } = await pool.query<{ n: bigint }>("SELECT count(*) AS n FROM webhook_deliveries WHERE state = 'pending'");
+  return Number(rows[0]!.n);
+}
+
 /** The webhook functions bound to one pool, for the composition root to hand to the dispatcher and the routes. */
 export function webhookRepositories(pool: Pool) {
   return {
@@ -325,6 +331,7 @@ export function webhookRepositories(pool: Pool) {
       claimDue: (c: { now: Date; limit: number; leaseMs: number }) => claimDueDeliveries(pool, c),
       record: (a: AttemptRecord) => recordAttempt(pool, a),
       redeliver: (tenantId: string, id: string, now: Date) => redeliver(pool, tenantId, id, now),
+      pending: () => pendingDeliveries(pool),
     },
   };
 }
