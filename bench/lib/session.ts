@@ -67,9 +67,9 @@ export async function withSession<T>(o: SessionOptions<T>, body: (s: Session) =>
 }
 
 /** withSession for the fixed benches (core, batch): a fresh geopay server on the local PostgreSQL, troubles on stderr. */
-export function withFreshServer<T>(client: SessionOptions<T>['client'], body: (s: Session) => Promise<T>): Promise<T> {
+export function withFreshServer<T>(client: SessionOptions<T>['client'], body: (s: Session) => Promise<T>, serverEnv: Record<string, string> = {}): Promise<T> {
   return withSession({
-    target: () => startTarget({ start: 'postgres', engine: 'geopay', keepDb: false, serverEnv: {} }),
+    target: () => startTarget({ start: 'postgres', engine: 'geopay', keepDb: false, serverEnv }),
     client,
     // A server that dies mid-run turns every later request into ECONNREFUSED; say why at once.
     onServerExit: (message, output) => console.error(`${message}:\n${output}`),

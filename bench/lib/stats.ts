@@ -6,7 +6,7 @@ import { encodeIntoCompressedBase64, Int32Histogram } from 'hdr-histogram-js';
 /** A recorded latency above this (an hour) is a clock bug, not a measurement. */
 const MAX_LATENCY_US = 3_600_000_000;
 
-function newHistogram(): Int32Histogram {
+export function newHistogram(): Int32Histogram {
   // 1 µs resolution floor, 3 significant digits; grows if a latency exceeds the first range.
   const h = new Int32Histogram(1, 60_000_000, 3);
   h.autoResize = true;
