@@ -562,15 +562,10 @@ function describeLegs(t: LegRow, failures: Failures, last: Map<string, string>):
   if (t.credits === 1 && t.good_credits !== 1) failures.add('transfer', `${name}: its credit ${at('credit')} is not +${t.amount} on account ${t.destination_id}`);
   if (t.returns === 1 && t.good_returns !== 1) failures.add('transfer', `${name}: its return ${at('return')} is not +${t.amount} on account ${t.source_id}`);
   // Between regions the credit commits first and the source's row settles after it.
-  const awaitingSettle = t.state === 'debited' && regionOfId(t.id) !== regionOfId(t.destination_id);
+  const awaitingSettle = t.state === 'debited' && transferRegion(t.id) !== accountRegion(t.destination_id);
   if (t.state !== 'settled' && t.credits > 0 && !awaitingSettle) failures.add('transfer', `${name}: state ${t.state}, yet credited at ${at('credit')}`);
   if (t.state !== 'returned' && t.returns > 0) failures.add('transfer', `${name}: state ${t.state}, yet returned at ${at('return')}`);
   if (t.others > 0) failures.add('transfer', `${name}: non-money postings carry its id: ${legs.filter((l) => !MONEY_KINDS.has(l.kind)).map((l) => `${l.account} seq ${l.seq} (${l.kind})`).join(', ')}`);
-}
-
-/** The region an account, transfer or hold id names (`acc_eu_...`, `tr_eu_...`). */
-function regionOfId(id: string): string | undefined {
-  return /^[a-z]+_([a-z][a-z0-9-]{0,15})_/.exec(id)?.[1];
 }
 
 /** What is wrong with one posting taken alone (sign of amount and held change, ids it must carry), if anything. */

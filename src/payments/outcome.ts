@@ -3,6 +3,8 @@
 // batch), or the answer an Idempotency-Key stored the first time, replayed verbatim.
 // `replayed` marks an answer given to a repeat of a request (HTTP: `Idempotent-Replayed`).
 import type { ErrorCode } from '../domain/errors.ts';
+import { GeopayError } from '../domain/errors.ts';
+import type { KeyedCreate } from '../persistence/repositories.ts';
 
 export type Outcome<T> =
   | { type: 'ok'; value: T; replayed?: true }
@@ -29,4 +31,16 @@ export function transferAnswerStatus(state: string): typeof STORED_CREATED | typ
 export const replayed = <O extends Outcome<unknown>>(o: O): O => (o.type === 'stored' ? o : { ...o, replayed: true });
 
 export const ok = <T>(value: T): Outcome<T> => ({ type: 'ok', value });
+
+/**
+ * What a keyed create on the control database answers: `value` of what it created now, else
+ * the stored answer of the key's first request (the same request), refused for another
+ * request under the key or while the first one is unfinished.
+ */
+export function keyedOutcome<C, T>(r: KeyedCreate<C>, hash: string, value: (created: C) => T): Outcome<T> {
+  if (r.type === 'created') return ok(value(r.value));
+  if (r.requestHash !== hash) throw new GeopayError('idempotency_key_reused');
+  if (r.statusCode === null) throw new GeopayError('idempotency_key_in_progress');
+  return { type: 'stored', status: r.statusCode, body: r.response };
+}
 export const failed = <T = never>(code: ErrorCode): Outcome<T> => ({ type: 'failed', code });

@@ -7,9 +7,9 @@ import { createHash, randomBytes } from 'node:crypto';
 import type { Logger } from 'pino';
 import { makeTenantId, parseTenantId, uuidv7Hex } from '../domain/ids.ts';
 import { GeopayError } from '../domain/errors.ts';
-import type { KeyedCreate, Principal, Repositories, TenantLimits, TenantRow } from '../persistence/repositories.ts';
+import type { Principal, Repositories, TenantLimits, TenantRow } from '../persistence/repositories.ts';
 import type { Outcome } from './outcome.ts';
-import { STORED_CREATED, ok } from './outcome.ts';
+import { STORED_CREATED, keyedOutcome } from './outcome.ts';
 import type { InFlightKeys } from './in-flight-keys.ts';
 import { ControlCache, ControlPlaneHealth } from './control-cache.ts';
 
@@ -27,12 +27,6 @@ export function newApiKey(role: 'admin' | 'tenant'): string {
 
 const newKeyId = (): string => `key_${uuidv7Hex(Date.now(), randomBytes(10))}`;
 
-function keyedOutcome<T>(r: KeyedCreate<unknown>, hash: string, value: () => T): Outcome<T> {
-  if (r.type === 'created') return ok(value());
-  if (r.requestHash !== hash) throw new GeopayError('idempotency_key_reused');
-  if (r.statusCode === null) throw new GeopayError('idempotency_key_in_progress');
-  return { type: 'stored', status: r.statusCode, body: r.response };
-}
 
 export class Tenants {
   /** Keyed by the key's hash: only hashes are kept. */
@@ -80,7 +74,7 @@ export class Tenants {
     return this.keys.run(ADMIN_SCOPE, r.key, r.hash, async () => {
       const id = makeTenantId(uuidv7Hex(Date.now(), randomBytes(10)));
       const res = await this.repos.tenants.createOnce({ scope: ADMIN_SCOPE, key: r.key, requestHash: r.hash, statusCode: STORED_CREATED }, { id, name: r.name });
-      return keyedOutcome(res, r.hash, () => (res as Extract<typeof res, { type: 'created' }>).value);
+      return keyedOutcome(res, r.hash, (created) => created);
     });
   }
 

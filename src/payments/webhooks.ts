@@ -13,7 +13,7 @@ import { makeEndpointId } from '../webhooks/ids.ts';
 import { generateSecret } from '../webhooks/secrets.ts';
 import type { InFlightKeys } from './in-flight-keys.ts';
 import type { Outcome } from './outcome.ts';
-import { STORED_CREATED, STORED_OK, ok } from './outcome.ts';
+import { STORED_CREATED, STORED_OK, keyedOutcome } from './outcome.ts';
 
 const MAX_EVENT_TYPES = 64;
 
@@ -55,13 +55,6 @@ export interface WebhookEndpointsDeps {
 /** Keys of webhook writes are the tenant's, in a scope apart from its payments' keys. */
 const scopeOf = (tenantId: string): string => `webhooks:${tenantId}`;
 
-function keyedAnswer<T>(r: KeyedCreate<EndpointRow>, hash: string, value: (row: EndpointRow) => T): Outcome<T> {
-  if (r.type === 'created') return ok(value(r.value));
-  if (r.requestHash !== hash) throw new GeopayError('idempotency_key_reused');
-  if (r.statusCode === null) throw new GeopayError('idempotency_key_in_progress');
-  return { type: 'stored', status: r.statusCode, body: r.response };
-}
-
 export class WebhookEndpoints {
   constructor(private readonly deps: WebhookEndpointsDeps) {}
 
@@ -82,7 +75,7 @@ export class WebhookEndpoints {
       const row = { id: makeEndpointId(now.getTime()), tenantId: r.tenantId, url: checked.url.href, eventTypes: [...new Set(r.eventTypes)].sort(), secret: generateSecret(), now };
       const res = await this.deps.keyed.createOnce({ scope, key: r.key, requestHash: r.hash, statusCode: STORED_CREATED }, row, endpointView);
       this.deps.changed();
-      return keyedAnswer(res, r.hash, (e) => ({ ...endpointView(e), secret: e.secret }));
+      return keyedOutcome(res, r.hash, (e) => ({ ...endpointView(e), secret: e.secret }));
     });
   }
 
@@ -112,7 +105,7 @@ export class WebhookEndpoints {
         { tenantId: r.tenantId, id: r.id, newSecret: generateSecret(), now: this.now(), overlapMs: this.deps.secretOverlapMs }, endpointView,
       );
       if (!res) throw new GeopayError('webhook_endpoint_not_found');
-      return keyedAnswer(res, r.hash, (e) => ({ ...endpointView(e), secret: e.secret }));
+      return keyedOutcome(res, r.hash, (e) => ({ ...endpointView(e), secret: e.secret }));
     });
   }
 

@@ -48,11 +48,6 @@ export class RegionDatabases<T> {
     return [...new Set([this.home, ...this.opts.urls.keys()])];
   }
 
-  /** Does this node know the region's database (its own, or one REGION_DATABASE_URLS names)? */
-  knows(region: Region): boolean {
-    return this.shared || region === this.home || this.opts.urls.has(region);
-  }
-
   /** The region's pool; region_unavailable when this node has no URL for it. */
   pool(region: Region): Pool {
     if (this.shared) return this.opts.home.pool;

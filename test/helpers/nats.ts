@@ -2,14 +2,15 @@
 // its own store folder and free loopback ports, started, stopped, crashed (SIGKILL) and
 // restarted on the same ports and store by pid. Only the pids started here are ever signalled;
 // a process 'exit' hook SIGKILLs what still runs and removes the folders.
-import { spawn, type ChildProcess } from 'node:child_process';
-import { closeSync, openSync, readFileSync, rmSync, statSync } from 'node:fs';
+import type { ChildProcess } from 'node:child_process';
+import { readFileSync, rmSync } from 'node:fs';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { freePort } from './cluster.ts';
 import { requireBinary } from './prereq.ts';
+import { spawnServer } from './spawn-server.ts';
 
 export const installNatsServerCommand = 'apt-get install -y nats-server';
 
@@ -165,24 +166,11 @@ class LocalNats {
 
   async start(): Promise<void> {
     if (this.proc) throw new Error(`${this.name} is already running (pid ${this.pid})`);
-    const logStart = fileSize(this.logPath);
-    // The log goes straight into a file (opened here, inherited): no pipe that could fill up
-    // and block the server, and it outlives the test for a post-mortem of a failure.
-    const logFd = openSync(this.logPath, 'a');
-    let child: ChildProcess;
-    try {
-      // Own process group: a Ctrl-C at the terminal reaches the test runner, which stops these.
-      child = spawn(this.binary, this.args(), { cwd: this.root, detached: true, stdio: ['ignore', logFd, logFd] });
-    } finally {
-      closeSync(logFd);
-    }
+    const { child, exited: ended, logStart } = spawnServer(this.binary, this.args(), { cwd: this.root, logPath: this.logPath });
     live.set(child, this.root);
-    const exited = new Promise<void>((resolve) => {
-      child.once('exit', () => {
-        live.delete(child);
-        if (this.proc?.child === child) this.proc = undefined;
-        resolve();
-      });
+    const exited = ended.then(() => {
+      live.delete(child);
+      if (this.proc?.child === child) this.proc = undefined;
     });
     const running = { child, exited };
     this.proc = running;
@@ -285,10 +273,3 @@ async function metaCluster(monitorUrl: string): Promise<MetaCluster | undefined>
   }
 }
 
-function fileSize(path: string): number {
-  try {
-    return statSync(path).size;
-  } catch {
-    return 0;
-  }
-}

@@ -3,7 +3,7 @@
 // stopped, crashed and restarted by pid (a region's database outage is a real server going away).
 // Only the pids started here are ever signalled; a process 'exit' hook SIGKILLs what still runs.
 import { spawn, type ChildProcess, type SpawnOptions } from 'node:child_process';
-import { chownSync, closeSync, openSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { chownSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -11,6 +11,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import pg from 'pg';
 import { freePort } from './cluster.ts';
 import { MissingPrerequisite, requirePostgresServerBinaries } from './prereq.ts';
+import { spawnServer } from './spawn-server.ts';
 
 /** A fresh server is up in well under a second and crash recovery of a test's WAL in a few; 20 s means it will not. */
 const startTimeoutMs = 20_000;
@@ -279,25 +280,13 @@ class LocalPostgres implements PgInstance {
   private spawnPostmaster(): { running: Running; logStart: number } {
     const args = ['-D', this.dataDir];
     for (const [k, v] of Object.entries(settings(this.portNumber, this.root, this.name))) args.push('-c', `${k}=${v}`);
-    const logStart = fileSize(this.logPath);
-    // The server writes its log straight into the file (opened here, inherited): no pipe that
-    // could fill up and block it, and the log outlives this process for a post-mortem.
-    const logFd = openSync(this.logPath, 'a');
-    let child: ChildProcess;
-    try {
-      // Own process group: a Ctrl-C at the terminal of `npm run cluster` must not take the
-      // databases down before the nodes have stopped; the owner of this object stops them.
-      child = spawn(join(this.binDir, 'postgres'), args, { ...asUser(this.user), cwd: this.root, detached: true, stdio: ['ignore', logFd, logFd] });
-    } finally {
-      closeSync(logFd);
-    }
+    // Its own process group: a Ctrl-C at the terminal of `npm run cluster` must not take the
+    // databases down before the nodes have stopped; the owner of this object stops them.
+    const { child, exited: ended, logStart } = spawnServer(join(this.binDir, 'postgres'), args, { cwd: this.root, logPath: this.logPath, spawn: asUser(this.user) });
     live.set(child, this.root);
-    const exited = new Promise<void>((resolve) => {
-      child.once('exit', () => {
-        live.delete(child);
-        if (this.proc?.child === child) this.proc = undefined;
-        resolve();
-      });
+    const exited = ended.then(() => {
+      live.delete(child);
+      if (this.proc?.child === child) this.proc = undefined;
     });
     const running = { child, exited };
     this.proc = running;
@@ -409,10 +398,3 @@ async function waitGone(pids: number[]): Promise<void> {
   }
 }
 
-function fileSize(path: string): number {
-  try {
-    return statSync(path).size;
-  } catch {
-    return 0;
-  }
-}
