@@ -10,7 +10,7 @@ import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { freePort } from './cluster.ts';
 import { requireBinary } from './prereq.ts';
-import { spawnServer } from './spawn-server.ts';
+import { PortTaken, spawnServer, startOncePortFree } from './spawn-server.ts';
 
 export const installNatsServerCommand = 'apt-get install -y nats-server';
 
@@ -99,16 +99,7 @@ function handle(servers: LocalNats[]): NatsServers {
     async restart(i) {
       const server = at(i);
       await server.stop('SIGTERM');
-      const deadline = Date.now() + restartRetryMs;
-      for (;;) {
-        try {
-          await server.start();
-          break;
-        } catch (err) {
-          if (!(err instanceof PortTaken) || Date.now() > deadline) throw err;
-          await sleep(100);
-        }
-      }
+      await startOncePortFree(() => server.start(), restartRetryMs);
       if (servers.length > 1) await waitForMetaLeader(servers.filter((s) => s.pid !== undefined));
     },
     async stopAll() {
@@ -116,9 +107,6 @@ function handle(servers: LocalNats[]): NatsServers {
     },
   };
 }
-
-/** The server could not bind a port (another process holds it): try again, elsewhere or later. */
-class PortTaken extends Error {}
 
 interface Running {
   child: ChildProcess;

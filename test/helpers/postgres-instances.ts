@@ -11,7 +11,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import pg from 'pg';
 import { freePort } from './cluster.ts';
 import { MissingPrerequisite, requirePostgresServerBinaries } from './prereq.ts';
-import { spawnServer } from './spawn-server.ts';
+import { PortTaken, spawnServer, startOncePortFree } from './spawn-server.ts';
 
 /** A fresh server is up in well under a second and crash recovery of a test's WAL in a few; 20 s means it will not. */
 const startTimeoutMs = 20_000;
@@ -222,16 +222,7 @@ class LocalPostgres implements PgInstance {
 
   async start(): Promise<void> {
     if (this.proc) throw new Error(`${this.name} is already running (pid ${this.lastPid})`);
-    const deadline = Date.now() + restartRetryMs;
-    for (;;) {
-      try {
-        await this.launch();
-        return;
-      } catch (err) {
-        if (!(err instanceof PortTaken) || Date.now() > deadline) throw err;
-        await sleep(100);
-      }
-    }
+    await startOncePortFree(() => this.launch(), restartRetryMs);
   }
 
   async stop(): Promise<void> {
@@ -302,9 +293,6 @@ class LocalPostgres implements PgInstance {
     }
   }
 }
-
-/** The server could not bind its port (another process holds it): try again, elsewhere or later. */
-class PortTaken extends Error {}
 
 /** Resolves once our server at `url` answers a query; rejects with the log's tail when it exits first or never answers. */
 async function waitReady(url: string, dataDir: string, running: Running, logTail: () => string): Promise<void> {

@@ -33,3 +33,23 @@ function fileSize(path: string): number {
     return 0;
   }
 }
+
+/** The server could not bind its port: another process holds it, for now or for good. */
+export class PortTaken extends Error {}
+
+/**
+ * `start()` again while its port is taken (a process that let it go a moment ago can still hold
+ * it), for at most `ms`; any other failure, or the port still taken after that, is thrown.
+ */
+export async function startOncePortFree(start: () => Promise<void>, ms: number): Promise<void> {
+  const deadline = Date.now() + ms;
+  for (;;) {
+    try {
+      await start();
+      return;
+    } catch (err) {
+      if (!(err instanceof PortTaken) || Date.now() > deadline) throw err;
+      await new Promise((r) => setTimeout(r, 100));
+    }
+  }
+}
