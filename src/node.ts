@@ -31,6 +31,7 @@ import { enqueueEvent } from './webhooks/endpoints.ts';
 import { OutboxFeed, webhookEventOf } from './payments/event-feed.ts';
 import type { EventSource } from './payments/event-feed.ts';
 import { EventBus } from './payments/event-bus.ts';
+import { BusLegs } from './payments/legs.ts';
 import { parseNatsUrls } from './bus/index.ts';
 import type { StoredEvent } from './persistence/events.ts';
 import { TtlCache } from './payments/ttl-cache.ts';
@@ -52,6 +53,7 @@ import { Forwarder } from './cluster/forward.ts';
 import { AccountRegistry } from './actors/registry.ts';
 import { GroupWriter } from './persistence/writer.ts';
 import { Relay } from './payments/relay.ts';
+import type { RelayOptions } from './payments/relay.ts';
 import { buildPayments } from './payments/index.ts';
 import { OPS_WINDOW_MS } from './payments/ops.ts';
 import type { Payments } from './payments/index.ts';
@@ -80,6 +82,8 @@ export interface GeopayNode {
   payments: Payments;
   membership: Membership | undefined;
   metrics: Metrics;
+  /** The legs on the bus, when they travel by it (NATS_URLS, LEGS_TRANSPORT=bus, a cluster). */
+  legs: BusLegs | undefined;
   /** Set when this start created the admin key (printed once by main). */
   createdAdminKey: string | undefined;
   /** Graceful: stop intake, drain mailboxes, snapshot, close pools. */
@@ -113,7 +117,8 @@ export async function startNode(cfg: Config, opts: { logger?: Logger; onCommit?:
   sampler.start();
   const ops = { window: () => sampler.delta(OPS_WINDOW_MS), peers: cluster?.forwarder };
   const webhooks = webhookParts(cfg, control, logger, metrics);
-  const payments = buildPayments({ config: cfg, registry, ownership, repos, regions, logger, clock, metrics, ops, webhooks, events: opts.events });
+  const legs = busLegs(cfg, parts, metrics, logger);
+  const payments = buildPayments({ config: cfg, registry, ownership, repos, regions, logger, clock, metrics, ops, webhooks, events: opts.events, legs });
   const createdAdminKey = await payments.tenants.ensureAdminKey(cfg.adminApiKey);
   if (createdAdminKey && embedded) {
     // Embedded (development) mode only: keep the key beside the data it guards, readable by
@@ -125,12 +130,9 @@ export async function startNode(cfg: Config, opts: { logger?: Logger; onCommit?:
   // A test's injected clock is virtual time for everyone, so due holds are judged by it; in
   // production (FAULT_CLOCK_OFFSET_MS included) the database's clock judges them.
   const sources = () => workSources(ownership, dbs);
-  const relay = new Relay(repos, registry, {
-    intervalMs: cfg.relayIntervalMs, minAgeMs: cfg.relayMinAgeMs, maxBackoffMs: cfg.relayMaxBackoffMs, batch: 500, clock, sources,
-    ...(opts.clock ? { virtualNow: opts.clock } : {}), metrics,
-  }, logger);
+  const relay = new Relay(repos, registry, relayOptions(cfg, { clock, sources, virtualNow: opts.clock, metrics, legs }), logger);
   const feed = eventFeeds(webhooks, { sources, registry }, cfg, logger);
-  readAtScrape(metrics, { pool, poolMax: embedded ? 1 : cfg.pgPoolMax, dbs, registry, ownership, cluster, payments });
+  readAtScrape(metrics, { pool, poolMax: embedded ? 1 : cfg.pgPoolMax, dbs, registry, ownership, cluster, payments, legs });
 
   let accepting = true;
   const redis = await rateLimitRedis(cfg, logger);
@@ -144,6 +146,7 @@ export async function startNode(cfg: Config, opts: { logger?: Logger; onCommit?:
 
   // The relay's first pass re-delivers what a crash left in flight, at once.
   relay.start();
+  legs?.start();
   webhooks.dispatcher.start();
   feed.start();
   const cleanup = startKeyCleanup(repos, cfg, logger);
@@ -155,6 +158,7 @@ export async function startNode(cfg: Config, opts: { logger?: Logger; onCommit?:
       relay.stop();
       sampler.stop();
       await feed.stop();
+      await legs?.stop();
       await webhooks.dispatcher.stop();
       clearInterval(cleanup);
       // Stop taking requests; those in progress finish (bounded by the request timeout).
@@ -181,11 +185,29 @@ export async function startNode(cfg: Config, opts: { logger?: Logger; onCommit?:
     return stopping;
   };
 
-  return { app, url, internalUrl: internal?.url, pool, registry, relay, writer: dbs.of(dbs.home).writer, dbs, createdAdminKey, stop, ownership, payments, membership, metrics };
+  return { app, url, internalUrl: internal?.url, pool, registry, relay, writer: dbs.of(dbs.home).writer, dbs, createdAdminKey, stop, ownership, payments, membership, metrics, legs };
+}
+
+function relayOptions(cfg: Config, p: Pick<RelayOptions, 'clock' | 'sources' | 'virtualNow' | 'metrics' | 'legs'>): RelayOptions {
+  const { virtualNow, legs, ...rest } = p;
+  return {
+    intervalMs: cfg.relayIntervalMs, minAgeMs: cfg.relayMinAgeMs, maxBackoffMs: cfg.relayMaxBackoffMs, batch: 500, ...rest,
+    ...(virtualNow ? { virtualNow } : {}), ...(legs ? { legs } : {}),
+  };
+}
+
+/** The legs on the bus: a cluster with NATS_URLS and LEGS_TRANSPORT=bus (src/payments/legs.ts). */
+function busLegs(cfg: Config, parts: { cluster: ClusterParts | undefined; registry: AccountRegistry; ownership: Ownership }, metrics: Metrics, logger: Logger): BusLegs | undefined {
+  const urls = parseNatsUrls(cfg.natsUrls);
+  if (!parts.cluster || urls.length === 0 || cfg.legsTransport !== 'bus') return undefined;
+  const regions = [...new Set([...(cfg.regions ? cfg.regions.split(',') : []), cfg.region])] as Region[];
+  return new BusLegs({
+    urls, replicas: cfg.natsReplicas, nodeId: cfg.nodeId, regions, buckets: cfg.shardBuckets, scope: cfg.legsScope as 'cross-region' | 'all', logger, metrics,
+  }, parts.registry, parts.ownership);
 }
 
 /** What the metrics read at scrape time; committed hold changes and returns are counted as they commit. */
-function readAtScrape(metrics: Metrics, p: { pool: Pool; poolMax: number; dbs: RegionDatabases<RegionStore>; registry: AccountRegistry; ownership: Ownership; cluster: ClusterParts | undefined; payments: Payments }): void {
+function readAtScrape(metrics: Metrics, p: { pool: Pool; poolMax: number; dbs: RegionDatabases<RegionStore>; registry: AccountRegistry; ownership: Ownership; cluster: ClusterParts | undefined; payments: Payments; legs: BusLegs | undefined }): void {
   const { pool, dbs, registry, ownership, cluster } = p;
   Object.assign(metrics.sources, {
     residentActors: () => registry.residentCount(),
@@ -203,6 +225,7 @@ function readAtScrape(metrics: Metrics, p: { pool: Pool; poolMax: number; dbs: R
     webhookBacklog: () => p.payments.webhookBacklog(),
     controlPlaneReachable: () => p.payments.tenants.controlPlaneReachable(),
     ...(cluster ? { redisMasters: () => cluster.leases.mastersReachable() } : {}),
+    ...(p.legs ? { busLag: () => p.legs!.lag() } : {}),
   } satisfies MetricSources);
   registry.onCommitted((ws) => {
     if (ws.newHolds.length > 0) metrics.holds.inc({ action: 'authorize' }, ws.newHolds.length);

@@ -18,7 +18,7 @@ import type { ActorSystem } from './nact.ts';
 import { ask, spawn, startSystem, stopActor, stopSystem, tell } from './nact.ts';
 import type { AccountMsg, ActorHandle, Inspection } from './account-actor.ts';
 import { initialActorState, makeAccountHandler, startLoadFor } from './account-actor.ts';
-import type { AccountRequest, CommandResult } from './protocol.ts';
+import type { AccountRequest, CommandResult, LegOutcome } from './protocol.ts';
 import { LedgerAccounts } from './ledger-accounts.ts';
 import type { TraceContext } from '../observability/trace.ts';
 
@@ -228,11 +228,24 @@ export class AccountRegistry {
    * transfer `debited`: the relay delivers again and is answered the same outcome.
    */
   async deliverCredit(t: CreditLeg, redelivery: boolean, trace: TraceContext): Promise<CommandResult> {
+    const r = await this.applyCredit(t, redelivery, trace);
+    if (r.type !== 'done' || !r.leg) return r;
+    return this.settle(t, r.leg, redelivery, trace);
+  }
+
+  /**
+   * The credit leg at its destination, exactly once. A domestic credit settles the transfer in
+   * the same commit; a cross-region one answers its outcome (`leg`) for the source to settle by.
+   */
+  async applyCredit(t: CreditLeg, redelivery: boolean, trace: TraceContext): Promise<CommandResult> {
     const notOpen = await this.ensureLedgerAccount(t.destinationId);
     if (notOpen) return notOpen;
-    const r = await this.send(t.destinationId, { cmd: { type: 'Credit', transferId: t.id, amount: t.amount, currency: t.currency, alreadyApplied: false }, careful: redelivery }, { trace });
-    if (r.type !== 'done' || !r.leg) return r;
-    return this.send(t.sourceId, { cmd: { type: 'Settle', transferId: t.id, refusal: r.leg.refusal, alreadyApplied: false }, careful: redelivery }, { trace });
+    return this.send(t.destinationId, { cmd: { type: 'Credit', transferId: t.id, amount: t.amount, currency: t.currency, alreadyApplied: false }, careful: redelivery }, { trace });
+  }
+
+  /** A cross-region credit's outcome, committed by the source account to its transfer row, exactly once. */
+  settle(t: Pick<CreditLeg, 'id' | 'sourceId'>, leg: LegOutcome, redelivery: boolean, trace: TraceContext): Promise<CommandResult> {
+    return this.send(t.sourceId, { cmd: { type: 'Settle', transferId: t.id, refusal: leg.refusal, alreadyApplied: false }, careful: redelivery }, { trace });
   }
 
   /**

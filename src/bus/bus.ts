@@ -33,6 +33,8 @@ export interface StreamState {
   messages: number;
   firstSeq: number;
   lastSeq: number;
+  /** When the oldest message still in the stream was stored; undefined when it is empty. */
+  firstAt: Date | undefined;
   /** The server that leads the stream now, on a cluster; undefined on a single server. */
   leader: string | undefined;
 }
@@ -52,6 +54,19 @@ export interface Bus {
   publish(subject: string, payload: Uint8Array | string, opts: PublishOptions): Promise<PublishAck>;
   /** Starts a runner on an existing durable pull consumer (ensureConsumer first). */
   consume(stream: string, durable: string, handler: MessageHandler, opts?: ConsumeOptions): Promise<ConsumerRunner>;
+  /**
+   * Core NATS, outside any stream: at most once, and dropped when nobody listens. For what is a
+   * hint with a fallback (an edge node woken by a transfer's outcome), never for a leg.
+   */
+  notify(subject: string, payload: string): void;
+  /**
+   * Listens on a core subject until the returned function is called. Resolves once the server
+   * has the subscription (a flush, bounded by the request timeout), so a notify that follows
+   * is heard.
+   */
+  listen(subject: string, onMessage: (data: Uint8Array) => void): Promise<() => void>;
+  /** Whether the connection is up now (not reconnecting). */
+  readonly up: boolean;
   streamState(stream: string): Promise<StreamState>;
   consumerState(stream: string, durable: string): Promise<ConsumerState>;
   /** Stops every runner started here (each drains its handlers), then drains and closes the connection. */
@@ -81,11 +96,12 @@ export async function connectBus(opts: BusOptions): Promise<Bus> {
     pingInterval: opts.pingIntervalMs ?? 10_000,
     maxPingOut: 2,
   });
-  void logStatus(nc, logger);
   logger.info({ server: nc.getServer() }, 'bus connected');
   const jsm = await jetstreamManager(nc, { timeout: requestTimeoutMs });
   const js = jetstream(nc, { timeout: requestTimeoutMs });
-  return new NatsBus(nc, js, jsm, logger, { timeoutMs: requestTimeoutMs, attempts: opts.publishAttempts ?? 3 }, requestTimeoutMs);
+  const bus = new NatsBus(nc, js, jsm, logger, { timeoutMs: requestTimeoutMs, attempts: opts.publishAttempts ?? 3 }, requestTimeoutMs);
+  void logStatus(nc, logger, (up) => { bus.connected = up; });
+  return bus;
 }
 
 class NatsBus implements Bus {
@@ -124,9 +140,29 @@ class NatsBus implements Bus {
     return tracked;
   }
 
+  notify(subject: string, payload: string): void {
+    if (!this.nc.isClosed()) this.nc.publish(subject, payload);
+  }
+
+  async listen(subject: string, onMessage: (data: Uint8Array) => void): Promise<() => void> {
+    const sub = this.nc.subscribe(subject, { callback: (err, msg) => { if (!err) onMessage(msg.data); } });
+    let timer: NodeJS.Timeout | undefined;
+    const bound = new Promise<void>((resolve) => { timer = setTimeout(resolve, this.requestTimeoutMs); });
+    await Promise.race([this.nc.flush().catch(() => undefined), bound]);
+    clearTimeout(timer);
+    return () => sub.unsubscribe();
+  }
+
+  get up(): boolean {
+    return !this.nc.isClosed() && !this.nc.isDraining() && this.connected;
+  }
+
+  /** Set by the status watcher: false between a disconnect and the reconnect. */
+  connected = true;
+
   async streamState(stream: string): Promise<StreamState> {
     const { state, cluster } = await this.jsm.streams.info(stream);
-    return { messages: state.messages, firstSeq: state.first_seq, lastSeq: state.last_seq, leader: cluster?.leader || undefined };
+    return { messages: state.messages, firstSeq: state.first_seq, lastSeq: state.last_seq, firstAt: state.messages > 0 ? new Date(state.first_ts) : undefined, leader: cluster?.leader || undefined };
   }
 
   async consumerState(stream: string, durable: string): Promise<ConsumerState> {
@@ -150,14 +186,16 @@ class NatsBus implements Bus {
   }
 }
 
-/** Logs the connection's changes of state; the iterator ends when the connection closes. */
-async function logStatus(nc: NatsConnection, logger: Logger): Promise<void> {
+/** Logs the connection's changes of state and tells whether it is up; the iterator ends when the connection closes. */
+async function logStatus(nc: NatsConnection, logger: Logger, connected: (up: boolean) => void): Promise<void> {
   for await (const status of nc.status()) {
     switch (status.type) {
       case 'disconnect':
+        connected(false);
         logger.warn({ server: status.server }, 'bus disconnected');
         break;
       case 'reconnect':
+        connected(true);
         logger.info({ server: status.server }, 'bus reconnected');
         break;
       case 'ldm':

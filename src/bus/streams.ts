@@ -41,6 +41,12 @@ export interface StreamSpec {
   duplicateWindowMs?: number;
   /** Messages older than this are removed; unset: kept until deleted (no age limit). */
   maxAgeMs?: number;
+  /**
+   * 'limits' (the default): kept until the limits remove them, for any number of readers.
+   * 'workqueue': a message is removed once acked; its consumers' filters may not overlap.
+   * Fixed when the stream is created (JetStream cannot change it).
+   */
+  retention?: 'limits' | 'workqueue';
 }
 
 export interface ConsumerSpec {
@@ -66,6 +72,7 @@ export async function ensureStream(jsm: JetStreamManager, spec: StreamSpec): Pro
   const wanted = streamConfig(spec);
   const current = (await streamConfigOrUndefined(jsm, spec.name)) ?? (await createStream(jsm, wanted));
   if (current === 'created') return { name: spec.name, replicas: spec.replicas, outcome: 'created' };
+  if (current.retention !== wanted.retention) throw new Error(`stream ${spec.name} has retention ${current.retention}, the code wants ${wanted.retention}: JetStream cannot change it; delete the stream or give it another name`);
   const differences = streamDifferences(current, wanted);
   if (differences.length === 0) return { name: spec.name, replicas: spec.replicas, outcome: 'unchanged' };
   try {
@@ -144,7 +151,7 @@ function streamConfig(spec: StreamSpec): OwnedStreamConfig {
     // On disk, kept until the limits say otherwise (several consumers read the same stream),
     // and a full stream refuses new messages rather than dropping old ones nobody has read.
     storage: StorageType.File,
-    retention: RetentionPolicy.Limits,
+    retention: spec.retention === 'workqueue' ? RetentionPolicy.Workqueue : RetentionPolicy.Limits,
     discard: DiscardPolicy.New,
   };
 }

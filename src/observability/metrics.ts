@@ -29,6 +29,8 @@ export interface MetricSources {
   controlPlaneReachable?: () => boolean;
   /** Webhook deliveries pending, every tenant's (cached by the caller). */
   webhookBacklog?: () => Promise<number>;
+  /** Each bus consumer's messages not yet acked and the oldest one's age (the legs streams). */
+  busLag?: () => Promise<{ consumer: string; pending: number; oldestAgeS: number }[]>;
 }
 
 export type StatusClass = '2xx' | '3xx' | '4xx' | '5xx';
@@ -64,6 +66,8 @@ export class Metrics {
   readonly controlPlaneStale: Counter;
   readonly webhookAttempts: Counter<'outcome'>;
   readonly webhookDelivery: Histogram;
+  readonly busRedeliveries: Counter<'consumer'>;
+  readonly busFailures: Counter<'consumer' | 'reason'>;
 
   constructor(labels: { node: string; region: string }) {
     this.registry.setDefaultLabels(labels);
@@ -101,6 +105,9 @@ export class Metrics {
 
     this.webhookAttempts = counter('geopay_webhook_attempts_total', 'Webhook delivery attempts, by outcome: delivered (2xx), failed (anything else, retried until the horizon, or 410).', ['outcome'] as const);
     this.webhookDelivery = histogram('geopay_webhook_delivery_seconds', 'From a webhook delivery\'s creation (its event reached the queue) to the receiver\'s 2xx, retries included.', DELIVERY_BUCKETS);
+
+    this.busRedeliveries = counter('geopay_bus_redeliveries_total', 'Bus messages this node was delivered more than once (a redelivery after a failure, an ack wait or a restart), by consumer.', ['consumer'] as const);
+    this.busFailures = counter('geopay_bus_handler_failures_total', 'Bus deliveries not acked by this node, by consumer and reason (retry, error, timeout); each is delivered again, never dropped.', ['consumer', 'reason'] as const);
 
     this.scrapeGauges();
   }
@@ -187,6 +194,17 @@ export class Metrics {
       name: 'geopay_webhook_backlog', help: 'Webhook deliveries waiting for a 2xx (the control database\'s queue, every tenant\'s).', registers,
       async collect() { const n = await src.webhookBacklog?.().catch(() => undefined); if (n !== undefined) this.set(n); },
     });
+    // The bus away: both absent for that scrape (a stale figure would hide the outage).
+    const lag = coalesced(async () => (src.busLag ? src.busLag().catch(() => undefined) : undefined));
+    const byConsumer = (name: string, help: string, field: 'pending' | 'oldestAgeS') => new Gauge({
+      name, help, labelNames: ['consumer'], registers,
+      async collect() {
+        this.reset();
+        for (const c of (await lag()) ?? []) this.set({ consumer: c.consumer }, c[field]);
+      },
+    });
+    byConsumer('geopay_bus_consumer_pending', 'Messages of a bus consumer not yet acked (legs-<region>: the region\'s legs stream, every shard\'s).', 'pending');
+    byConsumer('geopay_bus_oldest_pending_seconds', 'Age of the oldest message of a bus consumer not yet acked (0 when none).', 'oldestAgeS');
   }
 }
 

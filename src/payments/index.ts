@@ -21,6 +21,7 @@ import { Inspection } from './inspection.ts';
 import { Ops } from './ops.ts';
 import type { OpsPeers } from './ops.ts';
 import { Saga } from './saga.ts';
+import type { SagaLegs } from './saga.ts';
 import { Suspense } from './suspense.ts';
 import { Tenants } from './tenants.ts';
 import { Transfers } from './transfers.ts';
@@ -67,9 +68,11 @@ export function buildPayments(deps: {
   metrics: Metrics; ops: OpsSources; webhooks: WebhookSources;
   /** The event stream's settings; the defaults where absent (src/payments/events.ts). */
   events?: Partial<EventStreamSettings> | undefined;
+  /** The legs on the bus, when they travel by it (src/payments/legs.ts). */
+  legs?: SagaLegs | undefined;
 }): Payments {
   const { config, registry, repos, logger, clock, metrics } = deps;
-  const saga = new Saga(registry, repos.transfers, logger);
+  const saga = new Saga(registry, repos.transfers, logger, deps.legs);
   registry.onCommitted((ws) => saga.afterCommit(ws));
   const keys = new InFlightKeys(config.askTimeoutMs + config.transferWaitMs);
   const directory = new Directory(repos.accounts);

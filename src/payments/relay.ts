@@ -14,6 +14,11 @@ import type { Currency } from '../domain/money.ts';
 import type { AccountRegistry } from '../actors/registry.ts';
 import type { DueHold, InFlightTransfer, RegionRepositories, Repositories, WorkClaim } from '../persistence/repositories.ts';
 import { newTrace } from '../observability/trace.ts';
+import type { TraceContext } from '../observability/trace.ts';
+import type { CreditLeg } from '../actors/registry.ts';
+import type { CommandResult } from '../actors/protocol.ts';
+import type { BusLegs } from './legs.ts';
+import { GeopayError } from '../domain/errors.ts';
 
 /** Rows per claim, delivered together: a backlog aimed at one hot account must not fill its mailbox. */
 const CLAIM_SIZE = 32;
@@ -38,6 +43,8 @@ export interface RelayOptions {
   /** Tests only: a virtual clock that stands for everyone's time, the database's too (startNode's `clock`). */
   virtualNow?: () => number;
   metrics?: Pick<Metrics, 'relayRedeliveries'>;
+  /** With the legs on the bus: a debited transfer whose leg travels by it is published again, not delivered over HTTP. */
+  legs?: Pick<BusLegs, 'carries' | 'publishCredit'>;
 }
 
 export class Relay {
@@ -166,9 +173,24 @@ export class Relay {
     const trace = newTrace();
     this.logger.info({ transfer: t.id, state: t.state, trace: trace.traceId }, 'relay re-delivering transfer');
     const r = t.state === 'debited'
-      ? await this.registry.deliverCredit({ id: t.id as TransferId, sourceId: t.sourceId as AccountId, destinationId: t.destinationId as AccountId, amount: t.amount, currency: t.currency as Currency }, true, trace)
+      ? await this.redeliverCredit({ id: t.id as TransferId, sourceId: t.sourceId as AccountId, destinationId: t.destinationId as AccountId, amount: t.amount, currency: t.currency as Currency }, trace)
       : await this.registry.deliverReturn({ id: t.id as TransferId, sourceId: t.sourceId as AccountId, amount: t.amount, refundOf: t.refundOf as TransferId | null }, true, trace);
     if (r.type === 'error') this.logger.warn({ transfer: t.id, code: r.error.code, trace: trace.traceId }, 'relay delivery failed; it waits its backoff');
     else this.opts.metrics?.relayRedeliveries.inc();
+  }
+
+  /**
+   * A leg on the bus is published again under its own Nats-Msg-Id: within the duplicate window a
+   * copy still in the stream is not stored twice, and a later one finds the leg applied.
+   */
+  private async redeliverCredit(leg: CreditLeg, trace: TraceContext): Promise<CommandResult | { type: 'published' }> {
+    const legs = this.opts.legs;
+    if (!legs?.carries(leg)) return this.registry.deliverCredit(leg, true, trace);
+    try {
+      await legs.publishCredit(leg, true, trace);
+      return { type: 'published' };
+    } catch (err) {
+      return { type: 'error', error: new GeopayError('shard_unavailable', `the bus: ${err instanceof Error ? err.message : String(err)}`) };
+    }
   }
 }

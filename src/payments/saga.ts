@@ -11,8 +11,24 @@ import type { WriteSet } from '../persistence/journal.ts';
 import type { Repositories } from '../persistence/repositories.ts';
 import type { TraceContext } from '../observability/trace.ts';
 import { newTrace } from '../observability/trace.ts';
+import type { BusLegs } from './legs.ts';
 
 export interface TransferOutcome { id: TransferId; state: 'settled' | 'returned'; at: string }
+
+/** A request's wait for its transfer's outcome. */
+export interface TransferWait {
+  outcome: Promise<TransferOutcome | undefined>;
+  cancel: () => void;
+  /**
+   * For a wait on legs committed by other nodes: resolves once their outcome can reach this
+   * node, true by the bus (nothing to poll), false when nothing will tell it (LEGS_TRANSPORT=http,
+   * the bus away). Resolves false at once for a local wait.
+   */
+  told: Promise<boolean>;
+}
+
+/** The legs on the bus, as the saga uses them (src/payments/legs.ts). */
+export type SagaLegs = Pick<BusLegs, 'carries' | 'publishCredit' | 'notify' | 'watch'>;
 
 
 /** Delays of the first delivery's attempts while the destination is busy; after that, the relay's. */
@@ -25,6 +41,8 @@ export class Saga {
     private readonly registry: AccountRegistry,
     private readonly transfers: Repositories['transfers'],
     private readonly logger: Logger,
+    /** With NATS_URLS and LEGS_TRANSPORT=bus: legs between regions go by the bus, outcomes are told by it. */
+    private readonly legs?: SagaLegs,
   ) {}
 
   /**
@@ -34,7 +52,8 @@ export class Saga {
   afterCommit(ws: WriteSet): void {
     for (const t of ws.newTransfers) {
       const trace = this.legTrace(t.id);
-      void this.deliverCreditSoon({ id: t.id, sourceId: t.sourceId, destinationId: t.destinationId, amount: t.amount, currency: t.currency }, trace);
+      const leg: CreditLeg = { id: t.id, sourceId: t.sourceId, destinationId: t.destinationId, amount: t.amount, currency: t.currency };
+      void (this.legs?.carries(leg) ? this.publishCredit(leg, trace) : this.deliverCreditSoon(leg, trace));
     }
     for (const u of ws.transferUpdates) {
       if (u.to === 'refused') {
@@ -42,14 +61,21 @@ export class Saga {
         void this.returnRefused(u.id, trace);
         continue;
       }
+      const outcome: TransferOutcome = { id: u.id, state: u.to, at: u.at };
       const set = this.waiters.get(u.id);
-      if (set) for (const cb of [...set]) cb({ id: u.id, state: u.to, at: u.at });
+      if (set) for (const cb of [...set]) cb(outcome);
+      // Nobody waits here: the request may wait on another node (it took it and forwarded the debit).
+      else this.legs?.notify(outcome);
     }
   }
 
-  /** Resolves when the transfer settles or returns, or with undefined after `ms` or on cancel. */
-  waitForTransfer(id: TransferId, ms: number): { outcome: Promise<TransferOutcome | undefined>; cancel: () => void } {
+  /**
+   * Resolves when the transfer settles or returns, or with undefined after `ms` or on cancel.
+   * `remote`: its legs commit on other nodes; with the bus, their outcome is heard from it.
+   */
+  waitForTransfer(id: TransferId, ms: number, remote = false): TransferWait {
     let cancel = () => undefined as void;
+    let heard: (o: TransferOutcome) => void = () => undefined;
     const outcome = new Promise<TransferOutcome | undefined>((resolve) => {
       let set = this.waiters.get(id);
       if (!set) this.waiters.set(id, (set = new Set()));
@@ -63,9 +89,13 @@ export class Saga {
       const cb = (o: TransferOutcome) => finish(o);
       const timer = setTimeout(() => finish(undefined), ms);
       cancel = () => finish(undefined);
+      heard = cb;
       waiters.add(cb);
     });
-    return { outcome, cancel };
+    if (!remote || !this.legs) return { outcome, cancel, told: Promise.resolve(false) };
+    const watching = this.legs.watch(id, (o) => heard(o));
+    void outcome.then(() => watching.then((w) => w.stop()));
+    return { outcome, cancel, told: watching.then((w) => w.listening) };
   }
 
   /** Shutdown: nobody waits any more. */
@@ -90,6 +120,15 @@ export class Saga {
       }
     }
     this.logger.info({ transfer: t.id, trace: trace.traceId }, 'destination busy; the relay will deliver the credit');
+  }
+
+  /** The first publish of a leg that goes by the bus; failed (the bus away), the relay publishes it again. */
+  private async publishCredit(t: CreditLeg, trace: TraceContext): Promise<void> {
+    try {
+      await this.legs!.publishCredit(t, false, trace);
+    } catch (err) {
+      this.logger.info({ err, transfer: t.id, trace: trace.traceId }, 'credit leg not published; the relay will publish it');
+    }
   }
 
   private async returnRefused(id: TransferId, trace: TraceContext): Promise<void> {
