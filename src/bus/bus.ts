@@ -60,11 +60,11 @@ export interface Bus {
    */
   notify(subject: string, payload: string): void;
   /**
-   * Listens on a core subject until the returned function is called. Resolves once the server
-   * has the subscription (a flush, bounded by the request timeout), so a notify that follows
-   * is heard.
+   * Listens on a core subject until the returned function is called. The subscription goes to
+   * the server with the connection's next write, unconfirmed: a notify that some other client
+   * sends at once may come before it and not be heard (callers that need it have a fallback).
    */
-  listen(subject: string, onMessage: (data: Uint8Array) => void): Promise<() => void>;
+  listen(subject: string, onMessage: (data: Uint8Array) => void): () => void;
   /** Whether the connection is up now (not reconnecting). */
   readonly up: boolean;
   streamState(stream: string): Promise<StreamState>;
@@ -144,12 +144,8 @@ class NatsBus implements Bus {
     if (!this.nc.isClosed()) this.nc.publish(subject, payload);
   }
 
-  async listen(subject: string, onMessage: (data: Uint8Array) => void): Promise<() => void> {
+  listen(subject: string, onMessage: (data: Uint8Array) => void): () => void {
     const sub = this.nc.subscribe(subject, { callback: (err, msg) => { if (!err) onMessage(msg.data); } });
-    let timer: NodeJS.Timeout | undefined;
-    const bound = new Promise<void>((resolve) => { timer = setTimeout(resolve, this.requestTimeoutMs); });
-    await Promise.race([this.nc.flush().catch(() => undefined), bound]);
-    clearTimeout(timer);
     return () => sub.unsubscribe();
   }
 

@@ -32,6 +32,11 @@ export interface ConsumeOptions {
   stopTimeoutMs?: number;
   /** Called on every delivery that was not acked, e.g. to count it in a metric. */
   onFailure?: (failure: HandlerFailure) => void;
+  /**
+   * true (the default): a double ack, the server confirms it recorded it. false: a plain ack, no
+   * round trip; one that is lost makes the message come again after its ack wait.
+   */
+  confirmAcks?: boolean;
 }
 
 export interface HandlerFailure {
@@ -83,6 +88,7 @@ export async function startConsumer(
     pullExpiresMs: opts.pullExpiresMs ?? 10_000,
     stopTimeoutMs: opts.stopTimeoutMs ?? 30_000,
     onFailure: opts.onFailure,
+    confirmAcks: opts.confirmAcks ?? true,
   };
   assert.ok(settings.concurrency >= 1 && settings.concurrency <= settings.batchSize, 'concurrency must be 1 to batchSize');
   assert.ok(settings.handlerTimeoutMs > 0, 'handlerTimeoutMs must be positive');
@@ -203,6 +209,10 @@ class Runner implements ConsumerRunner {
    * keyed, so a second run is a no-op.
    */
   private async ack(msg: JsMsg, message: BusMessage): Promise<void> {
+    if (!this.settings.confirmAcks) {
+      msg.ack();
+      return;
+    }
     try {
       await msg.ackAck();
     } catch (err) {

@@ -20,11 +20,11 @@ export interface TransferWait {
   outcome: Promise<TransferOutcome | undefined>;
   cancel: () => void;
   /**
-   * For a wait on legs committed by other nodes: resolves once their outcome can reach this
-   * node, true by the bus (nothing to poll), false when nothing will tell it (LEGS_TRANSPORT=http,
-   * the bus away). Resolves false at once for a local wait.
+   * For a wait on legs committed by other nodes: true when their outcome is told by the bus
+   * (nothing to poll), false when nothing will tell this node (LEGS_TRANSPORT=http, the bus
+   * away). False for a local wait.
    */
-  told: Promise<boolean>;
+  told: boolean;
 }
 
 /** The legs on the bus, as the saga uses them (src/payments/legs.ts). */
@@ -92,10 +92,10 @@ export class Saga {
       heard = cb;
       waiters.add(cb);
     });
-    if (!remote || !this.legs) return { outcome, cancel, told: Promise.resolve(false) };
+    if (!remote || !this.legs) return { outcome, cancel, told: false };
     const watching = this.legs.watch(id, (o) => heard(o));
-    void outcome.then(() => watching.then((w) => w.stop()));
-    return { outcome, cancel, told: watching.then((w) => w.listening) };
+    void outcome.then(() => watching.stop());
+    return { outcome, cancel, told: watching.listening };
   }
 
   /** Shutdown: nobody waits any more. */

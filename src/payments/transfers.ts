@@ -123,10 +123,10 @@ export class Transfers {
       const transferId = keyedTransferId(regionOf(m.src), { tenantId: m.tenantId, key: m.key, hash: m.hash });
       const at = new Date(now).toISOString();
       // Wait for the credit from before the debit is sent: it can land before we look. Legs
-      // committed on other nodes are heard from the bus, once it has this node's subscription.
+      // committed on other nodes are heard from the bus.
       const remote = !registry.isLocal(m.src) || !registry.isLocal(m.dst);
       const settled = saga.waitForTransfer(transferId, config.askTimeoutMs + config.transferWaitMs, remote);
-      const told = await settled.told;
+      const { told } = settled;
       const r = await registry.send(m.src, {
         cmd: m.command(transferId),
         idem: { tenantId: m.tenantId, key: m.key, requestHash: m.hash, resourceId: transferId, onOk: null },

@@ -46,7 +46,10 @@ export interface StartServerOptions {
 }
 
 export function startServer(opts: StartServerOptions): Promise<ServerProcess> {
-  const child = spawn(process.execPath, ['--import', 'tsx', 'src/main.ts'], {
+  // GEOPAY_CPU_PROFILE_DIR (benches): each node writes a V8 CPU profile there when it exits.
+  const profileDir = process.env.GEOPAY_CPU_PROFILE_DIR;
+  const profile = profileDir ? ['--cpu-prof', `--cpu-prof-dir=${profileDir}`] : [];
+  const child = spawn(process.execPath, [...profile, '--import', 'tsx', 'src/main.ts'], {
     cwd: projectRoot,
     env: {
       ...process.env,
