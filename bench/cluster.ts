@@ -15,7 +15,7 @@ import { checkRegions, formatResult, IN_FLIGHT, settle } from './checker.ts';
 import { LoadClient } from './lib/client.ts';
 import { onInterrupt, runMain, withOptions } from './lib/main.ts';
 import { parseBenchDuration } from './lib/options.ts';
-import { anyTwo, measurePhase, pickFrom, transferJobs, type PhaseCommon } from './lib/phases.ts';
+import { anyTwo, crossRegion, measurePhase, pickFrom, sameRegion, transferJobs, type PhaseCommon } from './lib/phases.ts';
 import { progress } from './lib/progress.ts';
 import type { PhaseReport } from './lib/report.ts';
 import { createTenant, inParallel, mustPost, setupKeys } from './lib/setup.ts';
@@ -101,22 +101,7 @@ const jobsOf = (clients: LoadClient[], s: ClusterSetup, pickPair: () => [string,
   clients, tenantId: s.tenantId, tenantKey: s.tenantKey, currency: 'USD', maxAmountMinor: settings.maxAmountMinor, pickPair,
 });
 
-/** Two different accounts of one region, the region at random: a transfer that stays in one database. */
-function sameRegion(accountsByRegion: Map<string, string[]>): () => [string, string] {
-  const pickers = [...accountsByRegion.values()].map(anyTwo);
-  return () => pickFrom(pickers)();
-}
 
-/** Accounts of two different regions: every transfer a saga between two databases. */
-function crossRegion(accountsByRegion: Map<string, string[]>): () => [string, string] {
-  const lists = [...accountsByRegion.values()];
-  return () => {
-    const from = pickFrom(lists);
-    let to = pickFrom(lists);
-    while (to === from) to = pickFrom(lists);
-    return [pickFrom(from), pickFrom(to)];
-  };
-}
 
 /** uniform, domestic, then hot. */
 async function runWorkloads(clients: LoadClient[], s: ClusterSetup, durationS: number): Promise<PhaseReport[]> {

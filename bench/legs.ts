@@ -17,7 +17,7 @@ import { defaultOptions, describeDatabases, startLocalCluster, type RunningClust
 import { checkRegions, formatResult, IN_FLIGHT, settle } from './checker.ts';
 import { LoadClient } from './lib/client.ts';
 import { isInterrupted, onInterrupt, runBench } from './lib/main.ts';
-import { anyTwo, measurePhase, pickFrom, transferJobs, type PhaseCommon } from './lib/phases.ts';
+import { crossRegion, measurePhase, sameRegion, transferJobs, type PhaseCommon } from './lib/phases.ts';
 import { progress } from './lib/progress.ts';
 import type { PhaseReport } from './lib/report.ts';
 import { createTenant, inParallel, mustPost, setupKeys } from './lib/setup.ts';
@@ -110,22 +110,7 @@ async function setupAccounts(r: RunningCluster, clients: LoadClient[], run: stri
   return { tenantId, tenantKey, accountsByRegion, seconds: (performance.now() - t0) / 1000 };
 }
 
-/** Two different accounts of one region, the region at random: on either of its nodes, so many legs cross nodes. */
-function sameRegion(accountsByRegion: Map<string, string[]>): () => [string, string] {
-  const pickers = [...accountsByRegion.values()].map(anyTwo);
-  return () => pickFrom(pickers)();
-}
 
-/** Accounts of two different regions: every transfer a saga between two databases. */
-function crossRegion(accountsByRegion: Map<string, string[]>): () => [string, string] {
-  const lists = [...accountsByRegion.values()];
-  return () => {
-    const from = pickFrom(lists);
-    let to = pickFrom(lists);
-    while (to === from) to = pickFrom(lists);
-    return [pickFrom(from), pickFrom(to)];
-  };
-}
 
 /** cross-region, then domestic, each request to the next node in turn. */
 async function runWorkloads(clients: LoadClient[], s: LegsSetup, durationS: number): Promise<Record<WorkloadName, PhaseReport>> {

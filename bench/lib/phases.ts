@@ -134,3 +134,20 @@ export function transferJobs(o: TransferJobs): () => Job {
     };
   };
 }
+
+/** Two different accounts of one region, the region at random (a transfer that stays in its database). */
+export function sameRegion(accountsByRegion: Map<string, string[]>): () => [string, string] {
+  const pickers = [...accountsByRegion.values()].map(anyTwo);
+  return () => pickFrom(pickers)();
+}
+
+/** Accounts of two different regions: every transfer a saga between two databases. */
+export function crossRegion(accountsByRegion: Map<string, string[]>): () => [string, string] {
+  const lists = [...accountsByRegion.values()];
+  return () => {
+    const from = pickFrom(lists);
+    let to = pickFrom(lists);
+    while (to === from) to = pickFrom(lists);
+    return [pickFrom(from), pickFrom(to)];
+  };
+}

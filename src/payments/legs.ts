@@ -102,11 +102,6 @@ export class BusLegs {
     this.timer.unref();
   }
 
-  /** Resolves once the bus is connected and the streams exist (tests). */
-  ready(): Promise<void> {
-    return this.connecting ?? Promise.resolve();
-  }
-
   /**
    * Does this credit leg travel by the bus? Not when this node owns the destination (it is
    * applied here, no hop); else a leg between regions does, and with scope 'all' any leg.
@@ -137,10 +132,6 @@ export class BusLegs {
     if (!this.bus?.up) return { listening: false, stop: () => undefined };
     const stop = this.bus.listen(outcomeSubject(id), (data) => heard(JSON.parse(Buffer.from(data).toString('utf8')) as TransferOutcome));
     return { listening: true, stop };
-  }
-
-  get connected(): boolean {
-    return this.bus?.up === true;
   }
 
   /** Messages in each region's stream not yet acked, and the oldest one's age (metrics). */
