@@ -16,7 +16,7 @@ import { startNatsServers } from './helpers/nats.ts';
 import type { NatsServers } from './helpers/nats.ts';
 
 const WORKERS = 4;
-const OUTAGE_MS = 12_000;
+const OUTAGE_MS = 15_000;
 /** Answers in a row that settled within their request: the legs flow again. */
 const RUN = 10;
 let nats: NatsServers | undefined;
