@@ -4,43 +4,32 @@
 // is killed -9: publishing and consuming go on through the other two (transfers keep settling
 // within their request's wait), it is started again, and everything settles once, checked.
 import { setTimeout as sleep } from 'node:timers/promises';
-import pino from 'pino';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { connectBus } from '../src/bus/index.ts';
-import type { Bus } from '../src/bus/index.ts';
 import { legsStream } from '../src/payments/legs.ts';
 import { startBusRegions } from './helpers/bus-regions.ts';
 import type { BusRegions } from './helpers/bus-regions.ts';
 import { waitFor } from './helpers/cluster.ts';
-import { startNatsServers } from './helpers/nats.ts';
-import type { NatsServers } from './helpers/nats.ts';
 
 const WORKERS = 4;
 const OUTAGE_MS = 15_000;
 /** Answers in a row that settled within their request: the legs flow again. */
 const RUN = 10;
-let nats: NatsServers | undefined;
 let regions: BusRegions | undefined;
-let reader: Bus | undefined;
 
 beforeAll(async () => {
-  nats = await startNatsServers(3, { namePrefix: 'geopay-legs-r3' });
-  regions = await startBusRegions('legs_r3', { NATS_URLS: nats.urls.join(','), NATS_REPLICAS: '3' });
-  reader = await connectBus({ urls: nats.urls, name: 'legs-r3-reader', logger: pino({ level: 'silent' }) });
+  regions = await startBusRegions('legs_r3', 3);
 }, 180_000);
 
 afterAll(async () => {
-  await reader?.close().catch(() => undefined);
   await regions?.stop();
-  await nats?.stopAll();
 }, 60_000);
 
 describe('cross-region legs on a 3-server JetStream cluster', () => {
   it('one server of three killed -9 under cross-region transfers: publishing and consuming go on', async () => {
     const g = regions!;
     // The nodes made the streams at R3 once they reached the bus.
-    const leader = await waitFor('the us legs stream has a leader', 30_000, async () => (await reader!.streamState(legsStream('us')).catch(() => undefined))?.leader);
-    const victim = nats!.names.indexOf(leader);
+    const leader = await waitFor('the us legs stream has a leader', 30_000, async () => (await regions!.reader.streamState(legsStream('us')).catch(() => undefined))?.leader);
+    const victim = regions!.nats.names.indexOf(leader);
     expect(victim).toBeGreaterThanOrEqual(0);
     let phase: 'before' | 'down' | 'after' = 'before';
     const downTimeline: { ms: number; status: number }[] = [];
@@ -56,14 +45,14 @@ describe('cross-region legs on a 3-server JetStream cluster', () => {
     };
     const chaos = (async () => {
       await sleep(2_000);
-      await nats!.kill9(victim);
+      await regions!.nats.kill9(victim);
       killedAt = Date.now();
       phase = 'down';
       await sleep(OUTAGE_MS);
-      await nats!.restart(victim);
+      await regions!.nats.restart(victim);
       phase = 'after';
     })();
-    const seqBeforeKill = (await reader!.streamState(legsStream('us'))).lastSeq;
+    const seqBeforeKill = (await regions!.reader.streamState(legsStream('us'))).lastSeq;
     await Promise.all([...Array.from({ length: WORKERS }, worker), chaos]);
     await g.settled(90_000);
     // Back: the first of RUN answers in a row settled within their request (the stream's and the
@@ -73,8 +62,8 @@ describe('cross-region legs on a 3-server JetStream cluster', () => {
     console.info(`one nats-server of three killed (${leader}, the us legs stream leader) for ${OUTAGE_MS} ms: transfers before ${answered.before.length}, while down ${answered.down.length} (${settledDown} settled within their request; legs flowing again ${back >= 0 ? downTimeline[back]!.ms : '-'} ms after the kill), after ${answered.after.length}`);
     // With one server of three down, legs were published and consumed again: transfers settled in their request.
     expect(back, JSON.stringify(downTimeline)).toBeGreaterThanOrEqual(0);
-    expect((await reader!.streamState(legsStream('us'))).lastSeq).toBeGreaterThan(seqBeforeKill);
-    expect((await reader!.streamState(legsStream('us'))).leader).not.toBe(undefined);
+    expect((await regions!.reader.streamState(legsStream('us'))).lastSeq).toBeGreaterThan(seqBeforeKill);
+    expect((await regions!.reader.streamState(legsStream('us'))).leader).not.toBe(undefined);
     expect(await g.creditedTwice()).toEqual([]);
     await g.check();
   }, 240_000);

@@ -5,35 +5,24 @@
 // ways and starts it again. Nothing acknowledged is lost, nothing is applied twice, every
 // transfer settles, and the cross-database checker passes.
 import { setTimeout as sleep } from 'node:timers/promises';
-import pino from 'pino';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { connectBus } from '../src/bus/index.ts';
-import type { Bus } from '../src/bus/index.ts';
 import { legsStream } from '../src/payments/legs.ts';
 import { startBusRegions } from './helpers/bus-regions.ts';
 import type { BusRegions } from './helpers/bus-regions.ts';
 import { waitFor } from './helpers/cluster.ts';
-import { startNatsServers } from './helpers/nats.ts';
-import type { NatsServers } from './helpers/nats.ts';
 
 const WORKERS = 6;
-let nats: NatsServers | undefined;
 let regions: BusRegions | undefined;
-let reader: Bus | undefined;
 
 beforeAll(async () => {
-  nats = await startNatsServers(1, { namePrefix: 'geopay-legs-bus' });
-  regions = await startBusRegions('legs_bus', { NATS_URLS: nats.urls.join(',') });
-  reader = await connectBus({ urls: nats.urls, name: 'legs-test-reader', logger: pino({ level: 'silent' }) });
+  regions = await startBusRegions('legs_bus', 1);
 }, 180_000);
 
 afterAll(async () => {
-  await reader?.close().catch(() => undefined);
   await regions?.stop();
-  await nats?.stopAll();
 }, 60_000);
 
-const lastSeqs = async () => ({ eu: (await reader!.streamState(legsStream('eu'))).lastSeq, us: (await reader!.streamState(legsStream('us'))).lastSeq });
+const lastSeqs = async () => ({ eu: (await regions!.reader.streamState(legsStream('eu'))).lastSeq, us: (await regions!.reader.streamState(legsStream('us'))).lastSeq });
 
 describe('cross-region legs on the bus', () => {
   it('carries credits and outcomes through each region\'s stream, and the edge hears the outcome', async () => {
@@ -50,7 +39,7 @@ describe('cross-region legs on the bus', () => {
     expect(after.us - before.us).toBeGreaterThanOrEqual(10);
     expect(after.eu - before.eu).toBeGreaterThanOrEqual(10);
     // Work-queue streams: each leg is removed once its consumer acked it.
-    await waitFor('legs acked', 30_000, async () => ((await reader!.streamState(legsStream('us'))).messages === 0 && (await reader!.streamState(legsStream('eu'))).messages === 0 ? true : undefined));
+    await waitFor('legs acked', 30_000, async () => ((await regions!.reader.streamState(legsStream('us'))).messages === 0 && (await regions!.reader.streamState(legsStream('eu'))).messages === 0 ? true : undefined));
     // The outcome came back within the request's wait: answered settled, not 202 in flight.
     expect(answers.filter((s) => s === 201).length, `answers ${answers.join(',')}`).toBeGreaterThanOrEqual(8);
     const metrics = await fetch(`${g.cluster.live('eu')[0]!.url}/metrics`).then((r) => r.text());
@@ -75,9 +64,9 @@ describe('cross-region legs on the bus', () => {
     };
     const chaos = (async () => {
       await sleep(3_000);
-      await nats!.kill9(0);
+      await regions!.nats.kill9(0);
       await sleep(4_000);
-      await nats!.restart(0);
+      await regions!.nats.restart(0);
     })();
     await Promise.all([...Array.from({ length: WORKERS }, worker), chaos]);
     const ended = Date.now();

@@ -1,6 +1,7 @@
 // Two regions (eu, us) with a database each on the local PostgreSQL, a Redis master, a node per
-// region and the legs on the bus (NATS_URLS given by the caller): what the legs-on-the-bus
-// tests share. A careful client retries with the same Idempotency-Key until it gets an answer,
+// region and the legs on the bus: nats-server processes of the caller's count (a cluster with
+// routes for more than one, the streams then at R3), and a bus connection of the test's own to
+// read the streams. What the legs-on-the-bus tests share. A careful client retries with the same Idempotency-Key until it gets an answer,
 // and records every acknowledged movement for the cross-database checker.
 import { randomBytes, randomUUID } from 'node:crypto';
 import { setTimeout as sleep } from 'node:timers/promises';
@@ -13,6 +14,11 @@ import type { LocalCluster, RedisMasters } from './cluster.ts';
 import { createTestDatabase } from './db.ts';
 import type { TestDatabase } from './db.ts';
 import { api } from './server-process.ts';
+import pino from 'pino';
+import { connectBus } from '../../src/bus/index.ts';
+import type { Bus } from '../../src/bus/index.ts';
+import { startNatsServers } from './nats.ts';
+import type { NatsServers } from './nats.ts';
 
 export const REGIONS = ['eu', 'us'] as const;
 export type RegionName = (typeof REGIONS)[number];
@@ -27,6 +33,9 @@ const int8AsBigInt = {
 
 export interface BusRegions {
   cluster: LocalCluster;
+  nats: NatsServers;
+  /** The test's own connection to the bus (stream states). */
+  reader: Bus;
   sql: Record<RegionName, pg.Pool>;
   accounts: Record<RegionName, string[]>;
   acknowledged: RequestRecord[];
@@ -45,7 +54,9 @@ export interface BusRegions {
   stop(): Promise<void>;
 }
 
-export async function startBusRegions(name: string, env: Record<string, string>): Promise<BusRegions> {
+export async function startBusRegions(name: string, natsServers: 1 | 3): Promise<BusRegions> {
+  const nats = await startNatsServers(natsServers, { namePrefix: `geopay-${name}` });
+  const env = { NATS_URLS: nats.urls.join(','), NATS_REPLICAS: String(natsServers) };
   const dbs = {} as Record<RegionName, TestDatabase>;
   const sql = {} as Record<RegionName, pg.Pool>;
   for (const r of REGIONS) {
@@ -54,8 +65,11 @@ export async function startBusRegions(name: string, env: Record<string, string>)
   }
   let redis: RedisMasters | undefined;
   let cluster: LocalCluster | undefined;
+  let reader: Bus | undefined;
   const stop = async () => {
+    await reader?.close().catch(() => undefined);
     await cluster?.stopAll();
+    await nats.stopAll();
     await redis?.stopAll();
     await Promise.all(Object.values(sql).map((p) => p.end().catch(() => undefined)));
     for (const r of REGIONS) await dbs[r].drop();
@@ -72,6 +86,8 @@ export async function startBusRegions(name: string, env: Record<string, string>)
       },
     });
     const c = cluster;
+    reader = await connectBus({ urls: nats.urls, name: `${name}-reader`, logger: pino({ level: 'silent' }) });
+    const bus = reader;
     const admin = api(c.live('eu')[0]!.url, adminKey);
     const tenantId = (await admin.post('/v1/tenants', { name })).body.id as string;
     const tenantKey = (await admin.post(`/v1/tenants/${tenantId}/keys`)).body.key as string;
@@ -111,7 +127,7 @@ export async function startBusRegions(name: string, env: Record<string, string>)
       return n;
     };
     return {
-      cluster: c, sql, accounts, acknowledged, landed, inFlight, stop,
+      cluster: c, nats, reader: bus, sql, accounts, acknowledged, landed, inFlight, stop,
       transfer: (from, to) => landed(from, 'transfer', { sourceAccountId: pick(accounts[from]), destinationAccountId: pick(accounts[to]), amount: String(1 + Math.floor(Math.random() * 50)), currency: 'USD' }),
       settled: async (ms) => { await waitFor('every transfer settled', ms, async () => ((await inFlight()) === 0 ? true : undefined), 250); },
       async creditedTwice() {
