@@ -15,6 +15,9 @@ export function createPool(opts: { connectionString: string; max: number; statem
     connectionString: opts.connectionString,
     max: opts.max,
     statement_timeout: opts.statementTimeoutMs,
+    // The commit's prepared statement is planned with each execution's arrays: a generic plan
+    // (PostgreSQL's choice after five runs) measured slower (docs/tradeoffs.md).
+    options: '-c plan_cache_mode=force_custom_plan',
     connectionTimeoutMillis: 10_000,
     idleTimeoutMillis: 30_000,
   });

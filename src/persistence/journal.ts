@@ -45,6 +45,9 @@ export class ShardFenced extends GeopayError {
   }
 }
 
+/** The commit's named prepared statement (one text: see commitSets). */
+const COMMIT_STATEMENT = 'geopay_commit_sets';
+
 /** Observes each actor's committed write set. */
 export interface CommitObserver { (ws: WriteSet): void }
 
@@ -202,7 +205,9 @@ SELECT geopay_commit_check(CASE WHEN (SELECT ok FROM held) THEN 1 ELSE 0 END,
   ${p(u.length + hu.length + new Set(rc.map((r) => r.originalId)).size + new Set(ri.map((r) => r.originalId)).size + il.length, 'int')},
   (SELECT count(*) FROM ik), ${p(k.length, 'int')}) AS ok`;
   try {
-    await pool.query(sql, values);
+    // The text is the same for every commit (only the arrays differ): prepared once per
+    // connection, not parsed and planned again on each.
+    await pool.query({ name: COMMIT_STATEMENT, text: sql, values });
   } catch (err) {
     const { code, constraint } = err as { code?: string; constraint?: string };
     // A leg applied already (an optimistic redelivery): redo the batch with fresh reads.
