@@ -10,6 +10,7 @@ import pg from 'pg';
 import { Agent } from 'undici';
 import { clusterMap, waitFor, type ClusterMap, type ClusterNode } from '../test/helpers/cluster.ts';
 import { api } from '../test/helpers/server-process.ts';
+import { startNatsServers, type NatsServers } from '../test/helpers/nats.ts';
 import { defaultOptions, describeDatabases, startLocalCluster, type RunningCluster } from '../scripts/cluster.ts';
 import { checkRegions, formatResult, IN_FLIGHT, settle } from './checker.ts';
 import { LoadClient } from './lib/client.ts';
@@ -22,12 +23,16 @@ import { createTenant, inParallel, mustPost, setupKeys } from './lib/setup.ts';
 import { transferSummary } from './lib/summary.ts';
 
 const SEPARATE_POSTGRES = '--separate-postgres';
+const HTTP_LEGS = '--http-legs';
 
-const USAGE = `usage: npm run bench:cluster -- [--duration S] [--separate-postgres]
+const USAGE = `usage: npm run bench:cluster -- [--duration S] [--separate-postgres] [--http-legs]
   --duration S           measured seconds per workload (default: BENCH_SECONDS, else 12)
   --separate-postgres    each region's database on a PostgreSQL server of its own (default: a
                          database per region on the local PostgreSQL); adds the restart of us's
                          server under a light cross-region load
+  --http-legs            legs forwarded by HTTP and outcomes polled (LEGS_TRANSPORT=http); by
+                         default the bench starts a nats-server of its own and the legs travel
+                         on the bus (NATS_URLS), outcomes told by it
 BENCH_ACCOUNTS_PER_REGION (default 1000) sizes the setup; LEASE_TTL_MS reaches the nodes.
 `;
 
@@ -298,8 +303,10 @@ async function checkLedger(pools: Record<string, pg.Pool>, phases: PhaseReport[]
   return failures;
 }
 
-async function startBenchCluster(separatePostgres: boolean): Promise<RunningCluster> {
+async function startBenchCluster(separatePostgres: boolean, natsUrls: string[] | undefined): Promise<RunningCluster> {
   const opts = defaultOptions();
+  if (natsUrls) Object.assign(opts.env, { NATS_URLS: natsUrls.join(','), NATS_REPLICAS: '1' });
+  else opts.env.LEGS_TRANSPORT = 'http';
   // A database per region, whatever DATABASE_URL says: that is what this bench measures.
   opts.databaseUrl = '';
   opts.separatePostgres = separatePostgres;
@@ -308,17 +315,19 @@ async function startBenchCluster(separatePostgres: boolean): Promise<RunningClus
   return startLocalCluster(opts);
 }
 
-async function main(durationS: number, separatePostgres: boolean): Promise<number> {
+async function main(durationS: number, separatePostgres: boolean, httpLegs: boolean): Promise<number> {
   const run = `cluster${Date.now().toString(36)}${randomBytes(2).toString('hex')}`;
   let running: RunningCluster | undefined;
+  let nats: NatsServers | undefined;
   let finished = false;
   let clients: LoadClient[] = [];
   let agent: Agent | undefined;
   let pools: Record<string, pg.Pool> = {};
-  const offInterrupt = onInterrupt(async () => { await running?.shutdown(); });
+  const offInterrupt = onInterrupt(async () => { await running?.shutdown(); await nats?.stopAll(); });
   try {
     const started = Date.now();
-    running = await startBenchCluster(separatePostgres);
+    if (!httpLegs) nats = await startNatsServers(1, { namePrefix: 'geopay-bench-cluster' });
+    running = await startBenchCluster(separatePostgres, nats?.urls);
     const r = running;
     const nodes = r.cluster.nodes;
     for (const n of nodes) {
@@ -331,7 +340,7 @@ async function main(durationS: number, separatePostgres: boolean): Promise<numbe
     await liveMap(nodes, r.adminKey);
     console.log(
       `geopay cluster bench: ${nodes.length} nodes (${regions.map((g) => `${g} x${r.cluster.live(g).length}`).join(', ')}), 3 Redis masters, ` +
-        `databases ${describeDatabases(r)}, lease TTL ${settings.leaseTtlMs} ms; ` +
+        `databases ${describeDatabases(r)}, lease TTL ${settings.leaseTtlMs} ms, legs ${nats ? `on the bus (${nats.urls[0]})` : 'by HTTP (LEGS_TRANSPORT=http)'}; ` +
         `${settings.clients} clients, warm-up ${settings.warmupSeconds} s, measure ${durationS} s; started in ${((Date.now() - started) / 1000).toFixed(1)} s`,
     );
     // One keep-alive pool per node, as many connections as clients on it.
@@ -359,6 +368,7 @@ async function main(durationS: number, separatePostgres: boolean): Promise<numbe
     await agent?.destroy();
     await Promise.all(Object.values(pools).map((p) => p.end()));
     await running?.shutdown();
+    await nats?.stopAll();
     offInterrupt();
   }
 }
@@ -366,6 +376,6 @@ async function main(durationS: number, separatePostgres: boolean): Promise<numbe
 // runBench's one option, plus the flag this bench alone has.
 runMain(() => {
   const argv = process.argv.slice(2);
-  const duration = (): number | 'help' => parseBenchDuration(argv.filter((a) => a !== SEPARATE_POSTGRES), process.env.BENCH_SECONDS, 12);
-  return withOptions(USAGE, duration, (durationS) => main(durationS, argv.includes(SEPARATE_POSTGRES)));
+  const duration = (): number | 'help' => parseBenchDuration(argv.filter((a) => a !== SEPARATE_POSTGRES && a !== HTTP_LEGS), process.env.BENCH_SECONDS, 12);
+  return withOptions(USAGE, duration, (durationS) => main(durationS, argv.includes(SEPARATE_POSTGRES), argv.includes(HTTP_LEGS)));
 });
