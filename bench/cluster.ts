@@ -1,6 +1,7 @@
 // The local 3-region cluster under load (`npm run bench:cluster`): the same cluster as
 // `npm run cluster` (3 Redis masters, eu/us/ap x 2 nodes, a database per region), driven by
-// 64 closed-loop clients spread over every node's URL. Prints throughput and p50/p99 of a
+// 64 closed-loop clients spread over every node's URL. First the same clients on one node (a
+// fresh server and database), the baseline of the cluster's ratios. Prints throughput and p50/p99 of a
 // uniform (2/3 cross-region), a domestic and a hot-account workload, the failover time after
 // a kill -9 of a shard owner, with --separate-postgres the recovery from a restart of us's
 // PostgreSQL, and ends with the cross-database ledger checker on every region's database.
@@ -19,8 +20,9 @@ import { parseBenchDuration } from './lib/options.ts';
 import { anyTwo, crossRegion, measurePhase, pickFrom, sameRegion, transferJobs, type PhaseCommon } from './lib/phases.ts';
 import { progress } from './lib/progress.ts';
 import type { PhaseReport } from './lib/report.ts';
-import { createTenant, inParallel, mustPost, setupKeys } from './lib/setup.ts';
-import { transferSummary } from './lib/summary.ts';
+import { createTenant, inParallel, mustPost, setup, setupKeys } from './lib/setup.ts';
+import { rateRatio, transferSummary } from './lib/summary.ts';
+import { withFreshServer } from './lib/session.ts';
 
 const SEPARATE_POSTGRES = '--separate-postgres';
 const HTTP_LEGS = '--http-legs';
@@ -106,7 +108,36 @@ const jobsOf = (clients: LoadClient[], s: ClusterSetup, pickPair: () => [string,
   clients, tenantId: s.tenantId, tenantKey: s.tenantKey, currency: 'USD', maxAmountMinor: settings.maxAmountMinor, pickPair,
 });
 
+/**
+ * The same load on one node (a fresh server on a fresh database, every shard its own), the
+ * cluster's ratios are taken to: uniform over as many accounts as the cluster's, and hot.
+ */
+async function oneNode(durationS: number, run: string): Promise<{ uniform: PhaseReport; hot: PhaseReport }> {
+  const client = { connections: settings.clients, timeoutMs: settings.requestTimeoutMs, retries: 0, run: `${run}one` };
+  return withFreshServer(client, async (session) => {
+    const accounts = settings.accountsPerRegion * regions.length;
+    const s = await setup(session.client, {
+      adminKey: session.target.adminKey, run: `${run}one`, concurrency: settings.setupClients, liftRateLimits: true,
+      spec: { accounts, currencies: ['USD'], fundingMinor: settings.fundingMinor, overdraftMinor: 0n },
+    });
+    const ids = s.accounts.byCurrency.get('USD')!;
+    const hotSources = ids.slice(0, settings.hotSources);
+    const jobs = (pickPair: () => [string, string]) => transferJobs({
+      clients: [session.client], tenantId: s.tenantId, tenantKey: s.tenantKey, currency: 'USD', maxAmountMinor: settings.maxAmountMinor, pickPair,
+    });
+    const common = closedLoop(settings.clients, durationS, settings.warmupSeconds);
+    const uniform = await measurePhase(common, 'uniform', jobs(anyTwo(ids)));
+    const hot = await measurePhase(common, 'hot', jobs(() => [pickFrom(hotSources), s.accounts.merchants.get('USD')!]));
+    console.log(`one node (${session.target.url}), ${accounts} accounts, the same clients:\n${transferSummary([uniform, hot])}\n`);
+    return { uniform, hot };
+  });
+}
 
+/** The cluster's transfers/s over one node's, each workload to its one-node counterpart. */
+function printRatios(phases: PhaseReport[], one: { uniform: PhaseReport; hot: PhaseReport }): void {
+  const [uniform, domestic, hot] = phases as [PhaseReport, PhaseReport, PhaseReport];
+  console.log(`cluster over one node, transfers/s: uniform ${rateRatio(uniform, one.uniform).toFixed(2)}x, domestic ${rateRatio(domestic, one.uniform).toFixed(2)}x (to one node's uniform), hot ${rateRatio(hot, one.hot).toFixed(2)}x`);
+}
 
 /** uniform, domestic, then hot. */
 async function runWorkloads(clients: LoadClient[], s: ClusterSetup, durationS: number): Promise<PhaseReport[]> {
@@ -325,6 +356,8 @@ async function main(durationS: number, separatePostgres: boolean, httpLegs: bool
   let pools: Record<string, pg.Pool> = {};
   const offInterrupt = onInterrupt(async () => { await running?.shutdown(); await nats?.stopAll(); });
   try {
+    // One node first, alone on the machine; then the cluster.
+    const one = await oneNode(durationS, run);
     const started = Date.now();
     if (!httpLegs) nats = await startNatsServers(1, { namePrefix: 'geopay-bench-cluster' });
     running = await startBenchCluster(separatePostgres, nats?.urls);
@@ -350,6 +383,7 @@ async function main(durationS: number, separatePostgres: boolean, httpLegs: bool
     const accounts = [...s.accountsByRegion.values()].flat().length;
     console.log(`setup: ${accounts + 1} accounts opened (${settings.accountsPerRegion} per region + 1 hot), ${accounts} funded in ${s.seconds.toFixed(1)} s`);
     const phases = await runWorkloads(clients, s, durationS);
+    printRatios(phases, one);
 
     console.log('');
     const f = await measureFailover(r, pools.eu!, s.tenantKey, s.accountsByRegion, agent);
