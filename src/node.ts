@@ -30,9 +30,9 @@ import type { WebhookStore } from './persistence/webhooks.ts';
 import { enqueueEvent } from './webhooks/endpoints.ts';
 import { OutboxFeed, webhookEventOf } from './payments/event-feed.ts';
 import type { EventSource } from './payments/event-feed.ts';
-import { EventBus } from './payments/event-bus.ts';
-import { BusLegs } from './payments/legs.ts';
-import { parseNatsUrls } from './bus/index.ts';
+import { eventsStreamSpec, publishEvent } from './payments/event-bus.ts';
+import { BusLegs, legsStreamSpecs } from './payments/legs.ts';
+import { BusKeeper, parseNatsUrls } from './bus/index.ts';
 import type { StoredEvent } from './persistence/events.ts';
 import { TtlCache } from './payments/ttl-cache.ts';
 import { DEFAULT_WEBHOOK_SETTINGS } from './webhooks/config.ts';
@@ -117,7 +117,7 @@ export async function startNode(cfg: Config, opts: { logger?: Logger; onCommit?:
   sampler.start();
   const ops = { window: () => sampler.delta(OPS_WINDOW_MS), peers: cluster?.forwarder };
   const webhooks = webhookParts(cfg, control, logger, metrics);
-  const legs = busLegs(cfg, parts, metrics, logger);
+  const { keeper, legs } = busParts(cfg, parts, metrics, logger);
   const payments = buildPayments({ config: cfg, registry, ownership, repos, regions, logger, clock, metrics, ops, webhooks, events: opts.events, legs });
   const createdAdminKey = await payments.tenants.ensureAdminKey(cfg.adminApiKey);
   if (createdAdminKey && embedded) {
@@ -131,7 +131,7 @@ export async function startNode(cfg: Config, opts: { logger?: Logger; onCommit?:
   // production (FAULT_CLOCK_OFFSET_MS included) the database's clock judges them.
   const sources = () => workSources(ownership, dbs);
   const relay = new Relay(repos, registry, relayOptions(cfg, { clock, sources, virtualNow: opts.clock, metrics, legs }), logger);
-  const feed = eventFeeds(webhooks, { sources, registry }, cfg, logger);
+  const feed = eventFeeds(webhooks, { sources, registry, keeper }, cfg, logger);
   readAtScrape(metrics, { pool, poolMax: embedded ? 1 : cfg.pgPoolMax, dbs, registry, ownership, cluster, payments, legs });
 
   let accepting = true;
@@ -157,8 +157,9 @@ export async function startNode(cfg: Config, opts: { logger?: Logger; onCommit?:
       accepting = false;
       relay.stop();
       sampler.stop();
-      await feed.stop();
+      // The legs' consumers first: the feed closes the bus connection they use.
       await legs?.stop();
+      await feed.stop();
       await webhooks.dispatcher.stop();
       clearInterval(cleanup);
       // Stop taking requests; those in progress finish (bounded by the request timeout).
@@ -196,14 +197,23 @@ function relayOptions(cfg: Config, p: Pick<RelayOptions, 'clock' | 'sources' | '
   };
 }
 
-/** The legs on the bus: a cluster with NATS_URLS and LEGS_TRANSPORT=bus (src/payments/legs.ts). */
-function busLegs(cfg: Config, parts: { cluster: ClusterParts | undefined; registry: AccountRegistry; ownership: Ownership }, metrics: Metrics, logger: Logger): BusLegs | undefined {
+/**
+ * With NATS_URLS, the node's one connection to the bus (its streams made once it answers), and
+ * on a cluster with LEGS_TRANSPORT=bus the legs that travel by it (src/payments/legs.ts).
+ */
+function busParts(cfg: Config, parts: { cluster: ClusterParts | undefined; registry: AccountRegistry; ownership: Ownership }, metrics: Metrics, logger: Logger): { keeper: BusKeeper | undefined; legs: BusLegs | undefined } {
   const urls = parseNatsUrls(cfg.natsUrls);
-  if (!parts.cluster || urls.length === 0 || cfg.legsTransport !== 'bus') return undefined;
+  if (urls.length === 0) return { keeper: undefined, legs: undefined };
+  const withLegs = parts.cluster !== undefined && cfg.legsTransport === 'bus';
   const regions = [...new Set([...(cfg.regions ? cfg.regions.split(',') : []), cfg.region])] as Region[];
-  return new BusLegs({
-    urls, replicas: cfg.natsReplicas, nodeId: cfg.nodeId, regions, buckets: cfg.shardBuckets, scope: cfg.legsScope as 'cross-region' | 'all', logger, metrics,
-  }, parts.registry, parts.ownership);
+  const keeper = new BusKeeper({
+    urls, name: cfg.nodeId, logger: logger.child({ part: 'bus' }),
+    streams: [eventsStreamSpec(cfg.natsReplicas), ...(withLegs ? legsStreamSpecs(regions, cfg.natsReplicas) : [])],
+  });
+  const legs = withLegs
+    ? new BusLegs({ keeper, regions, buckets: cfg.shardBuckets, scope: cfg.legsScope as 'cross-region' | 'all', logger, metrics }, parts.registry, parts.ownership)
+    : undefined;
+  return { keeper, legs };
 }
 
 /** What the metrics read at scrape time; committed hold changes and returns are counted as they commit. */
@@ -424,10 +434,10 @@ function webhookParts(cfg: Config, control: Pool, logger: Logger, metrics: Metri
 /**
  * The outbox's consumers on this node's shards: webhook deliveries, and with NATS_URLS the bus
  * (src/payments/event-feed.ts, event-bus.ts). Each commit wakes them; they space their passes.
+ * They start the node's bus connection, and close it last.
  */
-function eventFeeds(webhooks: ReturnType<typeof webhookParts>, on: { sources: () => EventSource[]; registry: AccountRegistry }, cfg: Config, logger: Logger) {
-  const urls = parseNatsUrls(cfg.natsUrls);
-  const bus = urls.length > 0 ? new EventBus({ urls, replicas: cfg.natsReplicas, nodeId: cfg.nodeId, logger }) : undefined;
+function eventFeeds(webhooks: ReturnType<typeof webhookParts>, on: { sources: () => EventSource[]; registry: AccountRegistry; keeper: BusKeeper | undefined }, cfg: Config, logger: Logger) {
+  const { keeper } = on;
   const feed = (consumer: string, handle: (e: StoredEvent) => Promise<void>, afterPage?: () => void) => new OutboxFeed({
     consumer, sources: on.sources, handle, ...(afterPage ? { afterPage } : {}), intervalMs: cfg.webhookPollMs, logger: logger.child({ part: `feed-${consumer}` }),
   });
@@ -435,12 +445,12 @@ function eventFeeds(webhooks: ReturnType<typeof webhookParts>, on: { sources: ()
     feed('webhooks', async (e) => {
       if (e.tenantId !== null) await enqueueEvent(webhooks.cached, webhookEventOf({ ...e, tenantId: e.tenantId }), { now: new Date() });
     }, webhooks.nudge),
-    ...(bus ? [feed('bus', (e) => bus.publish(e))] : []),
+    ...(keeper ? [feed('bus', (e) => publishEvent(keeper, e))] : []),
   ];
   on.registry.onCommitted(() => { for (const f of feeds) f.wake(); });
   return {
-    start: () => { bus?.start(); for (const f of feeds) f.start(); },
-    stop: async () => { await Promise.all(feeds.map((f) => f.stop())); await bus?.stop(); },
+    start: () => { keeper?.start(); for (const f of feeds) f.start(); },
+    stop: async () => { await Promise.all(feeds.map((f) => f.stop())); await keeper?.stop(); },
   };
 }
 

@@ -20,8 +20,8 @@
 import type { Logger } from 'pino';
 import type { AccountRegistry, CreditLeg } from '../actors/registry.ts';
 import type { LegOutcome } from '../actors/protocol.ts';
-import type { Bus, BusMessage, ConsumerRunner, HandlerOutcome } from '../bus/index.ts';
-import { DEFAULT_DUPLICATE_WINDOW_MS, connectBus } from '../bus/index.ts';
+import type { Bus, BusKeeper, BusMessage, ConsumerRunner, HandlerOutcome, StreamSpec } from '../bus/index.ts';
+import { DEFAULT_DUPLICATE_WINDOW_MS } from '../bus/index.ts';
 import type { Ownership } from '../cluster/ownership.ts';
 import type { ErrorCode } from '../domain/errors.ts';
 import type { AccountId, Region, ShardId, TransferId } from '../domain/ids.ts';
@@ -45,10 +45,13 @@ const shardSubjects = (shard: ShardId): string => {
 const legSubject = (shard: ShardId, kind: 'credit' | 'outcome'): string => shardSubjects(shard).replace(/\*$/, kind);
 export const outcomeSubject = (id: TransferId): string => `geopay.outcomes.${id}`;
 
+/** Each region's legs stream, as the node's bus keeper makes them. */
+export const legsStreamSpecs = (regions: readonly Region[], replicas: number): StreamSpec[] => regions.map((region) => ({
+  name: legsStream(region), subjects: [`geopay.legs.${region}.>`], replicas, duplicateWindowMs: DEFAULT_DUPLICATE_WINDOW_MS, retention: 'workqueue',
+}));
+
 /** How often the consumers are matched to the shards this node owns. */
 const RECONCILE_MS = 250;
-/** Between two attempts to reach the bus while it is away. */
-const RECONNECT_MS = 1_000;
 /** A leg not acked within this is delivered again (a handler is bounded well below it). */
 const ACK_WAIT_MS = 30_000;
 /** Deliveries a shard's consumer has out at once: enough for its actors' mailboxes to batch them. */
@@ -66,9 +69,8 @@ type LegMessage =
   | { kind: 'outcome'; id: TransferId; sourceId: AccountId; refusal: ErrorCode | null };
 
 export interface LegsSettings {
-  urls: string[];
-  replicas: number;
-  nodeId: string;
+  /** The node's connection to the bus, which makes the legs streams (legsStreamSpecs). */
+  keeper: Pick<BusKeeper, 'bus' | 'ready'>;
   /** Every region of the cluster: each has its stream. */
   regions: Region[];
   buckets: number;
@@ -79,8 +81,6 @@ export interface LegsSettings {
 }
 
 export class BusLegs {
-  private bus: Bus | undefined;
-  private connecting: Promise<void> | undefined;
   private stopped = false;
   private timer: NodeJS.Timeout | undefined;
   private readonly runners = new Map<ShardId, Promise<ConsumerRunner | undefined>>();
@@ -95,9 +95,13 @@ export class BusLegs {
     this.log = s.logger.child({ part: 'legs' });
   }
 
-  /** Connects in the background, makes the streams and starts the consumers of the shards owned here. */
+  private get bus(): Bus | undefined {
+    return this.s.keeper.bus;
+  }
+
+  /** Starts the consumers of the shards owned here once the bus is there, and follows ownership. */
   start(): void {
-    this.connecting = this.connect();
+    void this.s.keeper.ready().then(() => this.reconcile());
     this.timer = setInterval(() => void this.reconcile(), RECONCILE_MS);
     this.timer.unref();
   }
@@ -145,34 +149,14 @@ export class BusLegs {
     }));
   }
 
+  /** Stops the consumers (each drains its handlers); the connection is the keeper's. */
   async stop(): Promise<void> {
     this.stopped = true;
     if (this.timer) clearInterval(this.timer);
-    await this.connecting;
     await this.reconciling;
     const runners = await Promise.all(this.runners.values());
     this.runners.clear();
     await Promise.all(runners.map((r) => r?.stop()));
-    await this.bus?.close();
-  }
-
-  private async connect(): Promise<void> {
-    while (!this.stopped && !this.bus) {
-      let bus: Bus | undefined;
-      try {
-        bus = await connectBus({ urls: this.s.urls, name: `${this.s.nodeId}-legs`, logger: this.log });
-        for (const region of this.s.regions) {
-          await bus.ensureStream({ name: legsStream(region), subjects: [`geopay.legs.${region}.>`], replicas: this.s.replicas, duplicateWindowMs: DEFAULT_DUPLICATE_WINDOW_MS, retention: 'workqueue' });
-        }
-        if (this.stopped) await bus.close();
-        else this.bus = bus;
-      } catch (err) {
-        await bus?.close().catch(() => undefined);
-        this.log.warn({ err }, 'bus not reachable; cross-region legs wait in the outbox');
-        await new Promise((r) => setTimeout(r, RECONNECT_MS).unref());
-      }
-    }
-    await this.reconcile();
   }
 
   /** Starts a consumer for each shard owned here that has none, stops those of shards gone. */
