@@ -153,7 +153,9 @@ describe('a batch', () => {
     const first = await post(quick, key, '/v1/transfers/batch', k, body);
     expect(first.status, first.text).toBe(200);
     expect(first.replayed, 'a first answer is not marked as a replay').toBeUndefined();
-    expect(first.body.items.map((i: any) => i.status)).toEqual([202, 202, 202]);
+    // Each item answers as its transfer stood when the batch answered: 202 debited, or 201 if
+    // its credit (same node) committed while later items were still being debited.
+    for (const i of first.body.items) expect([201, 202], JSON.stringify(i)).toContain(i.status);
     for (const i of first.body.items) await settled(quick, key, i.transfer.id);
     const again = await post(quick, key, '/v1/transfers/batch', k, body);
     expectReplayOf(again, first);

@@ -54,34 +54,54 @@ function expectRateLimited(r: { status: number; body: any; headers: Record<strin
   expect(Number(r.headers['x-ratelimit-reset'])).toBeGreaterThanOrEqual(0);
 }
 
+/**
+ * Runs a scenario whose steps must fall in one one-second window, which `opened` marks (the
+ * tenant's first request). A run that failed after the machine stretched it past the window is
+ * run again with fresh tenants, at most 3 times; a run that failed inside the window fails the test.
+ */
+async function inOneWindow<T>(run: (attempt: number, opened: () => void) => Promise<T>): Promise<T> {
+  for (let attempt = 1; ; attempt++) {
+    let openedAt = Infinity;
+    try {
+      return await run(attempt, () => { openedAt = performance.now(); });
+    } catch (err) {
+      if (attempt >= 3 || performance.now() - openedAt < 900) throw err;
+    }
+  }
+}
+
 describe('rate limits in memory (no Redis)', () => {
   let t: TestNode;
   beforeAll(async () => { t = await startTestNode('ratelimit', LIMITS); });
   afterAll(async () => { await t?.close(); });
 
   it('throttles a tenant over its write budget, not another tenant, and not its reads', async () => {
-    const a = await makeTenant(t, 'a');
-    const b = await makeTenant(t, 'b');
-    const acc = (await openAccounts(t, a.key, 1))[0]!;
-    expect(acc.status).toBe(201);
-    expect(acc.headers['x-ratelimit-limit']).toBe('3');
-    expect(acc.headers['x-ratelimit-remaining']).toBe('2');
+    const a = await inOneWindow(async (attempt, opened) => {
+      const a = await makeTenant(t, `a${attempt}`);
+      const b = await makeTenant(t, `b${attempt}`);
+      opened();
+      const acc = (await openAccounts(t, a.key, 1))[0]!;
+      expect(acc.status).toBe(201);
+      expect(acc.headers['x-ratelimit-limit']).toBe('3');
+      expect(acc.headers['x-ratelimit-remaining']).toBe('2');
 
-    // A burst in one tick after a first request: each must see its own count (the plugin's
-    // LocalStore shares one counter object, and refused this whole burst).
-    const burst = await openAccounts(t, a.key, 4);
-    expect(statuses(burst)).toEqual([201, 201, 429, 429]);
-    expectRateLimited(burst.find((r) => r.status === 429)!, 3);
-    // Nothing was done for the refused ones: A has exactly the three accounts that were answered 201.
-    const { rows } = await t.node.pool.query<{ n: bigint }>('SELECT count(*) AS n FROM accounts WHERE tenant_id = $1', [a.id]);
-    expect(rows[0]!.n).toBe(3n);
+      // A burst in one tick after a first request: each must see its own count (the plugin's
+      // LocalStore shares one counter object, and refused this whole burst).
+      const burst = await openAccounts(t, a.key, 4);
+      expect(statuses(burst)).toEqual([201, 201, 429, 429]);
+      expectRateLimited(burst.find((r) => r.status === 429)!, 3);
+      // Nothing was done for the refused ones: A has exactly the three accounts that were answered 201.
+      const { rows } = await t.node.pool.query<{ n: bigint }>('SELECT count(*) AS n FROM accounts WHERE tenant_id = $1', [a.id]);
+      expect(rows[0]!.n).toBe(3n);
 
-    // Same second: B writes, A reads (its own budget), A still may not write.
-    expect((await openAccounts(t, b.key, 1))[0]!.status).toBe(201);
-    const read = await t.call('GET', `/v1/accounts/${acc.body.id}`, { key: a.key });
-    expect(read.status).toBe(200);
-    expect(read.headers['x-ratelimit-remaining']).toBe('2');
-    expectRateLimited((await openAccounts(t, a.key, 1))[0]!, 3);
+      // Same second: B writes, A reads (its own budget), A still may not write.
+      expect((await openAccounts(t, b.key, 1))[0]!.status).toBe(201);
+      const read = await t.call('GET', `/v1/accounts/${acc.body.id}`, { key: a.key });
+      expect(read.status).toBe(200);
+      expect(read.headers['x-ratelimit-remaining']).toBe('2');
+      expectRateLimited((await openAccounts(t, a.key, 1))[0]!, 3);
+      return a;
+    });
 
     // The budget refills after Retry-After.
     await sleep(1_100);
@@ -97,19 +117,23 @@ describe('rate limits in memory (no Redis)', () => {
   });
 
   it('a per-tenant override raises one tenant\'s limit; null puts the default back', async () => {
-    const c = await makeTenant(t, 'c');
-    const d = await makeTenant(t, 'd');
-    await sleep(1_100); // the admin's write budget, spent on the tenants above
-    const put = await t.call('PUT', `/v1/tenants/${c.id}/limits`, { key: t.adminKey, body: { readsPerS: null, writesPerS: 8 } });
-    expect(put.status).toBe(200);
-    expect(put.body).toEqual({ tenantId: c.id, readsPerS: null, writesPerS: 8 });
-    expect((await t.call('GET', `/v1/tenants/${c.id}/limits`, { key: t.adminKey })).body).toEqual({ tenantId: c.id, readsPerS: null, writesPerS: 8 });
+    const c = await inOneWindow(async (attempt, opened) => {
+      const c = await makeTenant(t, `c${attempt}`);
+      const d = await makeTenant(t, `d${attempt}`);
+      await sleep(1_100); // the admin's write budget, spent on the tenants above
+      const put = await t.call('PUT', `/v1/tenants/${c.id}/limits`, { key: t.adminKey, body: { readsPerS: null, writesPerS: 8 } });
+      expect(put.status).toBe(200);
+      expect(put.body).toEqual({ tenantId: c.id, readsPerS: null, writesPerS: 8 });
+      expect((await t.call('GET', `/v1/tenants/${c.id}/limits`, { key: t.adminKey })).body).toEqual({ tenantId: c.id, readsPerS: null, writesPerS: 8 });
 
-    const [cs, ds] = await Promise.all([openAccounts(t, c.key, 8), openAccounts(t, d.key, 5)]);
-    expect(statuses(cs)).toEqual(Array(8).fill(201));
-    expect(cs[0]!.headers['x-ratelimit-limit']).toBe('8');
-    expect(statuses(ds)).toEqual([201, 201, 201, 429, 429]);
-    expectRateLimited((await openAccounts(t, c.key, 1))[0]!, 8);
+      opened();
+      const [cs, ds] = await Promise.all([openAccounts(t, c.key, 8), openAccounts(t, d.key, 5)]);
+      expect(statuses(cs)).toEqual(Array(8).fill(201));
+      expect(cs[0]!.headers['x-ratelimit-limit']).toBe('8');
+      expect(statuses(ds)).toEqual([201, 201, 201, 429, 429]);
+      expectRateLimited((await openAccounts(t, c.key, 1))[0]!, 8);
+      return c;
+    });
 
     await sleep(1_100);
     expect((await t.call('PUT', `/v1/tenants/${c.id}/limits`, { key: t.adminKey, body: { readsPerS: null, writesPerS: null } })).status).toBe(200);
