@@ -15,7 +15,8 @@ export interface ClientOptions {
   timeoutMs: number;
   /** Attempts after the first, at most. */
   retries: number;
-  log: RequestLog | undefined;
+  /** Where every attempt is recorded: a RequestLog file, or a run's own sink. */
+  log: Pick<RequestLog, 'write'> | undefined;
   run: string;
   engine: string;
 }
@@ -25,6 +26,8 @@ export interface PostResult {
   status: number | null;
   answer: unknown;
   attempts: number;
+  /** The last answer's Retry-After, seconds, when it had one. */
+  retryAfterS?: number;
 }
 
 interface Answer {
@@ -94,7 +97,8 @@ export class LoadClient {
       onRetry?.();
       await sleep(retryIn);
     }
-    return { outcome: classify(last.status, last.answer, last.error), status: last.status, answer: last.answer, attempts: attempt };
+    const retryAfter = last.retryAfterS === undefined ? {} : { retryAfterS: last.retryAfterS };
+    return { outcome: classify(last.status, last.answer, last.error), status: last.status, answer: last.answer, attempts: attempt, ...retryAfter };
   }
 
   /** GET without retries (probes and reads). */

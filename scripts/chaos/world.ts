@@ -1,0 +1,208 @@
+// The world a chaos run breaks: the local cluster of `npm run cluster` with every part real and
+// its own (3 regions x 2 nodes, 3 Redis masters, a PostgreSQL server per region, a nats-server
+// carrying the cross-region legs), the run's tenants and accounts, and what the faults need to
+// aim: which node owns which account's shard now, and how to bring a node back.
+import { randomBytes } from 'node:crypto';
+import pg from 'pg';
+import { startNatsServers, type NatsServers } from '../../test/helpers/nats.ts';
+import { clusterMap, waitFor, type ClusterMap, type ClusterNode } from '../../test/helpers/cluster.ts';
+import { defaultOptions, startLocalCluster, type RunningCluster } from '../cluster.ts';
+import { LoadClient } from '../../bench/lib/client.ts';
+import type { RequestRecord } from '../../bench/lib/request-log.ts';
+import { createTenant, inParallel, mustPost, setupKeys } from '../../bench/lib/setup.ts';
+
+export const REGIONS = ['eu', 'us', 'ap'] as const;
+const NODES_PER_REGION = 2;
+const FUNDING_MINOR = 1_000_000_000n;
+
+export interface WorldOptions {
+  /** Accounts per region for the load (a hot one in eu comes on top). */
+  accountsPerRegion: number;
+  /** The spike tenant's write limit per second (fault 14 sends ten times this). */
+  spikeLimitPerS: number;
+  /** Extra environment for every node (LEASE_TTL_MS, ...); defaults are the nodes' own. */
+  env: Record<string, string>;
+  /** Where every client attempt is recorded (the checker reads it). */
+  record: (r: RequestRecord) => void;
+}
+
+export interface Tenant {
+  id: string;
+  key: string;
+}
+
+export interface World {
+  running: RunningCluster;
+  nats: NatsServers;
+  /** Each region's database, for the settle wait, the checker and the faults' aim. */
+  pools: Record<string, pg.Pool>;
+  tenant: Tenant;
+  accounts: Record<string, string[]>;
+  /** The eu account every hot transfer credits. */
+  hot: string;
+  spike: Tenant & { accounts: string[] };
+  spikeLimitPerS: number;
+  /** The nodes' lease TTL, as configured. */
+  leaseTtlMs: number;
+  /** A keep-alive client to the node (one per URL, kept: a restarted node has a new URL and gets a new one). */
+  client(node: ClusterNode): LoadClient;
+  /** Live, unpaused nodes, of one region or all. */
+  up(region?: string): ClusterNode[];
+  /** The node that owns `accountId`'s shard now (GET /v1/cluster and the accounts row). */
+  ownerOf(accountId: string): Promise<{ node: ClusterNode; shard: string }>;
+  /** The accounts of the run whose shards `nodeId` owns now. */
+  accountsOwnedBy(nodeId: string): Promise<string[]>;
+  /** Every planned node running (a dead one started again under its name) and every shard owned. */
+  heal(): Promise<void>;
+  shutdown(): Promise<void>;
+}
+
+/** The region an id names: acc_<region>_..., tr_<region>_..., hold_<region>_... */
+export const regionOf = (id: string): string => /^[a-z]+_([a-z0-9-]+)_/.exec(id)?.[1] ?? 'unknown';
+
+async function startParts(env: Record<string, string>): Promise<{ running: RunningCluster; nats: NatsServers }> {
+  const nats = await startNatsServers(1, { namePrefix: 'geopay-chaos' });
+  try {
+    const opts = defaultOptions();
+    opts.databaseUrl = '';
+    opts.separatePostgres = true;
+    opts.regions = Object.fromEntries(REGIONS.map((r) => [r, NODES_PER_REGION]));
+    opts.adminKey = `gp_admin_${randomBytes(16).toString('hex')}`;
+    opts.env = { LOG_LEVEL: process.env.LOG_LEVEL ?? 'warn', NATS_URLS: nats.urls.join(','), NATS_REPLICAS: '1', ...env };
+    return { running: await startLocalCluster(opts), nats };
+  } catch (err) {
+    await nats.stopAll();
+    throw err;
+  }
+}
+
+function regionPools(running: RunningCluster): Record<string, pg.Pool> {
+  return Object.fromEntries(Object.entries(running.regionDatabases).map(([region, url]) => {
+    const pool = new pg.Pool({ connectionString: url, max: 2, statement_timeout: 300_000, connectionTimeoutMillis: 5_000 });
+    // A restarted server ends the idle connections: an unhandled 'error' would end the run.
+    pool.on('error', () => undefined);
+    return [region, pool];
+  }));
+}
+
+export async function startWorld(o: WorldOptions): Promise<World> {
+  const { running, nats } = await startParts(o.env);
+  const pools = regionPools(running);
+  const clients = new Map<string, LoadClient>();
+  const client = (node: ClusterNode): LoadClient => {
+    let c = clients.get(node.url);
+    if (!c) {
+      c = new LoadClient({ url: node.url, connections: 16, timeoutMs: 5_000, retries: 0, log: { write: o.record }, run: 'chaos', engine: 'geopay' });
+      clients.set(node.url, c);
+    }
+    return c;
+  };
+  const up = (region?: string): ClusterNode[] => running.cluster.live(region).filter((n) => !n.paused);
+  const shutdown = async (): Promise<void> => {
+    await Promise.all([...clients.values()].map((c) => c.destroy()));
+    await Promise.all(Object.values(pools).map((p) => p.end().catch(() => undefined)));
+    await running.shutdown();
+    await nats.stopAll();
+  };
+  try {
+    await waitForOwners(running, up, 60_000);
+    const made = await populate(running, up, client, o);
+    const { track, ...owners } = aim(running, pools, up);
+    await track([...Object.values(made.accounts).flat(), made.hot]);
+    return {
+      running, nats, pools, ...made, leaseTtlMs: Number(o.env.LEASE_TTL_MS ?? 10_000), spikeLimitPerS: o.spikeLimitPerS, client, up, ...owners,
+      heal: () => healCluster(running, up),
+      shutdown,
+    };
+  } catch (err) {
+    await shutdown();
+    throw err;
+  }
+}
+
+/** The map as some live node answers it. */
+async function liveMap(running: RunningCluster, up: World['up']): Promise<ClusterMap | undefined> {
+  for (const n of up()) {
+    const m = await clusterMap(n.url, running.adminKey, 2_000);
+    if (m) return m;
+  }
+  return undefined;
+}
+
+/** Until every shard of every region has a live owner. */
+async function waitForOwners(running: RunningCluster, up: World['up'], timeoutMs: number): Promise<void> {
+  await waitFor('every shard owned by a live node', timeoutMs, async () => {
+    const m = await liveMap(running, up);
+    const live = new Set(up().map((n) => n.nodeId));
+    return m && m.shards.length > 0 && m.shards.every((s) => s.owner !== null && live.has(s.owner)) ? true : undefined;
+  }, 250);
+}
+
+async function healCluster(running: RunningCluster, up: World['up']): Promise<void> {
+  for (const n of running.cluster.nodes.filter((x) => x.paused)) n.sigcont();
+  const planned = REGIONS.flatMap((r) => Array.from({ length: NODES_PER_REGION }, (_, i) => `${r}-${i + 1}`));
+  const dead = planned.filter((id) => !running.cluster.node(id).alive);
+  await Promise.all(dead.map((id) => running.cluster.addNode(id.split('-')[0]!, { nodeId: id })));
+  await waitForOwners(running, up, 90_000);
+}
+
+/** Faults aim at owners: which shard an account is in (fixed) and who owns that shard (now). */
+type Aim = Pick<World, 'ownerOf' | 'accountsOwnedBy'> & { track(ids: string[]): Promise<void> };
+
+function aim(running: RunningCluster, pools: Record<string, pg.Pool>, up: World['up']): Aim {
+  const shardOf = new Map<string, string>();
+  const shardsOf = async (ids: string[]): Promise<void> => {
+    const missing = ids.filter((id) => !shardOf.has(id));
+    for (const region of new Set(missing.map(regionOf))) {
+      const { rows } = await pools[region]!.query<{ id: string; shard: string }>('SELECT id, shard FROM accounts WHERE id = ANY($1)', [missing.filter((id) => regionOf(id) === region)]);
+      for (const r of rows) shardOf.set(r.id, r.shard);
+    }
+  };
+  const owners = async (): Promise<Map<string, string | null>> => {
+    const m = await waitFor('GET /v1/cluster', 30_000, () => liveMap(running, up), 200);
+    return new Map(m.shards.map((s) => [s.id, s.owner]));
+  };
+  return {
+    track: shardsOf,
+    ownerOf: async (accountId) => {
+      await shardsOf([accountId]);
+      const shard = shardOf.get(accountId)!;
+      const owner = (await owners()).get(shard);
+      if (!owner) throw new Error(`shard ${shard} has no owner`);
+      return { node: running.cluster.node(owner), shard };
+    },
+    accountsOwnedBy: async (nodeId) => {
+      const map = await owners();
+      return [...shardOf.keys()].filter((id) => map.get(shardOf.get(id)!) === nodeId);
+    },
+  };
+}
+
+/** The load's tenant (no limits in the way), the spike tenant (a small write limit), their accounts, funded. */
+async function populate(running: RunningCluster, up: World['up'], client: World['client'], o: WorldOptions): Promise<Pick<World, 'tenant' | 'accounts' | 'hot' | 'spike'>> {
+  const run = `chaos${Date.now().toString(36)}`;
+  const key = setupKeys(run);
+  const admin = client(up()[0]!);
+  const t = await createTenant(admin, { adminKey: running.adminKey, run, liftRateLimits: true }, key);
+  const s = await createTenant(admin, { adminKey: running.adminKey, run: `${run}-spike`, liftRateLimits: false }, key);
+  const limit = await admin.put(`/v1/tenants/${s.tenantId}/limits`, { readsPerS: 1_000, writesPerS: o.spikeLimitPerS }, running.adminKey);
+  if (limit.status !== 200) throw new Error(`PUT limits answered ${limit.status ?? limit.error}`);
+  const open = async (tenant: Tenant, region: string, n: number): Promise<string[]> => {
+    const nodes = up(region);
+    return inParallel(Array.from({ length: n }), 16, async (_, i) => {
+      const c = client(nodes[i % nodes.length]!);
+      const a = await mustPost(c, { op: 'open', path: '/v1/accounts', body: { currency: 'USD', region }, key: key('open'), bearer: tenant.key, tenant: tenant.id }, [201]);
+      const id = String(a.id);
+      await mustPost(c, { op: 'deposit', path: '/v1/deposits', body: { accountId: id, amount: FUNDING_MINOR.toString(), currency: 'USD' }, key: key('deposit'), bearer: tenant.key, tenant: tenant.id }, [201, 202]);
+      return id;
+    });
+  };
+  const tenant = { id: t.tenantId, key: t.tenantKey };
+  const accounts: Record<string, string[]> = {};
+  for (const region of REGIONS) accounts[region] = await open(tenant, region, o.accountsPerRegion);
+  const [hot] = await open(tenant, 'eu', 1);
+  const spikeTenant = { id: s.tenantId, key: s.tenantKey };
+  // Two accounts, each opened and funded: 4 writes, under the limit's second.
+  const spikeAccounts = await open(spikeTenant, 'us', 2);
+  return { tenant, accounts, hot: hot!, spike: { ...spikeTenant, accounts: spikeAccounts } };
+}
