@@ -58,6 +58,7 @@ export interface LoadResult {
   other: number;
   replays: number;
   replayMismatches: string[];
+  refusedCodes: Record<string, number>;
   seconds: number;
 }
 
@@ -80,6 +81,7 @@ export class ChaosLoad {
   private readonly settled: { id: string; destination: string }[] = [];
   private readonly counts = { sent: 0, acknowledged: 0, refused: 0, unavailable: 0, rateLimited: 0, other: 0, replays: 0 };
   private readonly mismatches: string[] = [];
+  private readonly refusedCodes: Record<string, number> = {};
   private stopping = false;
   private loop: Promise<void> | undefined;
   private endS = 0;
@@ -104,7 +106,7 @@ export class ChaosLoad {
     await this.loop;
     this.endS = this.now();
     while (this.inFlight.size > 0) await Promise.all([...this.inFlight]);
-    return { ...this.counts, replayMismatches: this.mismatches, seconds: this.endS };
+    return { ...this.counts, replayMismatches: this.mismatches, refusedCodes: this.refusedCodes, seconds: this.endS };
   }
 
   private async schedule(): Promise<void> {
@@ -150,7 +152,9 @@ export class ChaosLoad {
     if (r < 0.65) return this.transfer(this.account(region), this.world.hot);
     if (r < 0.75) {
       const src = this.account(region);
-      const body = { sourceAccountId: src, destinationAccountId: this.account(this.pick(REGIONS)), amount: String(this.rng.between(10, 100)), currency: 'USD', expiresInSeconds: 600 };
+      let dst = this.account(this.pick(REGIONS));
+      while (dst === src) dst = this.account(region);
+      const body = { sourceAccountId: src, destinationAccountId: dst, amount: String(this.rng.between(10, 100)), currency: 'USD', expiresInSeconds: 600 };
       return { op: 'hold', path: '/v1/holds', key: this.key(), debits: src, body };
     }
     if (r < 0.82 && this.settled.length > 0) {
@@ -198,7 +202,10 @@ export class ChaosLoad {
   private count(f: Final): void {
     const s = f.status;
     if (s !== null && s >= 200 && s < 300) this.counts.acknowledged++;
-    else if (s === 422) this.counts.refused++;
+    else if (s === 422) {
+      this.counts.refused++;
+      this.refusedCodes[f.code ?? '422'] = (this.refusedCodes[f.code ?? '422'] ?? 0) + 1;
+    }
     else if (s === 429) this.counts.rateLimited++;
     else if (s === null || s === 503) this.counts.unavailable++;
     else this.counts.other++;

@@ -29,6 +29,8 @@ export interface ChaosOptions {
   onRow?: (row: FaultRow) => void;
   /** Told what is happening (start, each scenario's phases). */
   onProgress?: (line: string) => void;
+  /** Shown the world once it runs (a test reads its processes' pids). */
+  onWorld?: (world: World) => void;
 }
 
 const BUCKET_S = 0.5;
@@ -53,6 +55,7 @@ export async function runChaos(o: ChaosOptions): Promise<ChaosReport> {
   const say = o.onProgress ?? (() => undefined);
   say('starting the cluster: 3 regions x 2 nodes, 3 Redis masters, a PostgreSQL server per region, a nats-server');
   const world = await startWorld({ accountsPerRegion: o.accountsPerRegion, spikeLimitPerS: SPIKE_LIMIT_PER_S, env: o.env, record: (r) => records.push(r) });
+  o.onWorld?.(world);
   // Ctrl-C or a failure: every process the world started is stopped, its folders removed.
   const offInterrupt = onInterrupt(() => world.shutdown());
   const rows: FaultRow[] = [];
@@ -95,12 +98,13 @@ async function scenario(world: World, fault: Fault, o: ChaosOptions, log: () => 
   const injected = await fault.run({ world, load, seconds: o.seconds, extra });
   const faultEndS = load.now();
   const healedAt = performance.now();
+  const settling = settled(world, new Date(), healedAt);
   await restore(world);
   const left = Math.max(o.seconds - load.now(), TAIL_S);
   await sleep(left * 1000);
   const res = await load.stop();
   o.onProgress?.(`${fault.id}: load done (${res.sent} writes), waiting for what is in flight`);
-  const settleMs = await settled(world, healedAt);
+  const settleMs = await settling;
   const check = await checkRegions(world.pools, { requests: log(), settleTimeoutMs: 30_000 });
   const windowMsByRegion = Object.fromEntries(REGIONS.map((r) => [r, load.window((a) => a.region === r)]));
   const affected = injected.affected
@@ -109,7 +113,7 @@ async function scenario(world: World, fault: Fault, o: ChaosOptions, log: () => 
   const failures = [...res.replayMismatches, ...extra.failures, ...check.failures];
   return {
     fault: fault.id, action: injected.action, loadSeconds: res.seconds,
-    sent: res.sent + extra.sent, acknowledged: res.acknowledged + extra.acknowledged, refused: res.refused, unavailable: res.unavailable,
+    sent: res.sent + extra.sent, acknowledged: res.acknowledged + extra.acknowledged, refused: res.refused, refusedCodes: res.refusedCodes, unavailable: res.unavailable,
     rateLimited: res.rateLimited + extra.rateLimited, other: res.other + extra.other,
     replays: res.replays, replayMismatches: res.replayMismatches.length,
     windowMsByRegion, affected,
@@ -120,14 +124,17 @@ async function scenario(world: World, fault: Fault, o: ChaosOptions, log: () => 
   };
 }
 
-/** From the heal until no transfer is in flight in any region's database, ms (bounded). */
-async function settled(world: World, healedAt: number): Promise<number> {
+/**
+ * From the heal until no transfer created before it is in flight in any region's database, ms
+ * (bounded). created_at is the writing node's clock, this machine's.
+ */
+async function settled(world: World, healedAtWall: Date, healedAt: number): Promise<number> {
   const deadline = performance.now() + SETTLE_TIMEOUT_MS;
   for (;;) {
     let n = 0;
     for (const pool of Object.values(world.pools)) {
       try {
-        n += Number((await pool.query<{ n: number }>('SELECT count(*)::int AS n FROM transfers WHERE state = ANY($1)', [IN_FLIGHT])).rows[0]!.n);
+        n += Number((await pool.query<{ n: number }>('SELECT count(*)::int AS n FROM transfers WHERE state = ANY($1) AND created_at <= $2', [IN_FLIGHT, healedAtWall])).rows[0]!.n);
       } catch {
         n += 1; // a database that does not answer yet has not settled
       }

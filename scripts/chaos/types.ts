@@ -24,6 +24,8 @@ export interface FaultRow {
   acknowledged: number;
   /** 422: refused by the ledger (insufficient funds, ...) or by the request's validation. */
   refused: number;
+  /** The refusals by code (insufficient_funds, ...): each is the ledger's or the API's answer, not a failure. */
+  refusedCodes: Record<string, number>;
   /** Ended on 503 (the client gave up retrying) or with no answer at all. */
   unavailable: number;
   /** Ended on 429, with Retry-After. */
@@ -44,7 +46,7 @@ export interface FaultRow {
   longestWindowMs: number;
   /** The bound the fault's window is held to (lease TTL + 2 s for an owner's death, ...). */
   boundMs: number;
-  /** From the heal until no transfer was in flight in any region's database. */
+  /** From the heal until every transfer in flight at the heal (created before it) had settled, in every region's database. */
   settleMs: number;
   /** Checker failures (money created or lost, a payment applied twice, an acknowledged one missing...) plus replay mismatches. */
   violations: number;
