@@ -8,7 +8,7 @@ import { parseArgs } from 'node:util';
 import { isMain, runMain, withOptions } from '../bench/lib/main.ts';
 import { parsePositive, parsePositiveInt, parseSeed, UsageError } from '../bench/lib/options.ts';
 import { stamp } from '../bench/lib/table.ts';
-import { FAULTS } from './chaos/faults.ts';
+import { FAULTS } from './chaos/matrix.ts';
 import { chaosSummaryLine, formatChaosTable, writeChaosReport } from './chaos/report.ts';
 import { runChaos, selectFaults, type ChaosOptions } from './chaos/run.ts';
 

@@ -9,7 +9,7 @@ import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
-import { SHORT } from '../scripts/chaos/faults.ts';
+import { SHORT } from '../scripts/chaos/matrix.ts';
 import { chaosSummaryLine, formatChaosTable, writeChaosReport } from '../scripts/chaos/report.ts';
 import { runChaos } from '../scripts/chaos/run.ts';
 import type { ChaosReport } from '../scripts/chaos/types.ts';

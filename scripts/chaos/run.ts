@@ -8,7 +8,8 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import type { RequestRecord } from '../../bench/lib/request-log.ts';
 import { checkRegions, IN_FLIGHT } from '../../bench/checker.ts';
 import { onInterrupt } from '../../bench/lib/main.ts';
-import { FAULTS, type Fault, type FaultContext } from './faults.ts';
+import type { Fault, FaultContext } from './faults.ts';
+import { FAULTS } from './matrix.ts';
 import { ChaosLoad } from './load.ts';
 import type { ChaosReport, FaultRow } from './types.ts';
 import { REGIONS, startWorld, type World } from './world.ts';
@@ -92,6 +93,7 @@ async function restore(world: World): Promise<void> {
 async function scenario(world: World, fault: Fault, o: ChaosOptions, log: () => RequestRecord[]): Promise<FaultRow> {
   const load = new ChaosLoad(world, { rate: o.rate, seed: o.seed, phase: fault.id, deadlineMs: DEADLINE_MS });
   const extra: FaultContext['extra'] = { sent: 0, acknowledged: 0, rateLimited: 0, other: 0, failures: [] };
+  await fault.prepare?.(world);
   load.start();
   await sleep(Math.max(2, o.seconds / 4) * 1000);
   const faultStartS = load.now();

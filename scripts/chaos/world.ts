@@ -54,6 +54,8 @@ export interface World {
   accountsOwnedBy(nodeId: string): Promise<string[]>;
   /** Every planned node running (a dead one started again under its name) and every shard owned. */
   heal(): Promise<void>;
+  /** Stops the node gracefully and starts it again under its name with `env` on top (a fault's preparation). */
+  restartNode(nodeId: string, env: Record<string, string>): Promise<ClusterNode>;
   shutdown(): Promise<void>;
 }
 
@@ -112,6 +114,13 @@ export async function startWorld(o: WorldOptions): Promise<World> {
     return {
       running, nats, pools, ...made, leaseTtlMs: Number(o.env.LEASE_TTL_MS ?? 10_000), spikeLimitPerS: o.spikeLimitPerS, client, up, ...owners,
       heal: () => healCluster(running, up),
+      restartNode: async (nodeId, env) => {
+        const old = running.cluster.node(nodeId);
+        await old.stop();
+        const node = await running.cluster.addNode(old.region, { nodeId, env });
+        await waitForOwners(running, up, 90_000);
+        return node;
+      },
       shutdown,
     };
   } catch (err) {
