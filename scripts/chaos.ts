@@ -64,7 +64,7 @@ async function main(o: CliOptions): Promise<number> {
   const report = await runChaos({
     ...o,
     onProgress: (line) => console.log(`  ${line}`),
-    onRow: (row) => console.log(`  ${row.fault}: ${row.acknowledged}/${row.sent} acknowledged, longest window ${row.longestWindowMs} ms (bound ${row.boundMs}), settled ${row.settleMs} ms after the heal, ${row.violations} violations${row.refused > 0 ? `; refused ${JSON.stringify(row.refusedCodes)}` : ""}`),
+    onRow: (row) => console.log(`  ${row.fault}: ${row.acknowledged}/${row.sent} acknowledged, longest window ${row.longestWindowMs} ms (bound ${row.boundMs}), settled ${row.settleMs} ms after the heal, ${row.violations} violations${row.refused > 0 ? `; refused ${JSON.stringify(row.refusedCodes)}` : ""}; attempts not acknowledged ${JSON.stringify(row.attemptErrors)}`),
   });
   mkdirSync(o.out, { recursive: true });
   const written = await writeChaosReport(o.out, report);

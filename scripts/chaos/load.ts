@@ -59,6 +59,7 @@ export interface LoadResult {
   replays: number;
   replayMismatches: string[];
   refusedCodes: Record<string, number>;
+  attemptErrors: Record<string, number>;
   seconds: number;
 }
 
@@ -82,6 +83,7 @@ export class ChaosLoad {
   private readonly counts = { sent: 0, acknowledged: 0, refused: 0, unavailable: 0, rateLimited: 0, other: 0, replays: 0 };
   private readonly mismatches: string[] = [];
   private readonly refusedCodes: Record<string, number> = {};
+  private readonly attemptErrors: Record<string, number> = {};
   private stopping = false;
   private loop: Promise<void> | undefined;
   private endS = 0;
@@ -106,7 +108,7 @@ export class ChaosLoad {
     await this.loop;
     this.endS = this.now();
     while (this.inFlight.size > 0) await Promise.all([...this.inFlight]);
-    return { ...this.counts, replayMismatches: this.mismatches, refusedCodes: this.refusedCodes, seconds: this.endS };
+    return { ...this.counts, replayMismatches: this.mismatches, refusedCodes: this.refusedCodes, attemptErrors: this.attemptErrors, seconds: this.endS };
   }
 
   private async schedule(): Promise<void> {
@@ -194,6 +196,10 @@ export class ChaosLoad {
       const r = await this.world.client(node).post({ op: w.op, path: w.path, body: w.body, key: w.key, bearer: tenant.key, tenant: tenant.id, phase: this.spec.phase }, undefined, 0);
       const ok = r.status !== null && r.status >= 200 && r.status < 300;
       this.attempts.push({ t: this.now(), region, account: w.debits, ok });
+      if (!ok && r.status !== 422) {
+        const what = r.status === null ? `none ${r.outcome.kind === 'error' ? r.outcome.code : ''}` : `${r.status} ${codeOf(r.answer) ?? ''}`;
+        this.attemptErrors[what.trim()] = (this.attemptErrors[what.trim()] ?? 0) + 1;
+      }
       if (!retryable(r) || performance.now() >= deadline) return finalOf(r);
       await sleep(Math.min(RETRY_MAX_MS, RETRY_BASE_MS * 2 ** Math.min(attempt - 1, 4)));
     }

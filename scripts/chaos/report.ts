@@ -210,6 +210,7 @@ function faultSection(r: ChaosReport, row: FaultRow): string {
     <h3>${esc(row.fault)} <span class="muted">${esc(window)}${row.violations > 0 ? ` · ${row.violations} violations` : ''}</span></h3>
     ${plot(r, row)}
     <p class="action">${esc(row.action)}</p>
+    ${Object.keys(row.attemptErrors).length > 0 ? `<p class="action">attempts not acknowledged: ${esc(Object.entries(row.attemptErrors).map(([c, n]) => `${c} ${n}`).join(', '))}</p>` : ''}
     ${row.refused > 0 ? `<p class="action">refused: ${esc(Object.entries(row.refusedCodes).map(([c, n]) => `${c} ${n}`).join(', '))}</p>` : ''}
     ${row.affected ? `<p class="action">aimed at ${esc(row.affected.label)}: longest window ${ms(row.affected.windowMs)} ms</p>` : ''}
     ${failures}

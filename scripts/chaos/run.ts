@@ -115,7 +115,7 @@ async function scenario(world: World, fault: Fault, o: ChaosOptions, log: () => 
   const failures = [...res.replayMismatches, ...extra.failures, ...check.failures];
   return {
     fault: fault.id, action: injected.action, loadSeconds: res.seconds,
-    sent: res.sent + extra.sent, acknowledged: res.acknowledged + extra.acknowledged, refused: res.refused, refusedCodes: res.refusedCodes, unavailable: res.unavailable,
+    sent: res.sent + extra.sent, acknowledged: res.acknowledged + extra.acknowledged, refused: res.refused, refusedCodes: res.refusedCodes, attemptErrors: res.attemptErrors, unavailable: res.unavailable,
     rateLimited: res.rateLimited + extra.rateLimited, other: res.other + extra.other,
     replays: res.replays, replayMismatches: res.replayMismatches.length,
     windowMsByRegion, affected,

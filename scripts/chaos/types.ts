@@ -26,6 +26,8 @@ export interface FaultRow {
   refused: number;
   /** The refusals by code (insufficient_funds, ...): each is the ledger's or the API's answer, not a failure. */
   refusedCodes: Record<string, number>;
+  /** Attempts that were not acknowledged (retried or final), by status and code: "503 region_unavailable", "none timeout". */
+  attemptErrors: Record<string, number>;
   /** Ended on 503 (the client gave up retrying) or with no answer at all. */
   unavailable: number;
   /** Ended on 429, with Retry-After. */

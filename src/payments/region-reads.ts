@@ -1,6 +1,6 @@
 // Reads by id go to the database of the id's region. This node reads its home region's
 // database, and another region's only while it holds shards of it (region failover). Any
-// other region's read is asked of a node of that region (a live member there, or whoever
+// other region's read is asked of a node of that region (its live members in turn, or whoever
 // holds the region's shards), which reads it in its own database. With one database for
 // every region, everything is read here.
 import { GeopayError } from '../domain/errors.ts';
@@ -35,14 +35,32 @@ export class RegionReads {
     return ownership.shards().some((s) => shardParts(s.shard).region === region && ownership.isLocal(s.shard));
   }
 
-  /** The RegionReader of this node's repositories. */
+  /** Spreads remote reads over a region's nodes. */
+  private turn = 0;
+
+  /**
+   * The RegionReader of this node's repositories. A remote read tries the region's live nodes
+   * in turn: one that does not answer or answers an error (dead but not yet out of the
+   * membership, frozen, its clock too far off for the signature window) costs that attempt,
+   * not the read. Reads are idempotent, so asking a second node is always safe.
+   */
   readonly read: RegionReader = async <K extends RegionRead>(region: Region, op: K, ...args: RegionReadArgs<K>): Promise<RegionReadResult<K>> => {
     if (this.readsHere(region)) return runRegionRead(this.deps.repos(region), op, args);
-    const url = await this.nodeOf(region);
+    const urls = await this.nodesOf(region);
     // Asking for the region's first shard may have given it to this node (failover placement).
-    if (url === undefined && this.readsHere(region)) return runRegionRead(this.deps.repos(region), op, args);
-    if (url === undefined || !this.deps.peers) throw new GeopayError('region_unavailable', `no node of region ${region} can be asked`);
-    return this.deps.peers.regionRead(url, region, op, args) as Promise<RegionReadResult<K>>;
+    if (urls.length === 0 && this.readsHere(region)) return runRegionRead(this.deps.repos(region), op, args);
+    const peers = this.deps.peers;
+    if (urls.length === 0 || !peers) throw new GeopayError('region_unavailable', `no node of region ${region} can be asked`);
+    let failure: unknown;
+    for (const url of urls) {
+      try {
+        return await peers.regionRead(url, region, op, args) as RegionReadResult<K>;
+      } catch (err) {
+        if (!(err instanceof GeopayError && err.code === 'region_unavailable')) throw err;
+        failure = err;
+      }
+    }
+    throw failure;
   };
 
   /** A read a peer asked of this node: answered only from a database it reads itself, never passed on. */
@@ -51,11 +69,14 @@ export class RegionReads {
     return runRegionRead(this.deps.repos(region), op, args);
   }
 
-  /** A live node of the region, else the node holding its first shard (a region failed over). */
-  private async nodeOf(region: Region): Promise<string | undefined> {
-    const member = this.deps.ownership.members().find((m) => m.region === region);
-    if (member) return member.url;
+  /** The region's live nodes, starting with the next in turn; else the node holding its first shard (a region failed over). */
+  private async nodesOf(region: Region): Promise<string[]> {
+    const members = this.deps.ownership.members().filter((m) => m.region === region).map((m) => m.url);
+    if (members.length > 0) {
+      const first = this.turn++ % members.length;
+      return [...members.slice(first), ...members.slice(0, first)];
+    }
     const route = await this.deps.ownership.route(makeShardId(region, 0));
-    return route.kind === 'remote' ? route.url : undefined;
+    return route.kind === 'remote' ? [route.url] : [];
   }
 }
