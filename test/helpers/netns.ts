@@ -260,6 +260,14 @@ async function claimSubnet(rootLink: string, pid: number, seq: number): Promise<
 // a datagram's id, holds it for the pair's delay and sends it to the pair's other end (or drops
 // it while the pair is partitioned). A separate process, so the runner's own event loop cannot
 // stretch the delays; it exits when its stdin closes, i.e. when its owner dies in any way.
+//
+// It also rewrites the inner TCP or UDP checksum. The tunnel device offloads that checksum, and
+// between namespaces nothing ever computes it (a veth passes the packet on as "checksum to be
+// done"), so a datagram the relay reads carries only the pseudo-header seed; the kernel that
+// decapsulates it at the far end would drop the segment (TcpInCsumErrors). That is also why
+// the tunnels have gso_max_segs 1: each datagram then holds one packet of at most the tunnel
+// MTU, never a 64 KB segment still to be cut. Without ethtool (not installed here) the offload
+// itself cannot be turned off.
 // ---------------------------------------------------------------------------------------------
 
 const relaySource = `
@@ -268,6 +276,27 @@ const readline = require('node:readline');
 const [bindIp, portText] = process.argv.slice(1);
 const port = Number(portText);
 const pairs = new Map();
+// VXLAN header (8 bytes), then the inner Ethernet frame: its EtherType at 20, IPv4 from 22.
+const ipStart = 22;
+const fillChecksum = (packet) => {
+  if (packet.length < ipStart + 20 || packet.readUInt16BE(20) !== 0x0800) return;
+  const l4 = ipStart + (packet[ipStart] & 0x0f) * 4;
+  const end = ipStart + packet.readUInt16BE(ipStart + 2);
+  const protocol = packet[ipStart + 9];
+  const fragmented = (packet.readUInt16BE(ipStart + 6) & 0x3fff) !== 0;
+  const at = protocol === 6 ? l4 + 16 : protocol === 17 ? l4 + 6 : -1;
+  // A fragment's checksum covers bytes in other fragments; the kernel computed it in full anyway.
+  if (fragmented || at < 0 || end > packet.length || at + 2 > end) return;
+  if (protocol === 17 && packet.readUInt16BE(at) === 0) return;
+  packet.writeUInt16BE(0, at);
+  let sum = protocol + (end - l4);
+  for (let i = ipStart + 12; i < ipStart + 20; i += 2) sum += packet.readUInt16BE(i);
+  for (let i = l4; i + 1 < end; i += 2) sum += packet.readUInt16BE(i);
+  if ((end - l4) % 2 === 1) sum += packet[end - 1] << 8;
+  while (sum > 0xffff) sum = (sum & 0xffff) + (sum >>> 16);
+  const checksum = ~sum & 0xffff;
+  packet.writeUInt16BE(checksum === 0 && protocol === 17 ? 0xffff : checksum, at);
+};
 const socket = dgram.createSocket({ type: 'udp4', recvBufferSize: 4 << 20, sendBufferSize: 4 << 20 });
 socket.on('message', (packet, from) => {
   if (packet.length < 8) return;
@@ -276,6 +305,7 @@ socket.on('message', (packet, from) => {
   if (pair === undefined || pair.blocked) return;
   const to = from.address === pair.ends[0] ? pair.ends[1] : from.address === pair.ends[1] ? pair.ends[0] : undefined;
   if (to === undefined) return;
+  fillChecksum(packet);
   setTimeout(() => {
     if (pairs.get(vni)?.blocked !== true) socket.send(packet, port, to);
   }, pair.delayMs);
@@ -488,7 +518,7 @@ class NetworkImpl implements Network {
   /** A VXLAN device in `from` whose every frame goes to the relay, and `to`'s address routed over it. */
   private addTunnel(from: NetHost, to: NetHost, vni: number): Promise<string> {
     return ipBatch(from.ns, [
-      `link add name d-${to.name} mtu ${tunnelMtu} type vxlan id ${vni} remote ${this.rootIp} dstport ${vxlanPort} nolearning`,
+      `link add name d-${to.name} mtu ${tunnelMtu} gso_max_segs 1 type vxlan id ${vni} remote ${this.rootIp} dstport ${vxlanPort} nolearning`,
       `link set d-${to.name} up`,
       `route add ${to.ip}/32 dev d-${to.name} src ${from.ip}`,
     ]);
