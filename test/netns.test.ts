@@ -33,19 +33,24 @@ net.createServer((socket) => {
 }).listen(Number(port), host, () => process.stdout.write('listening\\n'));
 `;
 
-// Connects, then sends one byte and waits for its echo `rounds` times, timing each; prints one JSON line.
+// Connects, sends one byte and waits for its echo `rounds` times, timing each, then (when asked)
+// sends `bulkBytes` at once and checks they all come back unchanged; prints one JSON line.
 const echoClientSource = `
 const net = require('node:net');
-const [host, port, timeoutMs, rounds] = process.argv.slice(1);
+const [host, port, timeoutMs, rounds, bulkBytes] = process.argv.slice(1).map((arg, i) => (i === 0 ? arg : Number(arg)));
 const result = { connected: false, timedOut: false, rttsMs: [] };
 const finish = (extra) => {
   process.stdout.write(JSON.stringify({ ...result, ...extra }) + '\\n');
   process.exit(0);
 };
-const socket = net.connect({ host, port: Number(port) });
+const socket = net.connect({ host, port });
 socket.setNoDelay(true);
-setTimeout(() => finish({ timedOut: true }), Number(timeoutMs));
+setTimeout(() => finish({ timedOut: true }), timeoutMs);
 socket.on('error', (err) => finish({ error: err.code }));
+const bulk = Buffer.alloc(bulkBytes);
+for (let i = 0; i < bulkBytes; i += 1) bulk[i] = i % 251;
+const echoed = [];
+let echoedBytes = 0;
 let sentAt = 0;
 const ping = () => {
   sentAt = performance.now();
@@ -55,10 +60,17 @@ socket.on('connect', () => {
   result.connected = true;
   ping();
 });
-socket.on('data', () => {
-  result.rttsMs.push(performance.now() - sentAt);
-  if (result.rttsMs.length < Number(rounds)) ping();
-  else finish({});
+socket.on('data', (chunk) => {
+  if (result.rttsMs.length < rounds) {
+    result.rttsMs.push(performance.now() - sentAt);
+    if (result.rttsMs.length < rounds) ping();
+    else if (bulkBytes === 0) finish({});
+    else socket.write(bulk);
+    return;
+  }
+  echoed.push(chunk);
+  echoedBytes += chunk.length;
+  if (echoedBytes >= bulkBytes) finish({ bulkEchoed: Buffer.concat(echoed).equals(bulk) });
 });
 `;
 
@@ -67,12 +79,15 @@ interface EchoResult {
   timedOut: boolean;
   error?: string;
   rttsMs: number[];
+  /** Whether the bulk payload came back intact; only when one was sent. */
+  bulkEchoed?: boolean;
 }
 
 interface EchoOptions {
   port?: number;
   rounds?: number;
   timeoutMs?: number;
+  bulkBytes?: number;
 }
 
 async function outputOf(child: ChildProcess): Promise<string> {
@@ -88,7 +103,7 @@ async function outputOf(child: ChildProcess): Promise<string> {
 /** Runs the echo client inside host `from`'s namespace against `toIp`. */
 async function echoFrom(network: Network, from: string, toIp: string, opts: EchoOptions = {}): Promise<EchoResult> {
   const [file, ...prefix] = network.execPrefix(from);
-  const args = [String(opts.port ?? echoPort), String(opts.timeoutMs ?? connectTimeoutMs), String(opts.rounds ?? 1)];
+  const args = [opts.port ?? echoPort, opts.timeoutMs ?? connectTimeoutMs, opts.rounds ?? 1, opts.bulkBytes ?? 0].map(String);
   const child = spawn(file as string, [...prefix, process.execPath, '-e', echoClientSource, toIp, ...args]);
   return JSON.parse(await outputOf(child)) as EchoResult;
 }
@@ -168,42 +183,55 @@ function dropFilterCount(network: Network, name: string): number {
   return sh(file!, ...prefix, 'tc', 'filter', 'show', 'dev', 'eth0').split('\n').filter((line) => line.includes('match')).length;
 }
 
-// Creates a network in a child process, which is then SIGKILLed: no exit hook runs, as in a crash.
-const orphanSource = `
+// The owner of a network in a child process: it makes the network, prints its prefix and then
+// exits at once when a line arrives on its stdin; otherwise it waits to be signalled.
+const ownerSource = `
 import { createNetwork } from ${JSON.stringify(helperUrl)};
 const network = await createNetwork(['x', 'y']);
+await network.delay(['x'], ['y'], 5);
 process.stdout.write(network.prefix + '\\n');
-setInterval(() => {}, 60_000);
+process.stdin.once('data', () => process.exit(0));
 `;
 
-async function orphanNetwork(): Promise<string> {
-  const child = spawn(process.execPath, ['--import', 'tsx', '--input-type=module', '-e', orphanSource], { cwd: projectRoot });
+interface Owner {
+  child: ChildProcess;
+  prefix: string;
+}
+
+async function startOwner(): Promise<Owner> {
+  const child = spawn(process.execPath, ['--import', 'tsx', '--input-type=module', '-e', ownerSource], { cwd: projectRoot });
   let err = '';
   child.stderr.on('data', (chunk: Buffer) => (err += chunk.toString('utf8')));
   const [chunk] = (await Promise.race([once(child.stdout, 'data'), once(child, 'exit')])) as [Buffer | number];
-  const exited = once(child, 'exit');
-  child.kill('SIGKILL');
-  await exited;
-  if (!Buffer.isBuffer(chunk)) throw new Error(`the orphan's owner exited (${chunk}) before making its network: ${err}`);
-  return chunk.toString('utf8').trim();
+  if (!Buffer.isBuffer(chunk)) throw new Error(`the network's owner exited (${chunk}) before making it: ${err}`);
+  const prefix = chunk.toString('utf8').trim();
+  // Made, so the absence checked afterwards is the cleanup's doing.
+  expect(namespacesNow().filter(ownedBy(prefix)).sort()).toEqual([prefix, `${prefix}-x`, `${prefix}-y`]);
+  expect(linksNow().filter(ownedBy(prefix))).toEqual([`${prefix}-r`]);
+  return { child, prefix };
 }
 
-describe('network namespaces for the chaos runs', () => {
-  let network: Network;
-  const servers: ChildProcess[] = [];
+function expectGone(prefix: string): void {
+  expect(namespacesNow().filter(ownedBy(prefix))).toEqual([]);
+  expect(linksNow().filter(ownedBy(prefix))).toEqual([]);
+}
 
-  beforeAll(async () => {
-    // No skip: a machine that cannot run this fails here with requireNetns()'s message.
-    requireNetns();
-    network = await createNetwork(['a', 'b', 'c']);
-    for (const name of ['a', 'b', 'c']) servers.push(await startEchoServer(network, name));
-  });
+let network: Network;
+const servers: ChildProcess[] = [];
 
-  afterAll(async () => {
-    await stopAll(servers);
-    await network?.destroy();
-  });
+beforeAll(async () => {
+  // No skip: a machine that cannot run this fails here with requireNetns()'s message.
+  requireNetns();
+  network = await createNetwork(['a', 'b', 'c']);
+  for (const name of ['a', 'b', 'c']) servers.push(await startEchoServer(network, name));
+});
 
+afterAll(async () => {
+  await stopAll(servers);
+  await network?.destroy();
+});
+
+describe('a network of namespaces: reachability', () => {
   it('reaches every host from the root namespace, and one host from another', async () => {
     const fromRoot = await Promise.all(['a', 'b', 'c'].map((name) => echoFromRoot(network.hosts[name]!.ip)));
     for (const result of fromRoot) expectEcho(result);
@@ -223,6 +251,11 @@ describe('network namespaces for the chaos runs', () => {
       server.close();
     }
   });
+});
+
+describe('a network of namespaces: partitions and delays', () => {
+  const rounds = { rounds: 5, timeoutMs: delayedTimeoutMs };
+  const delayedBoundMs = 2 * delayMs - 10;
 
   it('partition drops a<->b silently and nothing else; heal restores it', async () => {
     await network.partition(['a'], ['b']);
@@ -245,13 +278,16 @@ describe('network namespaces for the chaos runs', () => {
 
   it(`delay(['a'], ['b'], ${delayMs}) lengthens a<->b round trips only; undelay restores them`, async () => {
     await network.delay(['a'], ['b'], delayMs);
-    const rounds = { rounds: 5, timeoutMs: delayedTimeoutMs };
-    const [aToB, bToA, aToC] = await Promise.all([between(network, 'a', 'b', rounds), between(network, 'b', 'a', rounds), between(network, 'a', 'c', rounds)]);
+    const [aToB, bToA, aToC] = await Promise.all([
+      // A bulk payload too: full-size segments through the tunnel, checksums and MTU included.
+      between(network, 'a', 'b', { ...rounds, bulkBytes: 256 * 1024 }), between(network, 'b', 'a', rounds), between(network, 'a', 'c', rounds),
+    ]);
     const rootToA = await echoFromRoot(network.hosts.a!.ip, 5);
     console.log(`round trips under a ${delayMs} ms delay, min of 5: a->b ${minRtt(aToB).toFixed(1)} ms, b->a ${minRtt(bToA).toFixed(1)} ms, `
       + `a->c ${minRtt(aToC).toFixed(1)} ms, root->a ${minRtt(rootToA).toFixed(1)} ms`);
-    expect(minRtt(aToB)).toBeGreaterThanOrEqual(2 * delayMs - 10);
-    expect(minRtt(bToA)).toBeGreaterThanOrEqual(2 * delayMs - 10);
+    expect(minRtt(aToB)).toBeGreaterThanOrEqual(delayedBoundMs);
+    expect(aToB.bulkEchoed).toBe(true);
+    expect(minRtt(bToA)).toBeGreaterThanOrEqual(delayedBoundMs);
     expect(minRtt(aToC)).toBeLessThan(undelayedBoundMs);
     expect(minRtt(rootToA)).toBeLessThan(undelayedBoundMs);
     await network.undelay();
@@ -261,14 +297,13 @@ describe('network namespaces for the chaos runs', () => {
   });
 
   it('delay and partition compose: neither removes the other', async () => {
-    const rounds = { rounds: 5, timeoutMs: delayedTimeoutMs };
     await network.partition(['a'], ['b']);
     await network.delay(['a'], ['b', 'c'], delayMs);
     const [cut, slow] = await Promise.all([between(network, 'a', 'b'), between(network, 'a', 'c', rounds)]);
     expectTimeout(cut);
-    expect(minRtt(slow)).toBeGreaterThanOrEqual(2 * delayMs - 10);
+    expect(minRtt(slow)).toBeGreaterThanOrEqual(delayedBoundMs);
     await network.heal();
-    expect(minRtt(await between(network, 'a', 'b', rounds))).toBeGreaterThanOrEqual(2 * delayMs - 10);
+    expect(minRtt(await between(network, 'a', 'b', rounds))).toBeGreaterThanOrEqual(delayedBoundMs);
     await network.partition(['a'], ['b']);
     await network.undelay();
     const [stillCut, fast] = await Promise.all([between(network, 'a', 'b'), between(network, 'a', 'c', rounds)]);
@@ -277,14 +312,34 @@ describe('network namespaces for the chaos runs', () => {
     await network.heal();
     expectEcho(await between(network, 'a', 'b'));
   });
+});
 
-  it('removeStaleNetworks removes the network of a dead owner and leaves live ones', async () => {
-    const orphan = await orphanNetwork();
-    expect(namespacesNow().filter(ownedBy(orphan)).sort()).toEqual([orphan, `${orphan}-x`, `${orphan}-y`]);
-    expect(linksNow().filter(ownedBy(orphan))).toEqual([`${orphan}-r`]);
+describe('a network of namespaces: cleanup', () => {
+  it('the exit hook removes the network when its owner exits without destroy()', async () => {
+    const { child, prefix } = await startOwner();
+    const exited = once(child, 'exit');
+    child.stdin?.write('exit\n');
+    expect(await exited).toEqual([0, null]);
+    expectGone(prefix);
+  });
+
+  it('the signal hook removes the network when its owner is interrupted, and the owner still dies of the signal', async () => {
+    const { child, prefix } = await startOwner();
+    const exited = once(child, 'exit');
+    child.kill('SIGINT');
+    expect(await exited).toEqual([null, 'SIGINT']);
+    expectGone(prefix);
+  });
+
+  it('removeStaleNetworks removes the network of a SIGKILLed owner and leaves live ones', async () => {
+    const { child, prefix } = await startOwner();
+    const exited = once(child, 'exit');
+    child.kill('SIGKILL');
+    await exited;
+    // Nothing ran in the owner: everything is still there.
+    expect(namespacesNow().filter(ownedBy(prefix))).toHaveLength(3);
     await removeStaleNetworks();
-    expect(namespacesNow().filter(ownedBy(orphan))).toEqual([]);
-    expect(linksNow().filter(ownedBy(orphan))).toEqual([]);
+    expectGone(prefix);
     // This process's network is alive and untouched.
     expect(namespacesNow().filter(ownedBy(network.prefix))).toHaveLength(4);
     expectEcho(await between(network, 'a', 'b'));
@@ -297,7 +352,6 @@ describe('network namespaces for the chaos runs', () => {
     await stopAll(servers);
     await network.destroy();
     await network.destroy();
-    expect(namespacesNow().filter(ownedBy(network.prefix))).toEqual([]);
-    expect(linksNow().filter(ownedBy(network.prefix))).toEqual([]);
+    expectGone(network.prefix);
   });
 });

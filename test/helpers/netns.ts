@@ -4,14 +4,16 @@
 // them, with the real kernel TCP stack on both ends. Needs root, iproute2 and a kernel with veth,
 // bridge, vxlan, tc htb and u32.
 //
-// This machine's kernel has no tc netem (CONFIG_NET_SCH_NETEM and loadable modules are both off),
-// no prio qdisc and no gact action, so the layout uses what it has: partitions are u32 filters that
-// classify into an htb class whose pfifo holds nothing, and a delayed pair's traffic is routed
-// through a VXLAN tunnel whose UDP datagrams go through a small relay process in the root
-// namespace that holds each one for the delay. Drops live in tc on each host's eth0, delays in
-// routes, tunnels and the relay: adding or removing either never touches the other.
+// No tc netem, prio or gact: the kernel this was written on (6.18, built without
+// CONFIG_NET_SCH_NETEM and without loadable modules) has none of them, so the layout uses only
+// what it has. A partition is u32 filters that classify into an htb class whose pfifo holds
+// nothing; a delayed pair's traffic is routed through a VXLAN tunnel whose UDP datagrams pass a
+// small relay process in the root namespace that holds each one for the delay. Drops live in tc
+// on each host's eth0, delays in routes, tunnels and the relay: adding or removing either never
+// touches the other.
 import { execFile, execFileSync, spawn, type ChildProcess } from 'node:child_process';
 import { once } from 'node:events';
+import type { Socket } from 'node:net';
 import { createInterface } from 'node:readline';
 import { promisify } from 'node:util';
 import { MissingPrerequisite, requireBinary } from './prereq.ts';
@@ -122,10 +124,9 @@ function runSync(argv: string[], input?: string): string {
   }
 }
 
-/** Several ip commands in one process, inside namespace `ns` (the root namespace when undefined). */
-function ipBatch(ns: string | undefined, lines: string[]): Promise<string> {
-  const where = ns === undefined ? [] : ['-n', ns];
-  return run([requireTools().ip, ...where, '-batch', '-'], `${lines.join('\n')}\n`);
+/** Several ip commands in one process, inside namespace `ns`. */
+function ipBatch(ns: string, lines: string[]): Promise<string> {
+  return run([requireTools().ip, '-n', ns, '-batch', '-'], `${lines.join('\n')}\n`);
 }
 
 function tcBatch(ns: string, lines: string[]): Promise<string> {
@@ -325,46 +326,66 @@ type RelayCommand =
   | { op: 'remove'; vni: number };
 
 class Relay {
+  /** Resolves once the relay listens; rejects (and the relay is killed) if it does not within the bound. */
+  readonly ready: Promise<void>;
+  private readonly child: ChildProcess;
   private nextId = 0;
   private readonly waiting = new Map<number, () => void>();
   private stderrTail = '';
   private exited = false;
 
-  private constructor(private readonly child: ChildProcess) {
-    child.stderr?.on('data', (chunk: Buffer) => {
+  constructor(bindIp: string) {
+    this.child = spawn(process.execPath, ['-e', relaySource, bindIp, String(vxlanPort)], { stdio: ['pipe', 'pipe', 'pipe'] });
+    // A write to a relay that died fails here; the 'exit' handlers are what report it.
+    this.child.stdin?.on('error', () => undefined);
+    (this.child.stdin as Socket).unref();
+    (this.child.stderr as Socket).unref();
+    this.child.stderr?.on('data', (chunk: Buffer) => {
       this.stderrTail = (this.stderrTail + chunk.toString('utf8')).slice(-4_000);
     });
-    child.once('exit', () => {
+    this.child.once('exit', () => {
       this.exited = true;
+    });
+    this.ready = this.started().catch((err: unknown) => {
+      this.stopSync();
+      throw err;
     });
   }
 
-  static async start(bindIp: string): Promise<Relay> {
-    const child = spawn(process.execPath, ['-e', relaySource, bindIp, String(vxlanPort)], { stdio: ['pipe', 'pipe', 'pipe'] });
-    const relay = new Relay(child);
-    const lines = createInterface({ input: child.stdout as NodeJS.ReadableStream });
-    const ready = new Promise<void>((resolve, reject) => {
-      const timer = setTimeout(() => reject(new Error(`delay relay did not start within ${relayStartTimeoutMs} ms: ${relay.stderrTail}`)), relayStartTimeoutMs);
-      child.once('exit', (code) => reject(new Error(`delay relay exited (${code}) before it was ready: ${relay.stderrTail}`)));
+  private started(): Promise<void> {
+    const lines = createInterface({ input: this.child.stdout as Socket });
+    return new Promise<void>((resolve, reject) => {
+      const timer = setTimeout(() => reject(new Error(`delay relay did not start within ${relayStartTimeoutMs} ms: ${this.stderrTail}`)), relayStartTimeoutMs);
+      this.child.once('exit', (code) => reject(new Error(`delay relay exited (${code}) before it was ready: ${this.stderrTail}`)));
       lines.once('line', () => {
         clearTimeout(timer);
+        lines.on('line', (line) => this.answered(line));
+        this.hold(false);
         resolve();
       });
     });
-    try {
-      await ready;
-    } catch (err) {
-      child.kill('SIGKILL');
-      throw err;
+  }
+
+  /**
+   * Whether the relay keeps its owner's event loop alive: only while a command awaits its answer.
+   * Idle, it never stops the owner from exiting; the exit hook then kills it.
+   */
+  private hold(on: boolean): void {
+    const stdout = this.child.stdout as Socket;
+    if (on) {
+      this.child.ref();
+      stdout.ref();
+    } else {
+      this.child.unref();
+      stdout.unref();
     }
-    lines.on('line', (line) => relay.answered(line));
-    return relay;
   }
 
   private answered(line: string): void {
     const { id } = JSON.parse(line) as { id: number };
     this.waiting.get(id)?.();
     this.waiting.delete(id);
+    if (this.waiting.size === 0) this.hold(false);
   }
 
   /** Resolves once the relay has applied the command, so no packet meets the old rule after it. */
@@ -374,6 +395,7 @@ class Relay {
     return new Promise((resolve, reject) => {
       const onExit = () => reject(new Error(`delay relay exited during ${command.op}: ${this.stderrTail}`));
       this.child.once('exit', onExit);
+      if (this.waiting.size === 0) this.hold(true);
       this.waiting.set(id, () => {
         this.child.off('exit', onExit);
         resolve();
@@ -385,6 +407,8 @@ class Relay {
   async stop(): Promise<void> {
     if (this.exited) return;
     const exited = once(this.child, 'exit');
+    // Held, or an owner with nothing else to do could exit before destroy() deletes the namespaces.
+    this.hold(true);
     this.child.kill('SIGKILL');
     await exited;
   }
@@ -423,12 +447,14 @@ function installExitHooks(): void {
 // The network.
 // ---------------------------------------------------------------------------------------------
 
+type Pair = readonly [NetHost, NetHost];
+
 interface Delayed {
+  pair: Pair;
+  /** The VXLAN id of the pair's tunnel, which is how the relay tells pairs apart. */
   vni: number;
   delayMs: number;
 }
-
-type Pair = readonly [NetHost, NetHost];
 
 const pairKey = ([x, y]: Pair): string => (x.name < y.name ? `${x.name} ${y.name}` : `${y.name} ${x.name}`);
 
@@ -436,7 +462,8 @@ class NetworkImpl implements Network {
   readonly hosts: Record<string, NetHost> = {};
   rootIp = '';
   private readonly partitioned = new Map<string, Pair>();
-  private readonly delayed = new Map<string, Delayed & { pair: Pair }>();
+  private readonly delayed = new Map<string, Delayed>();
+  /** Started by the first delay(). */
   private relay: Relay | undefined;
   private nextVni = 1;
   private destroyed = false;
@@ -499,7 +526,9 @@ class NetworkImpl implements Network {
   async delay(a: string[], b: string[], ms: number): Promise<void> {
     if (!Number.isFinite(ms) || ms <= 0 || ms > 60_000) throw new RangeError(`delay must be in (0, 60000] ms, got ${ms}`);
     const pairs = this.pairs(a, b);
-    if (this.relay === undefined) this.relay = await Relay.start(this.rootIp);
+    // Made before the first await, so two delay() calls at once start one relay.
+    this.relay ??= new Relay(this.rootIp);
+    await this.relay.ready;
     await Promise.all(pairs.map(async (pair) => {
       const key = pairKey(pair);
       const known = this.delayed.get(key);
