@@ -52,8 +52,16 @@ export const legsStreamSpecs = (regions: readonly Region[], replicas: number): S
 
 /** How often the consumers are matched to the shards this node owns. */
 const RECONCILE_MS = 250;
-/** A leg not acked within this is delivered again (a handler is bounded well below it). */
-const ACK_WAIT_MS = 30_000;
+/**
+ * A leg not acked within this is delivered again (a handler is bounded at half of it). Short,
+ * because it is also how long legs delivered to an owner that froze (a pause, a partition: its
+ * pull was still open) wait before its successor sees them; the relay's copy cannot overtake
+ * them (same Nats-Msg-Id). npm run chaos pause-owner: 18-19 s from SIGCONT to everything
+ * settled at 30 s, which is this wait; a redelivery of a leg still in progress is a no-op.
+ */
+const ACK_WAIT_MS = 6_000;
+/** The longest wait before a failed leg comes again: after an outage ends, legs move within it. */
+const MAX_RETRY_DELAY_MS = 2_000;
 /** Deliveries a shard's consumer has out at once: enough for its actors' mailboxes to batch them. */
 const MAX_ACK_PENDING = 1_024;
 const PULL_BATCH = 128;
@@ -188,7 +196,7 @@ export class BusLegs {
     try {
       await bus.ensureConsumer(stream, { durable, filterSubject: shardSubjects(shard), ackWaitMs: ACK_WAIT_MS, maxAckPending: MAX_ACK_PENDING });
       return await bus.consume(stream, durable, (m) => this.handle(m), {
-        batchSize: PULL_BATCH, concurrency: PULL_BATCH, retryDelayMs: 250, maxRetryDelayMs: 10_000, handlerTimeoutMs: ACK_WAIT_MS / 2, pullExpiresMs: PULL_EXPIRES_MS,
+        batchSize: PULL_BATCH, concurrency: PULL_BATCH, retryDelayMs: 250, maxRetryDelayMs: MAX_RETRY_DELAY_MS, handlerTimeoutMs: ACK_WAIT_MS / 2, pullExpiresMs: PULL_EXPIRES_MS,
         // A lost ack costs one redelivery after the ack wait, which the inbound leg makes a no-op:
         // cheaper than a confirmed ack's round trip on every leg.
         confirmAcks: false,
