@@ -10,7 +10,7 @@ import { parseArgs } from 'node:util';
 import { isMain } from '../bench/lib/main.ts';
 import { formatTable } from '../bench/lib/table.ts';
 import { createTestDatabase } from '../test/helpers/db.ts';
-import { startCluster, startRedisMasters, type LocalCluster, type RedisMasters } from '../test/helpers/cluster.ts';
+import { startCluster, startRedisMasters, type LocalCluster, type ProcessHost, type RedisMasters } from '../test/helpers/cluster.ts';
 import { startPostgresInstances, type PgInstance } from '../test/helpers/postgres-instances.ts';
 import { alertRulesPath, startPrometheus, type RunningPrometheus } from './prometheus.ts';
 
@@ -25,6 +25,12 @@ export interface LocalClusterOptions {
   adminKey: string;
   /** Environment for every node (LEASE_TTL_MS, LOG_LEVEL, ...). */
   env: Record<string, string>;
+  /**
+   * Where things run on a network of namespaces (test/helpers/netns.ts): each node by its id,
+   * each Redis master, and the address and network the PostgreSQL servers listen on besides
+   * loopback (separatePostgres only). Without it, everything is on loopback.
+   */
+  placement?: { nodes: Record<string, ProcessHost>; masters: ProcessHost[]; postgres: { ip: string; network: string } };
 }
 
 /** Where the regions' data lives: `given` (databaseUrl, shared, kept), `created` (local PostgreSQL, dropped), `separate` (a server per region, stopped). */
@@ -70,7 +76,8 @@ async function provideDatabases(regions: string[], opts: LocalClusterOptions): P
   }
   if (opts.separatePostgres) {
     // Each server's own `postgres` database: the server exists for this cluster alone.
-    const servers = await startPostgresInstances(regions.length, { namePrefix: 'geopay-cluster' });
+    const listen = opts.placement ? { listen: opts.placement.postgres } : {};
+    const servers = await startPostgresInstances(regions.length, { namePrefix: 'geopay-cluster', ...listen });
     const instances = byRegion(regions, servers.instances);
     return { urls: byRegion(regions, servers.instances.map((i) => i.url)), source: 'separate', instances, remove: () => servers.stopAll() };
   }
@@ -104,10 +111,11 @@ export async function startLocalCluster(opts: LocalClusterOptions): Promise<Runn
     return stopping;
   };
   try {
-    redis = await startRedisMasters(opts.masters);
+    redis = await startRedisMasters(opts.masters, opts.placement?.masters);
     // A given database is every region's, as one shared database (no REGION_DATABASE_URLS).
     const databases = dbs.source === 'given' ? {} : { regionDatabases: dbs.urls };
-    cluster = await startCluster({ databaseUrl: controlUrl, ...databases, adminKey: opts.adminKey, regions: opts.regions, redisUrls: redis.urls, env: opts.env });
+    const hosts = opts.placement ? { hosts: opts.placement.nodes } : {};
+    cluster = await startCluster({ databaseUrl: controlUrl, ...databases, ...hosts, adminKey: opts.adminKey, regions: opts.regions, redisUrls: redis.urls, env: opts.env });
   } catch (err) {
     await shutdown();
     throw err;

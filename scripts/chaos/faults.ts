@@ -26,6 +26,8 @@ export interface Fault {
   id: string;
   /** Runs before the scenario's load starts (a node restarted under libfaketime, ...). */
   prepare?(world: World): Promise<void>;
+  /** Needs the world on a network of namespaces (a partition, latency). */
+  network?: boolean;
   /** Injects the fault, waits while it lasts, heals it; resolves at the heal. */
   run(ctx: FaultContext): Promise<Injected>;
   /** The longest window the fault may cause, ms. */
@@ -38,14 +40,14 @@ export const ownerBound = (w: World): number => w.leaseTtlMs + 2_000;
 export const NO_WINDOW_MS = 3_000;
 
 /** The owner of the hot account's shard (the busiest owner) and the run's accounts it owns now. */
-async function busiestOwner(w: World): Promise<{ node: ClusterNode; shard: string; affected: Injected['affected'] }> {
+export async function busiestOwner(w: World): Promise<{ node: ClusterNode; shard: string; affected: Injected['affected'] }> {
   const { node, shard } = await w.ownerOf(w.hot);
   const accounts = new Set(await w.accountsOwnedBy(node.nodeId));
   return { node, shard, affected: { label: `${node.nodeId}'s shards (${accounts.size} accounts)`, accounts } };
 }
 
 /** Down for as long as this scenario allows: a third of its load, between 5 and 20 s. */
-const outageMs = (seconds: number): number => Math.min(20_000, Math.max(5_000, Math.round(seconds * 1000 / 3)));
+export const outageMs = (seconds: number): number => Math.min(20_000, Math.max(5_000, Math.round(seconds * 1000 / 3)));
 
 const killOwner: Fault = {
   id: 'kill-owner',
@@ -147,7 +149,7 @@ const pgDown: Fault = {
   boundMs: (_w, c) => outageMs(c.seconds) + 10_000,
 };
 
-const regionAccounts = (w: World, region: string): Injected['affected'] =>
+export const regionAccounts = (w: World, region: string): Injected['affected'] =>
   ({ label: `${region}'s accounts`, accounts: new Set(w.accounts[region]) });
 
 const natsRestart: Fault = {

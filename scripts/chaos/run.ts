@@ -54,8 +54,10 @@ export async function runChaos(o: ChaosOptions): Promise<ChaosReport> {
   const startedAt = new Date().toISOString();
   let records: RequestRecord[] = [];
   const say = o.onProgress ?? (() => undefined);
-  say('starting the cluster: 3 regions x 2 nodes, 3 Redis masters, a PostgreSQL server per region, a nats-server');
-  const world = await startWorld({ accountsPerRegion: o.accountsPerRegion, spikeLimitPerS: SPIKE_LIMIT_PER_S, env: o.env, record: (r) => records.push(r) });
+  say(`starting the cluster: 3 regions x 2 nodes, 3 Redis masters, a PostgreSQL server per region, a nats-server${faults.some((f) => f.network) ? ', each node and master in a network namespace of its own' : ''}`);
+  // On a network of namespaces when a fault needs one; on loopback otherwise.
+  const netns = faults.some((f) => f.network === true);
+  const world = await startWorld({ accountsPerRegion: o.accountsPerRegion, spikeLimitPerS: SPIKE_LIMIT_PER_S, env: o.env, record: (r) => records.push(r), netns });
   o.onWorld?.(world);
   // Ctrl-C or a failure: every process the world started is stopped, its folders removed.
   const offInterrupt = onInterrupt(() => world.shutdown());
@@ -86,6 +88,8 @@ async function restore(world: World): Promise<void> {
   const { redis, pgInstances } = world.running;
   for (let i = 0; i < redis.urls.length; i++) if (redis.pid(i) === undefined) await redis.restart(i);
   for (const pg of Object.values(pgInstances ?? {})) if (!pg.running) await pg.start();
+  await world.network?.heal();
+  await world.network?.undelay();
   if (world.nats.pid(0) === undefined) await world.nats.restart(0);
   await world.heal();
 }

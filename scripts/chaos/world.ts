@@ -5,8 +5,9 @@
 import { randomBytes } from 'node:crypto';
 import pg from 'pg';
 import { startNatsServers, type NatsServers } from '../../test/helpers/nats.ts';
-import { clusterMap, waitFor, type ClusterMap, type ClusterNode } from '../../test/helpers/cluster.ts';
-import { defaultOptions, startLocalCluster, type RunningCluster } from '../cluster.ts';
+import { clusterMap, waitFor, type ClusterMap, type ClusterNode, type ProcessHost } from '../../test/helpers/cluster.ts';
+import { defaultOptions, startLocalCluster, type LocalClusterOptions, type RunningCluster } from '../cluster.ts';
+import { createNetwork, removeStaleNetworks, requireNetns, type Network } from '../../test/helpers/netns.ts';
 import { LoadClient } from '../../bench/lib/client.ts';
 import type { RequestRecord } from '../../bench/lib/request-log.ts';
 import { createTenant, inParallel, mustPost, setupKeys } from '../../bench/lib/setup.ts';
@@ -24,6 +25,8 @@ export interface WorldOptions {
   env: Record<string, string>;
   /** Where every client attempt is recorded (the checker reads it). */
   record: (r: RequestRecord) => void;
+  /** Every node and Redis master in a network namespace of its own (the partition and latency faults need it). */
+  netns: boolean;
 }
 
 export interface Tenant {
@@ -34,6 +37,8 @@ export interface Tenant {
 export interface World {
   running: RunningCluster;
   nats: NatsServers;
+  /** The network of namespaces, when the world runs on one. */
+  network: Network | undefined;
   /** Each region's database, for the settle wait, the checker and the faults' aim. */
   pools: Record<string, pg.Pool>;
   tenant: Tenant;
@@ -62,18 +67,49 @@ export interface World {
 /** The region an id names: acc_<region>_..., tr_<region>_..., hold_<region>_... */
 export const regionOf = (id: string): string => /^[a-z]+_([a-z0-9-]+)_/.exec(id)?.[1] ?? 'unknown';
 
-async function startParts(env: Record<string, string>): Promise<{ running: RunningCluster; nats: NatsServers }> {
-  const nats = await startNatsServers(1, { namePrefix: 'geopay-chaos' });
+/** The hosts of a world on a network of namespaces: a node per namespace, a Redis master per namespace, master i "in" region i. */
+export const hostOf = (nodeId: string): string => nodeId.replace('-', '');
+const MASTER_HOSTS = ['r0', 'r1', 'r2'];
+/** Each region's hosts: its nodes and its Redis master (a partition of the region cuts them all off). */
+export const regionHosts = (region: string): string[] =>
+  [...Array.from({ length: NODES_PER_REGION }, (_, i) => hostOf(`${region}-${i + 1}`)), MASTER_HOSTS[REGIONS.indexOf(region as (typeof REGIONS)[number])]!];
+
+interface Parts { running: RunningCluster; nats: NatsServers; network: Network | undefined }
+
+/** The network of namespaces and where each part runs on it; PostgreSQL and NATS listen on the root namespace's address. */
+async function placeOnNetwork(): Promise<{ network: Network; placement: NonNullable<LocalClusterOptions['placement']> }> {
+  requireNetns();
+  await removeStaleNetworks();
+  const nodeIds = REGIONS.flatMap((r) => Array.from({ length: NODES_PER_REGION }, (_, i) => `${r}-${i + 1}`));
+  const network = await createNetwork([...nodeIds.map(hostOf), ...MASTER_HOSTS]);
+  const host = (name: string): ProcessHost => ({ ip: network.hosts[name]!.ip, wrap: network.execPrefix(name) });
+  const subnet = `${network.rootIp.split('.').slice(0, 3).join('.')}.0/24`;
+  return {
+    network,
+    placement: {
+      nodes: Object.fromEntries(nodeIds.map((id) => [id, host(hostOf(id))])),
+      masters: MASTER_HOSTS.map(host),
+      postgres: { ip: network.rootIp, network: subnet },
+    },
+  };
+}
+
+async function startParts(env: Record<string, string>, netns: boolean): Promise<Parts> {
+  const placed = netns ? await placeOnNetwork() : undefined;
+  let nats: NatsServers | undefined;
   try {
+    nats = await startNatsServers(1, { namePrefix: 'geopay-chaos', ...(placed ? { host: placed.network.rootIp } : {}) });
     const opts = defaultOptions();
     opts.databaseUrl = '';
     opts.separatePostgres = true;
     opts.regions = Object.fromEntries(REGIONS.map((r) => [r, NODES_PER_REGION]));
     opts.adminKey = `gp_admin_${randomBytes(16).toString('hex')}`;
     opts.env = { LOG_LEVEL: process.env.LOG_LEVEL ?? 'warn', NATS_URLS: nats.urls.join(','), NATS_REPLICAS: '1', ...env };
-    return { running: await startLocalCluster(opts), nats };
+    if (placed) opts.placement = placed.placement;
+    return { running: await startLocalCluster(opts), nats, network: placed?.network };
   } catch (err) {
-    await nats.stopAll();
+    await nats?.stopAll();
+    await placed?.network.destroy();
     throw err;
   }
 }
@@ -88,7 +124,7 @@ function regionPools(running: RunningCluster): Record<string, pg.Pool> {
 }
 
 export async function startWorld(o: WorldOptions): Promise<World> {
-  const { running, nats } = await startParts(o.env);
+  const { running, nats, network } = await startParts(o.env, o.netns);
   const pools = regionPools(running);
   const clients = new Map<string, LoadClient>();
   const client = (node: ClusterNode): LoadClient => {
@@ -105,6 +141,7 @@ export async function startWorld(o: WorldOptions): Promise<World> {
     await Promise.all(Object.values(pools).map((p) => p.end().catch(() => undefined)));
     await running.shutdown();
     await nats.stopAll();
+    await network?.destroy();
   };
   try {
     await waitForOwners(running, up, 60_000);
@@ -112,7 +149,7 @@ export async function startWorld(o: WorldOptions): Promise<World> {
     const { track, ...owners } = aim(running, pools, up);
     await track([...Object.values(made.accounts).flat(), made.hot]);
     return {
-      running, nats, pools, ...made, leaseTtlMs: Number(o.env.LEASE_TTL_MS ?? 10_000), spikeLimitPerS: o.spikeLimitPerS, client, up, ...owners,
+      running, nats, network, pools, ...made, leaseTtlMs: Number(o.env.LEASE_TTL_MS ?? 10_000), spikeLimitPerS: o.spikeLimitPerS, client, up, ...owners,
       heal: () => healCluster(running, up),
       restartNode: async (nodeId, env) => {
         const old = running.cluster.node(nodeId);
@@ -124,8 +161,10 @@ export async function startWorld(o: WorldOptions): Promise<World> {
       shutdown,
     };
   } catch (err) {
+    // What the nodes said is the first thing to read when a world does not come up.
+    const said = running.cluster.nodes.map((n) => `--- ${n.nodeId} (pid ${n.pid}, ${n.alive ? 'alive' : 'exited'}) ---\n${n.output().slice(-1_500)}`).join('\n');
     await shutdown();
-    throw err;
+    throw new Error(`${(err as Error).message}\n${said}`, { cause: err });
   }
 }
 

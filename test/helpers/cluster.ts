@@ -40,11 +40,22 @@ interface RedisProcess {
   exited: Promise<void>;
 }
 
+/** Where a process runs: an address to listen on, and an argv its command is appended to (a network namespace). */
+export interface ProcessHost {
+  ip: string;
+  wrap: string[];
+}
+
+const LOOPBACK: ProcessHost = { ip: '127.0.0.1', wrap: [] };
+
 /** Starts one redis-server on `port` and resolves once it accepts connections; rejects when it exits first. */
-function spawnRedis(port: number): Promise<RedisProcess> {
+function spawnRedis(port: number, host: ProcessHost = LOOPBACK): Promise<RedisProcess> {
+  // Off the loopback only on a network of the run's own namespaces, where protected mode would refuse the nodes.
+  const open = host.ip === LOOPBACK.ip ? [] : ['--protected-mode', 'no'];
+  const command = [...host.wrap, 'redis-server', '--port', String(port), '--save', '', '--appendonly', 'no', '--bind', host.ip, ...open, '--dir', tmpdir()];
   const child = spawn(
-    'redis-server',
-    ['--port', String(port), '--save', '', '--appendonly', 'no', '--bind', '127.0.0.1', '--dir', tmpdir()],
+    command[0]!,
+    command.slice(1),
     // Own process group: a Ctrl-C at the terminal of `npm run cluster` must not take Redis down
     // before the nodes have released their leases; the owner of this object stops it.
     { stdio: ['ignore', 'pipe', 'pipe'], detached: true },
@@ -99,8 +110,9 @@ export interface RedisMasters {
   stopAll(): Promise<void>;
 }
 
-/** Starts `n` independent Redis masters on free loopback ports, without persistence. */
-export async function startRedisMasters(n: number): Promise<RedisMasters> {
+/** Starts `n` independent Redis masters on free ports, without persistence: on loopback, or master i on `hosts[i]`. */
+export async function startRedisMasters(n: number, hosts?: ProcessHost[]): Promise<RedisMasters> {
+  const hostOf = (i: number): ProcessHost => hosts?.[i] ?? LOOPBACK;
   requireRedisServerBinary();
   const ports: number[] = [];
   const procs: (RedisProcess | undefined)[] = [];
@@ -117,7 +129,7 @@ export async function startRedisMasters(n: number): Promise<RedisMasters> {
       for (let attempt = 0; ; attempt++) {
         const port = await freePort();
         try {
-          procs.push(await spawnRedis(port));
+          procs.push(await spawnRedis(port, hostOf(i)));
           ports.push(port);
           break;
         } catch (err) {
@@ -130,7 +142,7 @@ export async function startRedisMasters(n: number): Promise<RedisMasters> {
     throw err;
   }
   return {
-    urls: ports.map((p) => `redis://127.0.0.1:${p}`),
+    urls: ports.map((p, i) => `redis://${hostOf(i).ip}:${p}`),
     ports,
     pid: (i) => procs[i]?.child.pid,
     kill: (i, signal = 'SIGKILL') => stopOne(i, signal),
@@ -139,7 +151,7 @@ export async function startRedisMasters(n: number): Promise<RedisMasters> {
       const deadline = Date.now() + redisRestartRetryMs;
       for (;;) {
         try {
-          procs[i] = await spawnRedis(ports[i]!);
+          procs[i] = await spawnRedis(ports[i]!, hostOf(i));
           return;
         } catch (err) {
           if (Date.now() > deadline) throw err;
@@ -195,6 +207,8 @@ export interface StartClusterOptions {
   clusterSecret?: string;
   /** Lines of stdout each node keeps for logLines() (tests that read the logs); none by default. */
   keepLogLines?: number;
+  /** Where each node runs, by node id (a network namespace of its own); loopback for the others. */
+  hosts?: Record<string, ProcessHost>;
 }
 
 export interface AddNodeOptions {
@@ -231,9 +245,11 @@ export async function startCluster(opts: StartClusterOptions): Promise<LocalClus
   const counters = new Map<string, number>();
 
   const launch = async (region: string, nodeId: string, env: Record<string, string> = {}): Promise<ClusterNode> => {
+    const host = opts.hosts?.[nodeId];
     const proc: ServerProcess = await startServer({
       databaseUrl: perRegion?.[region] ?? opts.databaseUrl,
       adminKey: opts.adminKey,
+      ...(host ? { wrap: host.wrap } : {}),
       ...(opts.keepLogLines === undefined ? {} : { keepLogLines: opts.keepLogLines }),
       env: {
         // Every node holds a pool; max_connections (100 here) is shared by the whole cluster.
@@ -242,6 +258,7 @@ export async function startCluster(opts: StartClusterOptions): Promise<LocalClus
         ...(perRegion ? { REGION_DATABASE_URLS: Object.entries(perRegion).map(([r, u]) => `${r}=${u}`).join(','), CONTROL_DATABASE_URL: controlUrl } : {}),
         ...opts.env,
         ...env,
+        ...(host ? { HOST: host.ip, INTERNAL_HOST: host.ip } : {}),
         NODE_ID: nodeId,
         REGION: region,
         REGIONS: regions.join(','),

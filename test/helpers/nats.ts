@@ -65,13 +65,13 @@ interface Ports {
  * once every one answers /healthz and, for a cluster, all agree on a meta leader that sees
  * every peer as current, so an R3 stream can be created at once.
  */
-export async function startNatsServers(n: number, opts: { namePrefix?: string } = {}): Promise<NatsServers> {
+export async function startNatsServers(n: number, opts: { namePrefix?: string; /** Listen here instead of 127.0.0.1 (a network of namespaces' root address). */ host?: string } = {}): Promise<NatsServers> {
   const binary = requireBinary('nats-server', 'nats-server', installNatsServerCommand);
   const prefix = opts.namePrefix ?? 'geopay-nats';
   for (let attempt = 1; ; attempt++) {
     const ports: Ports[] = [];
     for (let i = 0; i < n; i++) ports.push({ client: await freePort(), cluster: await freePort(), monitor: await freePort() });
-    const servers = await Promise.all(ports.map((p, i) => LocalNats.create(binary, `${prefix}-${i}`, p, n > 1 ? ports : undefined)));
+    const servers = await Promise.all(ports.map((p, i) => LocalNats.create(binary, `${prefix}-${i}`, p, n > 1 ? ports : undefined, opts.host ?? '127.0.0.1')));
     try {
       await Promise.all(servers.map((s) => s.start()));
       if (n > 1) await waitForMetaLeader(servers);
@@ -123,18 +123,19 @@ class LocalNats {
     private readonly root: string,
     /** Every member's ports, for the routes; undefined for a lone server. */
     private readonly cluster: Ports[] | undefined,
+    private readonly host: string,
   ) {}
 
-  static async create(binary: string, name: string, ports: Ports, cluster: Ports[] | undefined): Promise<LocalNats> {
+  static async create(binary: string, name: string, ports: Ports, cluster: Ports[] | undefined, host: string): Promise<LocalNats> {
     const root = await mkdtemp(join(tmpdir(), `${name}-`));
-    return new LocalNats(binary, name, ports, root, cluster);
+    return new LocalNats(binary, name, ports, root, cluster, host);
   }
 
   get url(): string {
-    return `nats://127.0.0.1:${this.ports.client}`;
+    return `nats://${this.host}:${this.ports.client}`;
   }
   get monitorUrl(): string {
-    return `http://127.0.0.1:${this.ports.monitor}`;
+    return `http://${this.host}:${this.ports.monitor}`;
   }
   get pid(): number | undefined {
     return this.proc?.child.pid;
@@ -144,10 +145,10 @@ class LocalNats {
   }
 
   private args(): string[] {
-    const args = ['-n', this.name, '-a', '127.0.0.1', '-p', String(this.ports.client), '-m', String(this.ports.monitor), '-js', '-sd', join(this.root, 'store')];
+    const args = ['-n', this.name, '-a', this.host, '-p', String(this.ports.client), '-m', String(this.ports.monitor), '-js', '-sd', join(this.root, 'store')];
     if (this.cluster) {
-      const routes = this.cluster.map((p) => `nats://127.0.0.1:${p.cluster}`).join(',');
-      args.push('--cluster', `nats://127.0.0.1:${this.ports.cluster}`, '--routes', routes, '--cluster_name', 'geopay-test');
+      const routes = this.cluster.map((p) => `nats://${this.host}:${p.cluster}`).join(',');
+      args.push('--cluster', `nats://${this.host}:${this.ports.cluster}`, '--routes', routes, '--cluster_name', 'geopay-test');
     }
     return args;
   }

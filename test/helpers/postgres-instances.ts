@@ -29,8 +29,8 @@ const tailChars = 4_000;
  * survive a crash there exactly as in production. Only 127.0.0.1 listens; the unix socket goes
  * into the instance's own folder, never /var/run/postgresql where the machine's cluster has its.
  */
-const settings = (port: number, socketDir: string, name: string): Record<string, string> => ({
-  listen_addresses: '127.0.0.1',
+const settings = (port: number, socketDir: string, name: string, also: string | undefined): Record<string, string> => ({
+  listen_addresses: also ? `127.0.0.1,${also}` : '127.0.0.1',
   port: String(port),
   unix_socket_directories: socketDir,
   cluster_name: name,
@@ -42,8 +42,9 @@ const settings = (port: number, socketDir: string, name: string): Record<string,
   log_min_messages: 'warning',
 });
 
-/** Trust on the loopback only: the server listens nowhere else, and no unix-socket line at all. */
-const hbaConf = 'host all postgres 127.0.0.1/32 trust\nhost all all 127.0.0.1/32 trust\n';
+/** Trust on the loopback only (and the run's own network, when it listens there too); no unix-socket line at all. */
+const hbaConf = (network: string | undefined): string =>
+  `host all postgres 127.0.0.1/32 trust\nhost all all 127.0.0.1/32 trust\n${network ? `host all all ${network} trust\n` : ''}`;
 
 export interface PgInstance {
   /** postgres://postgres@127.0.0.1:<port>/postgres */
@@ -72,6 +73,11 @@ export interface PgInstances {
 export interface StartPostgresOptions {
   /** Start of the temporary folders' names and of each server's cluster_name (seen in ps); default `geopay-pg`. */
   namePrefix?: string;
+  /**
+   * Also listen on `ip` (this namespace's address on a network of namespaces, test/helpers/netns.ts),
+   * trusting `network` (its CIDR); the url then names `ip`, so processes in the namespaces reach it.
+   */
+  listen?: { ip: string; network: string };
 }
 
 interface OsUser {
@@ -100,7 +106,7 @@ export async function startPostgresInstances(n: number, opts: StartPostgresOptio
   const user = postgresUser();
   const prefix = opts.namePrefix ?? 'geopay-pg';
   // Settled, not all: on a failure every instance that did start is stopped, none left starting.
-  const started = await Promise.allSettled(Array.from({ length: n }, (_, i) => createInstance(binDir, user, `${prefix}-${i}`)));
+  const started = await Promise.allSettled(Array.from({ length: n }, (_, i) => createInstance(binDir, user, `${prefix}-${i}`, opts.listen)));
   const instances = started.flatMap((r) => (r.status === 'fulfilled' ? [r.value] : []));
   const stopAll = async (): Promise<void> => {
     await Promise.all(instances.map((i) => i.destroy()));
@@ -137,15 +143,15 @@ function asUser(user: OsUser): SpawnOptions {
   throw new Error(`starting PostgreSQL instances needs root or the postgres user (uid ${user.uid}); this process runs as uid ${me}`);
 }
 
-async function createInstance(binDir: string, user: OsUser, name: string): Promise<LocalPostgres> {
+async function createInstance(binDir: string, user: OsUser, name: string, listen: StartPostgresOptions['listen']): Promise<LocalPostgres> {
   const root = await mkdtemp(join(tmpdir(), `${name}-`));
   try {
     chownSync(root, user.uid, user.gid);
     const dataDir = join(root, 'data');
     await initdb(binDir, user, root, dataDir);
     // Overwriting initdb's file keeps its owner (postgres) and mode.
-    writeFileSync(join(dataDir, 'pg_hba.conf'), hbaConf);
-    const instance = new LocalPostgres(binDir, user, name, root, dataDir);
+    writeFileSync(join(dataDir, 'pg_hba.conf'), hbaConf(listen?.network));
+    const instance = new LocalPostgres(binDir, user, name, root, dataDir, listen?.ip);
     await instance.startOnFreePort();
     return instance;
   } catch (err) {
@@ -185,13 +191,15 @@ class LocalPostgres implements PgInstance {
     private readonly name: string,
     private readonly root: string,
     readonly dataDir: string,
+    /** An address it listens on besides 127.0.0.1, which the url names. */
+    private readonly ip: string | undefined,
   ) {}
 
   get port(): number {
     return this.portNumber;
   }
   get url(): string {
-    return `postgres://postgres@127.0.0.1:${this.portNumber}/postgres`;
+    return `postgres://postgres@${this.ip ?? '127.0.0.1'}:${this.portNumber}/postgres`;
   }
   get pid(): number {
     return this.lastPid;
@@ -270,7 +278,7 @@ class LocalPostgres implements PgInstance {
 
   private spawnPostmaster(): { running: Running; logStart: number } {
     const args = ['-D', this.dataDir];
-    for (const [k, v] of Object.entries(settings(this.portNumber, this.root, this.name))) args.push('-c', `${k}=${v}`);
+    for (const [k, v] of Object.entries(settings(this.portNumber, this.root, this.name, this.ip))) args.push('-c', `${k}=${v}`);
     // Its own process group: a Ctrl-C at the terminal of `npm run cluster` must not take the
     // databases down before the nodes have stopped; the owner of this object stops them.
     const { child, exited: ended, logStart } = spawnServer(join(this.binDir, 'postgres'), args, { cwd: this.root, logPath: this.logPath, spawn: asUser(this.user) });

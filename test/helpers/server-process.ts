@@ -43,13 +43,16 @@ export interface StartServerOptions {
   env?: Record<string, string>;
   /** Keep this many of the latest stdout lines for logLines() (tests that read the logs); none by default. */
   keepLogLines?: number;
+  /** An argv the node's command is appended to: ['ip', 'netns', 'exec', ns] runs it in a namespace (it execs: the pid is the node's). */
+  wrap?: string[];
 }
 
 export function startServer(opts: StartServerOptions): Promise<ServerProcess> {
   // GEOPAY_CPU_PROFILE_DIR (benches): each node writes a V8 CPU profile there when it exits.
   const profileDir = process.env.GEOPAY_CPU_PROFILE_DIR;
   const profile = profileDir ? ['--cpu-prof', `--cpu-prof-dir=${profileDir}`] : [];
-  const child = spawn(process.execPath, [...profile, '--import', 'tsx', 'src/main.ts'], {
+  const command = [...(opts.wrap ?? []), process.execPath, ...profile, '--import', 'tsx', 'src/main.ts'];
+  const child = spawn(command[0]!, command.slice(1), {
     cwd: projectRoot,
     env: {
       ...process.env,
