@@ -338,6 +338,8 @@ class Relay {
     this.child = spawn(process.execPath, ['-e', relaySource, bindIp, String(vxlanPort)], { stdio: ['pipe', 'pipe', 'pipe'] });
     // A write to a relay that died fails here; the 'exit' handlers are what report it.
     this.child.stdin?.on('error', () => undefined);
+    // Each command in flight listens for the relay's exit: a network's delays are set at once.
+    this.child.setMaxListeners(256);
     (this.child.stdin as Socket).unref();
     (this.child.stderr as Socket).unref();
     this.child.stderr?.on('data', (chunk: Buffer) => {
