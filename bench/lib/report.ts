@@ -244,19 +244,27 @@ export function describeWritten(written: WrittenReport): string {
 }
 
 /** Writes results.json, report.html and (unless the browser fails) report.png into `dir`. */
-export async function writeReport(dir: string, r: RunReport, opts: { png?: boolean } = {}): Promise<WrittenReport> {
-  const json = join(dir, 'results.json');
-  const html = join(dir, 'report.html');
-  await writeFile(json, `${JSON.stringify(r, null, 2)}\n`);
-  await writeFile(html, renderHtml(r));
-  if (opts.png === false) return { json, html, png: undefined };
-  const png = join(dir, 'report.png');
+export function writeReport(dir: string, r: RunReport, opts: { png?: boolean } = {}): Promise<WrittenReport> {
+  return writeThreeWays(dir, 'results', 'report', r, renderHtml(r), opts);
+}
+
+/**
+ * `<data>.json` (the document), `<page>.html` (its page) and, unless the browser fails or
+ * `png: false`, `<page>.png` (that page rendered) in `dir`: the benches' and the chaos run's.
+ */
+export async function writeThreeWays(dir: string, data: string, page: string, doc: unknown, html: string, opts: { png?: boolean } = {}): Promise<WrittenReport> {
+  const json = join(dir, `${data}.json`);
+  const htmlPath = join(dir, `${page}.html`);
+  await writeFile(json, `${JSON.stringify(doc, null, 2)}\n`);
+  await writeFile(htmlPath, html);
+  if (opts.png === false) return { json, html: htmlPath, png: undefined };
+  const png = join(dir, `${page}.png`);
   try {
-    await renderPng(html, png);
-    return { json, html, png };
+    await renderPng(htmlPath, png);
+    return { json, html: htmlPath, png };
   } catch (err) {
     // The numbers are already on disk; a missing browser must not lose them.
-    return { json, html, png: undefined, pngError: (err as Error).message.split('\n')[0] };
+    return { json, html: htmlPath, png: undefined, pngError: (err as Error).message.split('\n')[0] };
   }
 }
 

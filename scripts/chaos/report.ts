@@ -2,19 +2,11 @@
 // chaos.json (everything measured), chaos.html (one self-contained page: the table, and per fault
 // an SVG plot of each region's success rate drawn here by hand, so the page fetches nothing and
 // opens offline) and chaos.png (that page through headless Chromium); plus the terminal's table.
-import { writeFile } from 'node:fs/promises';
-import { join } from 'node:path';
-import { renderPng } from '../../bench/lib/report.ts';
+import { writeThreeWays, type WrittenReport } from '../../bench/lib/report.ts';
 import { fixed, formatTable } from '../../bench/lib/table.ts';
 import type { Bucket, ChaosReport, FaultRow } from './types.ts';
 
-export interface WrittenChaos {
-  json: string;
-  html: string;
-  png: string | undefined;
-  /** Why there is no PNG, when there is none. */
-  pngError?: string;
-}
+export type WrittenChaos = WrittenReport;
 
 /** The regions in the cluster's own order: the table's window columns and the plots' lines follow it. */
 const regionsOf = (r: ChaosReport): string[] => Object.keys(r.cluster.regions);
@@ -264,18 +256,6 @@ a highlighted row went over its bound. 503/none: the client gave up retrying, or
 }
 
 /** Writes chaos.json, chaos.html and (unless the browser fails) chaos.png into `dir` (which exists). */
-export async function writeChaosReport(dir: string, r: ChaosReport, opts: { png?: boolean } = {}): Promise<WrittenChaos> {
-  const json = join(dir, 'chaos.json');
-  const html = join(dir, 'chaos.html');
-  await writeFile(json, `${JSON.stringify(r, null, 2)}\n`);
-  await writeFile(html, renderChaosHtml(r));
-  if (opts.png === false) return { json, html, png: undefined };
-  const png = join(dir, 'chaos.png');
-  try {
-    await renderPng(html, png);
-    return { json, html, png };
-  } catch (err) {
-    // The numbers are already on disk; a missing browser must not lose them.
-    return { json, html, png: undefined, pngError: (err as Error).message.split('\n')[0] };
-  }
+export function writeChaosReport(dir: string, r: ChaosReport, opts: { png?: boolean } = {}): Promise<WrittenChaos> {
+  return writeThreeWays(dir, 'chaos', 'chaos', r, renderChaosHtml(r), opts);
 }
