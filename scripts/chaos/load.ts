@@ -191,8 +191,15 @@ export class ChaosLoad {
     for (let attempt = 1; ; attempt++) {
       // A client reaches a live node of the account's region (a dead one is out of its DNS);
       // a frozen one it cannot tell from a slow one, and waits for it up to its timeout.
-      const targets: ClusterNode[] = this.world.running.cluster.live(region);
-      const node = targets.length > 0 ? this.pick(targets) : this.pick(this.world.running.cluster.live());
+      const inRegion: ClusterNode[] = this.world.running.cluster.live(region);
+      const targets = inRegion.length > 0 ? inRegion : this.world.running.cluster.live();
+      if (targets.length === 0) {
+        // No node runs at all (the world is being stopped): nothing to send it to.
+        if (performance.now() >= deadline || this.stopping) return { status: null, id: undefined, code: 'no_node' };
+        await sleep(RETRY_MAX_MS);
+        continue;
+      }
+      const node = this.pick(targets);
       const r = await this.world.client(node).post({ op: w.op, path: w.path, body: w.body, key: w.key, bearer: tenant.key, tenant: tenant.id, phase: this.spec.phase }, undefined, 0);
       const ok = r.status !== null && r.status >= 200 && r.status < 300;
       this.attempts.push({ t: this.now(), region, account: w.debits, ok });
