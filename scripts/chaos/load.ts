@@ -60,6 +60,9 @@ export interface LoadResult {
   replayMismatches: string[];
   refusedCodes: Record<string, number>;
   attemptErrors: Record<string, number>;
+  /** Acknowledged writes' latency, first attempt to the answer, retries included (null: none). */
+  p50Ms: number | null;
+  p99Ms: number | null;
   seconds: number;
 }
 
@@ -84,6 +87,7 @@ export class ChaosLoad {
   private readonly mismatches: string[] = [];
   private readonly refusedCodes: Record<string, number> = {};
   private readonly attemptErrors: Record<string, number> = {};
+  private readonly latencies: number[] = [];
   private stopping = false;
   private loop: Promise<void> | undefined;
   private endS = 0;
@@ -108,7 +112,13 @@ export class ChaosLoad {
     await this.loop;
     this.endS = this.now();
     while (this.inFlight.size > 0) await Promise.all([...this.inFlight]);
-    return { ...this.counts, replayMismatches: this.mismatches, refusedCodes: this.refusedCodes, attemptErrors: this.attemptErrors, seconds: this.endS };
+    const sorted = [...this.latencies].sort((a, b) => a - b);
+    // Nearest rank: the smallest latency at or above which lie p of the writes.
+    const rank = (p: number): number | null => (sorted.length === 0 ? null : Math.round(sorted[Math.ceil(p * sorted.length) - 1]!));
+    return {
+      ...this.counts, replayMismatches: this.mismatches, refusedCodes: this.refusedCodes, attemptErrors: this.attemptErrors,
+      p50Ms: rank(0.5), p99Ms: rank(0.99), seconds: this.endS,
+    };
   }
 
   private async schedule(): Promise<void> {
@@ -174,7 +184,9 @@ export class ChaosLoad {
   private async run(w: Write): Promise<void> {
     this.counts.sent++;
     if (w.replayOf) this.counts.replays++;
+    const t0 = performance.now();
     const final = await this.send(w);
+    if (final.status !== null && final.status >= 200 && final.status < 300) this.latencies.push(performance.now() - t0);
     this.count(final);
     if (w.replayOf) this.compare(w, final);
     else this.remember(w, final);

@@ -18,7 +18,7 @@ const overBound = (row: FaultRow): boolean => row.longestWindowMs > row.boundMs;
 
 function header(r: ChaosReport): string[] {
   return [
-    'fault', 'sent', 'acked', 'refused', '503/none', '429', 'other', 'replays',
+    'fault', 'sent', 'acked', 'refused', '503/none', '429', 'other', 'replays', 'p50 ms', 'p99 ms',
     ...regionsOf(r).map((region) => `${region} ms`),
     'aimed-at ms', 'longest ms', 'bound ms', 'settle ms', 'violations',
   ];
@@ -29,7 +29,7 @@ function cells(r: ChaosReport, row: FaultRow, longest: string): string[] {
   const replays = row.replayMismatches > 0 ? `${row.replays} (${row.replayMismatches} mismatched)` : String(row.replays);
   return [
     row.fault, String(row.sent), String(row.acknowledged), String(row.refused),
-    String(row.unavailable), String(row.rateLimited), String(row.other), replays,
+    String(row.unavailable), String(row.rateLimited), String(row.other), replays, ms(row.p50Ms ?? undefined), ms(row.p99Ms ?? undefined),
     ...regionsOf(r).map((region) => ms(row.windowMsByRegion[region])),
     row.affected ? ms(row.affected.windowMs) : '-', longest, ms(row.boundMs), ms(row.settleMs), String(row.violations),
   ];

@@ -121,7 +121,7 @@ async function scenario(world: World, fault: Fault, o: ChaosOptions, log: () => 
     fault: fault.id, action: injected.action, loadSeconds: res.seconds,
     sent: res.sent + extra.sent, acknowledged: res.acknowledged + extra.acknowledged, refused: res.refused, refusedCodes: res.refusedCodes, attemptErrors: res.attemptErrors, unavailable: res.unavailable,
     rateLimited: res.rateLimited + extra.rateLimited, other: res.other + extra.other,
-    replays: res.replays, replayMismatches: res.replayMismatches.length,
+    replays: res.replays, replayMismatches: res.replayMismatches.length, p50Ms: res.p50Ms, p99Ms: res.p99Ms,
     windowMsByRegion, affected,
     longestWindowMs: Math.max(...Object.values(windowMsByRegion), affected?.windowMs ?? 0),
     boundMs: fault.boundMs(world, { seconds: o.seconds }), settleMs,

@@ -34,6 +34,9 @@ export interface FaultRow {
   rateLimited: number;
   /** Anything else (4xx other than 422/429, 5xx other than 503). */
   other: number;
+  /** Acknowledged writes' latency (the load's own), from the first attempt to the answer, retries included; null with none. */
+  p50Ms: number | null;
+  p99Ms: number | null;
   /** Replays of an earlier Idempotency-Key among `sent`, and how many answered other than the first time. */
   replays: number;
   replayMismatches: number;
