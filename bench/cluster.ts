@@ -12,7 +12,7 @@ import { Agent } from 'undici';
 import { clusterMap, waitFor, type ClusterMap, type ClusterNode } from '../test/helpers/cluster.ts';
 import { api } from '../test/helpers/server-process.ts';
 import { startNatsServers, type NatsServers } from '../test/helpers/nats.ts';
-import { defaultOptions, describeDatabases, startLocalCluster, type RunningCluster } from '../scripts/cluster.ts';
+import { defaultOptions, describeDatabases, regionPools, startLocalCluster, type RunningCluster } from '../scripts/cluster.ts';
 import { checkRegions, formatResult, IN_FLIGHT, settle } from './checker.ts';
 import { LoadClient } from './lib/client.ts';
 import { onInterrupt, runMain, withOptions } from './lib/main.ts';
@@ -312,16 +312,6 @@ function printRestart(x: Restart): void {
   line('last answer to the load:', `${ms(x.drainedMs)} after the start`);
   if (x.unsettled === 0) line('every transfer in flight settled:', `${ms(x.settledMs)} after the start (no debited/refused row in any region)`);
   else line('NOT settled:', `${x.unsettled} transfers still in flight ${ms(x.settledMs)} after the start`);
-}
-
-/** Every region's database, for the failover probe, the settle wait and the checker. */
-function regionPools(r: RunningCluster): Record<string, pg.Pool> {
-  return Object.fromEntries(Object.entries(r.regionDatabases).map(([region, url]) => {
-    const pool = new pg.Pool({ connectionString: url, max: 2, statement_timeout: 300_000 });
-    // A restarted server ends the idle connections: an unhandled 'error' would end the bench.
-    pool.on('error', () => undefined);
-    return [region, pool];
-  }));
 }
 
 /** The ledger checker across every region's database; what failed, if anything. */

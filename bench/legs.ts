@@ -13,7 +13,7 @@ import { connectBus, type Bus } from '../src/bus/index.ts';
 import { legsStream } from '../src/payments/legs.ts';
 import { clusterMap, waitFor } from '../test/helpers/cluster.ts';
 import { startNatsServers, type NatsServers } from '../test/helpers/nats.ts';
-import { defaultOptions, describeDatabases, startLocalCluster, type RunningCluster } from '../scripts/cluster.ts';
+import { defaultOptions, describeDatabases, regionPools, startLocalCluster, type RunningCluster } from '../scripts/cluster.ts';
 import { checkRegions, formatResult, IN_FLIGHT, settle } from './checker.ts';
 import { LoadClient } from './lib/client.ts';
 import { isInterrupted, onInterrupt, runBench } from './lib/main.ts';
@@ -125,15 +125,6 @@ async function runWorkloads(clients: LoadClient[], s: LegsSetup, durationS: numb
   const domestic = await measurePhase(common, 'domestic', jobs(sameRegion(s.accountsByRegion)));
   console.log(`\n${transferSummary([cross, domestic])}`);
   return { 'cross-region': cross, domestic };
-}
-
-/** Every region's database, for the settle wait and the checker. */
-function regionPools(r: RunningCluster): Record<string, pg.Pool> {
-  return Object.fromEntries(Object.entries(r.regionDatabases).map(([region, url]) => {
-    const pool = new pg.Pool({ connectionString: url, max: 2, statement_timeout: 300_000 });
-    pool.on('error', () => undefined);
-    return [region, pool];
-  }));
 }
 
 /** Over every region's legs stream: messages ever stored (last seq) and those not yet acked. */

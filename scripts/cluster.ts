@@ -6,6 +6,7 @@
 // the databases it made. bench/cluster.ts starts the same cluster from here.
 // With --prometheus, a Prometheus scrapes every node with the alert rules loaded (docs/monitoring.md).
 import { randomBytes } from 'node:crypto';
+import pg from 'pg';
 import { parseArgs } from 'node:util';
 import { isMain } from '../bench/lib/main.ts';
 import { formatTable } from '../bench/lib/table.ts';
@@ -124,6 +125,19 @@ export async function startLocalCluster(opts: LocalClusterOptions): Promise<Runn
     cluster, redis, regionDatabases: dbs.urls, databaseUrl: controlUrl, databases: dbs.source,
     ...(dbs.instances ? { pgInstances: dbs.instances } : {}), adminKey: opts.adminKey, shutdown,
   };
+}
+
+/**
+ * A small pool on every region's database of a running cluster (the benches' and the chaos
+ * run's settle waits and checkers). A restarted server ends the idle connections: their
+ * 'error' is swallowed, or it would end the program.
+ */
+export function regionPools(r: RunningCluster, opts: { connectionTimeoutMillis?: number } = {}): Record<string, pg.Pool> {
+  return Object.fromEntries(Object.entries(r.regionDatabases).map(([region, url]) => {
+    const pool = new pg.Pool({ connectionString: url, max: 2, statement_timeout: 300_000, ...opts });
+    pool.on('error', () => undefined);
+    return [region, pool];
+  }));
 }
 
 /** A cluster that may have a Prometheus scraping it (--prometheus). */

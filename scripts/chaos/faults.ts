@@ -203,7 +203,8 @@ async function spikeLoad(ctx: FaultContext, rate: number, forMs: number): Promis
   for (let i = 0; performance.now() - t0 < forMs; i++) {
     const wait = t0 + (i * 1000) / rate - performance.now();
     if (wait > 0) await sleep(wait);
-    const node = world.running.cluster.live('us')[i % world.running.cluster.live('us').length]!;
+    const nodes = world.running.cluster.live('us');
+    const node = nodes[i % nodes.length]!;
     const body = { sourceAccountId: accounts[i % 2]!, destinationAccountId: accounts[(i + 1) % 2]!, amount: '1', currency: 'USD' };
     sends.push(world.client(node).post({ op: 'transfer', path: '/v1/transfers', body, key: `spike-${t0}-${i}`, bearer: key, tenant: id, phase: 'spike' }, undefined, 0).then((r) => {
       extra.sent++;

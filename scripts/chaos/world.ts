@@ -3,10 +3,11 @@
 // carrying the cross-region legs), the run's tenants and accounts, and what the faults need to
 // aim: which node owns which account's shard now, and how to bring a node back.
 import { randomBytes } from 'node:crypto';
-import pg from 'pg';
+import { regionOf as regionOfAccount, type AccountId } from '../../src/domain/ids.ts';
+import type pg from 'pg';
 import { startNatsServers, type NatsServers } from '../../test/helpers/nats.ts';
 import { clusterMap, waitFor, type ClusterMap, type ClusterNode, type ProcessHost } from '../../test/helpers/cluster.ts';
-import { defaultOptions, startLocalCluster, type LocalClusterOptions, type RunningCluster } from '../cluster.ts';
+import { defaultOptions, regionPools, startLocalCluster, type LocalClusterOptions, type RunningCluster } from '../cluster.ts';
 import { createNetwork, removeStaleNetworks, requireNetns, type Network } from '../../test/helpers/netns.ts';
 import { LoadClient } from '../../bench/lib/client.ts';
 import type { RequestRecord } from '../../bench/lib/request-log.ts';
@@ -14,6 +15,9 @@ import { createTenant, inParallel, mustPost, setupKeys } from '../../bench/lib/s
 
 export const REGIONS = ['eu', 'us', 'ap'] as const;
 const NODES_PER_REGION = 2;
+/** The planned nodes, eu-1 ... ap-2: a dead one is started again under its name. */
+const nodeIdsOf = (region: string): string[] => Array.from({ length: NODES_PER_REGION }, (_, i) => `${region}-${i + 1}`);
+const NODE_IDS = REGIONS.flatMap(nodeIdsOf);
 const FUNDING_MINOR = 1_000_000_000n;
 
 export interface WorldOptions {
@@ -64,15 +68,15 @@ export interface World {
   shutdown(): Promise<void>;
 }
 
-/** The region an id names: acc_<region>_..., tr_<region>_..., hold_<region>_... */
-export const regionOf = (id: string): string => /^[a-z]+_([a-z0-9-]+)_/.exec(id)?.[1] ?? 'unknown';
+/** The region of one of the run's accounts, read off its id. */
+export const regionOf = (accountId: string): string => regionOfAccount(accountId as AccountId);
 
 /** The hosts of a world on a network of namespaces: a node per namespace, a Redis master per namespace, master i "in" region i. */
 export const hostOf = (nodeId: string): string => nodeId.replace('-', '');
 const MASTER_HOSTS = ['r0', 'r1', 'r2'];
 /** Each region's hosts: its nodes and its Redis master (a partition of the region cuts them all off). */
 export const regionHosts = (region: string): string[] =>
-  [...Array.from({ length: NODES_PER_REGION }, (_, i) => hostOf(`${region}-${i + 1}`)), MASTER_HOSTS[REGIONS.indexOf(region as (typeof REGIONS)[number])]!];
+  [...nodeIdsOf(region).map(hostOf), MASTER_HOSTS[REGIONS.indexOf(region as (typeof REGIONS)[number])]!];
 
 interface Parts { running: RunningCluster; nats: NatsServers; network: Network | undefined }
 
@@ -80,14 +84,13 @@ interface Parts { running: RunningCluster; nats: NatsServers; network: Network |
 async function placeOnNetwork(): Promise<{ network: Network; placement: NonNullable<LocalClusterOptions['placement']> }> {
   requireNetns();
   await removeStaleNetworks();
-  const nodeIds = REGIONS.flatMap((r) => Array.from({ length: NODES_PER_REGION }, (_, i) => `${r}-${i + 1}`));
-  const network = await createNetwork([...nodeIds.map(hostOf), ...MASTER_HOSTS]);
+  const network = await createNetwork([...NODE_IDS.map(hostOf), ...MASTER_HOSTS]);
   const host = (name: string): ProcessHost => ({ ip: network.hosts[name]!.ip, wrap: network.execPrefix(name) });
   const subnet = `${network.rootIp.split('.').slice(0, 3).join('.')}.0/24`;
   return {
     network,
     placement: {
-      nodes: Object.fromEntries(nodeIds.map((id) => [id, host(hostOf(id))])),
+      nodes: Object.fromEntries(NODE_IDS.map((id) => [id, host(hostOf(id))])),
       masters: MASTER_HOSTS.map(host),
       postgres: { ip: network.rootIp, network: subnet },
     },
@@ -114,18 +117,9 @@ async function startParts(env: Record<string, string>, netns: boolean): Promise<
   }
 }
 
-function regionPools(running: RunningCluster): Record<string, pg.Pool> {
-  return Object.fromEntries(Object.entries(running.regionDatabases).map(([region, url]) => {
-    const pool = new pg.Pool({ connectionString: url, max: 2, statement_timeout: 300_000, connectionTimeoutMillis: 5_000 });
-    // A restarted server ends the idle connections: an unhandled 'error' would end the run.
-    pool.on('error', () => undefined);
-    return [region, pool];
-  }));
-}
-
 export async function startWorld(o: WorldOptions): Promise<World> {
   const { running, nats, network } = await startParts(o.env, o.netns);
-  const pools = regionPools(running);
+  const pools = regionPools(running, { connectionTimeoutMillis: 5_000 });
   const clients = new Map<string, LoadClient>();
   const client = (node: ClusterNode): LoadClient => {
     let c = clients.get(node.url);
@@ -188,8 +182,7 @@ async function waitForOwners(running: RunningCluster, up: World['up'], timeoutMs
 
 async function healCluster(running: RunningCluster, up: World['up']): Promise<void> {
   for (const n of running.cluster.nodes.filter((x) => x.paused)) n.sigcont();
-  const planned = REGIONS.flatMap((r) => Array.from({ length: NODES_PER_REGION }, (_, i) => `${r}-${i + 1}`));
-  const dead = planned.filter((id) => !running.cluster.node(id).alive);
+  const dead = NODE_IDS.filter((id) => !running.cluster.node(id).alive);
   await Promise.all(dead.map((id) => running.cluster.addNode(id.split('-')[0]!, { nodeId: id })));
   await waitForOwners(running, up, 90_000);
 }
