@@ -4,12 +4,10 @@
 import { setTimeout as sleep } from 'node:timers/promises';
 import type { ClusterNode } from '../../test/helpers/cluster.ts';
 import { codeOf } from '../../bench/lib/client.ts';
-import type { ChaosLoad } from './load.ts';
 import type { World } from './world.ts';
 
 export interface FaultContext {
   world: World;
-  load: ChaosLoad;
   /** Seconds of load the scenario has: a fault that lasts "a while" scales with it. */
   seconds: number;
   /** Adds to the row's counts (the spike's own requests). */

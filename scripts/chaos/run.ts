@@ -101,7 +101,7 @@ async function scenario(world: World, fault: Fault, o: ChaosOptions, log: () => 
   load.start();
   await sleep(Math.max(2, o.seconds / 4) * 1000);
   const faultStartS = load.now();
-  const injected = await fault.run({ world, load, seconds: o.seconds, extra });
+  const injected = await fault.run({ world, seconds: o.seconds, extra });
   const faultEndS = load.now();
   const healedAt = performance.now();
   const settling = settled(world, new Date(), healedAt);
