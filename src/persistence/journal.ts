@@ -45,8 +45,8 @@ export class ShardFenced extends GeopayError {
   }
 }
 
-/** The commit's named prepared statement (one text: see commitSets). */
-const COMMIT_STATEMENT = 'geopay_commit_sets';
+/** Every statement a commit prepares is named after its shape (see commitSets). */
+const COMMIT_STATEMENT = 'geopay_commit';
 
 /** Observes each actor's committed write set. */
 export interface CommitObserver { (ws: WriteSet): void }
@@ -60,15 +60,28 @@ function params(): { p: (v: unknown, type: string) => string; values: unknown[] 
 const json = (v: unknown): string | null => (v === null || v === undefined ? null : JSON.stringify(v));
 const big = (v: bigint): string => v.toString();
 
-/**
- * Commits the write sets of one or many actors (node-level group commit) in ONE statement:
- * one round trip, one transaction. Every write is conditional on the guards (each shard
- * touched still at the writer's epoch, locked FOR SHARE so an epoch bump waits for this
- * write); the final check aborts the whole statement when a guard or a conditional write did
- * not hold (GP001 fenced, GP002 a lost race), so it commits all of it or none.
- */
-// eslint-disable-next-line max-lines-per-function -- one statement, so one template: its CTEs read best together, in the order they run.
-export async function commitSets(pool: Pool, sets: WriteSet[]): Promise<void> {
+/** Every write of a commit waits for its guards: the shards still at the writer's epochs. */
+const OK = 'WHERE (SELECT ok FROM held)';
+
+/** The rows of one commit, by table, as commitSets writes them. */
+interface CommitRows {
+  shards: Map<string, bigint>;
+  nodeId: string;
+  a: WriteSet['accounts'];
+  j: { r: JournalRow; epoch: bigint }[];
+  t: WriteSet['newTransfers'];
+  u: WriteSet['transferUpdates'];
+  k: WriteSet['idempotency'];
+  hn: WriteSet['newHolds'];
+  hu: WriteSet['holdUpdates'];
+  rc: WriteSet['refundClaims'];
+  ri: WriteSet['refundClaims'];
+  il: WriteSet['inboundLegs'];
+  ev: { e: EventRow; shard: string }[];
+  sn: { s: NonNullable<WriteSet['snapshot']>; epoch: bigint }[];
+}
+
+function commitRows(sets: WriteSet[]): CommitRows {
   const shards = new Map<string, bigint>();
   for (const ws of sets) {
     const e = shards.get(ws.shard);
@@ -76,103 +89,127 @@ export async function commitSets(pool: Pool, sets: WriteSet[]): Promise<void> {
     if (e !== undefined && e !== ws.epoch) throw new Error(`shard ${ws.shard} at two epochs in one commit`);
     shards.set(ws.shard, ws.epoch);
   }
-  const a = sets.flatMap((ws) => ws.accounts);
-  const j = sets.flatMap((ws) => ws.journal.map((r) => ({ r, epoch: ws.epoch })));
-  const t = sets.flatMap((ws) => ws.newTransfers);
-  const u = sets.flatMap((ws) => ws.transferUpdates);
-  const k = sets.flatMap((ws) => ws.idempotency);
-  const hn = sets.flatMap((ws) => ws.newHolds);
-  const hu = sets.flatMap((ws) => ws.holdUpdates);
   const claims = sets.flatMap((ws) => ws.refundClaims);
-  const rc = claims.filter((c) => c.on === 'transfer');
-  const ri = claims.filter((c) => c.on === 'inbound');
-  const il = sets.flatMap((ws) => ws.inboundLegs);
-  const ev = sets.flatMap((ws) => ws.events.map((e) => ({ e, shard: ws.shard })));
-  const heldBy = (e: EventRow) => (e.payload.of === 'hold' ? e.payload : undefined);
-  const sn = sets.flatMap((ws) => (ws.snapshot ? [{ s: ws.snapshot, epoch: ws.epoch }] : []));
-  const { p, values } = params();
-  const ok = 'WHERE (SELECT ok FROM held)';
-  const sql = `
-WITH guard AS (
-  SELECT s.id FROM shards s JOIN unnest(${p([...shards.keys()], 'text[]')}, ${p([...shards.values()].map(big), 'bigint[]')}) AS g(id, ep)
-    ON s.id = g.id AND s.epoch = g.ep
-  FOR SHARE OF s
-), held AS (
-  SELECT count(*) = ${p(shards.size, 'int')} AS ok FROM guard
-), acc AS (
+  return {
+    shards, nodeId: sets[0]!.nodeId,
+    a: sets.flatMap((ws) => ws.accounts),
+    j: sets.flatMap((ws) => ws.journal.map((r) => ({ r, epoch: ws.epoch }))),
+    t: sets.flatMap((ws) => ws.newTransfers),
+    u: sets.flatMap((ws) => ws.transferUpdates),
+    k: sets.flatMap((ws) => ws.idempotency),
+    hn: sets.flatMap((ws) => ws.newHolds),
+    hu: sets.flatMap((ws) => ws.holdUpdates),
+    rc: claims.filter((c) => c.on === 'transfer'),
+    ri: claims.filter((c) => c.on === 'inbound'),
+    il: sets.flatMap((ws) => ws.inboundLegs),
+    ev: sets.flatMap((ws) => ws.events.map((e) => ({ e, shard: ws.shard }))),
+    sn: sets.flatMap((ws) => (ws.snapshot ? [{ s: ws.snapshot, epoch: ws.epoch }] : [])),
+  };
+}
+
+type P = ReturnType<typeof params>['p'];
+const heldBy = (e: EventRow) => (e.payload.of === 'hold' ? e.payload : undefined);
+
+/**
+ * The statement's CTEs that write (or move) rows, each with the rows it needs: a CTE whose rows
+ * a commit does not have is left out of its statement. Each returns its SQL given `p`, so the
+ * parameters are numbered in the order the CTEs appear.
+ */
+const WRITES: { name: string; has: (r: CommitRows) => boolean; sql: (r: CommitRows, p: P, shape: ReadonlySet<string>) => string }[] = [
+  {
+    name: 'acc', has: (r) => r.a.length > 0, sql: ({ a }, p) => `
   INSERT INTO accounts (id, tenant_id, kind, currency, region, shard, overdraft_limit, metadata, created_at)
   SELECT * FROM unnest(${p(a.map((r) => r.id), 'text[]')}, ${p(a.map((r) => r.tenantId), 'text[]')}, ${p(a.map((r) => r.kind), 'text[]')},
     ${p(a.map((r) => r.currency), 'text[]')}, ${p(a.map((r) => r.region), 'text[]')}, ${p(a.map((r) => r.shard), 'text[]')},
     ${p(a.map((r) => big(r.overdraftLimit)), 'bigint[]')}, ${p(a.map((r) => JSON.stringify(r.metadata)), 'jsonb[]')}, ${p(a.map((r) => r.at), 'timestamptz[]')})
-  ${ok}
-), jr AS (
+  ${OK}`,
+  },
+  {
+    name: 'jr', has: (r) => r.j.length > 0, sql: ({ j, nodeId }, p) => `
   INSERT INTO journal (account_id, seq, kind, transfer_id, amount, balance_after, hold_id, held_delta, held_after, epoch, node_id, created_at)
-  SELECT a, s, kd, tr, m, b, h, hd, ha, ep, ${p(sets[0]!.nodeId, 'text')}, c
+  SELECT a, s, kd, tr, m, b, h, hd, ha, ep, ${p(nodeId, 'text')}, c
   FROM unnest(${p(j.map(({ r }) => r.accountId), 'text[]')}, ${p(j.map(({ r }) => String(r.seq)), 'bigint[]')},
     ${p(j.map(({ r }) => r.kind), 'text[]')}, ${p(j.map(({ r }) => r.transferId), 'text[]')}, ${p(j.map(({ r }) => big(r.amount)), 'bigint[]')},
     ${p(j.map(({ r }) => big(r.balanceAfter)), 'bigint[]')}, ${p(j.map(({ r }) => r.holdId), 'text[]')}, ${p(j.map(({ r }) => big(r.heldDelta)), 'bigint[]')},
     ${p(j.map(({ r }) => big(r.heldAfter)), 'bigint[]')}, ${p(j.map(({ epoch }) => big(epoch)), 'bigint[]')}, ${p(j.map(({ r }) => r.at), 'timestamptz[]')})
     AS x(a, s, kd, tr, m, b, h, hd, ha, ep, c)
-  ${ok}
-), tr AS (
+  ${OK}`,
+  },
+  {
+    name: 'tr', has: (r) => r.t.length > 0, sql: ({ t }, p) => `
   INSERT INTO transfers (id, tenant_id, kind, source_id, destination_id, amount, currency, state, metadata, created_at, updated_at, hold_id, refund_of)
   SELECT i, tn, kd, s, d, m, c, 'debited', md, at, at, h, rf
   FROM unnest(${p(t.map((r) => r.id), 'text[]')}, ${p(t.map((r) => r.tenantId), 'text[]')}, ${p(t.map((r) => r.kind), 'text[]')},
     ${p(t.map((r) => r.sourceId), 'text[]')}, ${p(t.map((r) => r.destinationId), 'text[]')}, ${p(t.map((r) => big(r.amount)), 'bigint[]')},
     ${p(t.map((r) => r.currency), 'text[]')}, ${p(t.map((r) => json(r.metadata)), 'jsonb[]')}, ${p(t.map((r) => r.at), 'timestamptz[]')},
     ${p(t.map((r) => r.holdId), 'text[]')}, ${p(t.map((r) => r.refundOf), 'text[]')}) AS x(i, tn, kd, s, d, m, c, md, at, h, rf)
-  ${ok}
-), tu AS (
+  ${OK}`,
+  },
+  {
+    name: 'tu', has: (r) => r.u.length > 0, sql: ({ u }, p) => `
   UPDATE transfers t SET state = x.st, refusal_code = COALESCE(x.rc, t.refusal_code), updated_at = x.at,
     -- A new state starts the relay's clock afresh, on the database's time (006_relay_fairness.sql).
     state_since = now(), next_attempt_at = NULL, relay_attempts = 0
   FROM unnest(${p(u.map((r) => r.id), 'text[]')}, ${p(u.map((r) => r.from), 'text[]')}, ${p(u.map((r) => r.to), 'text[]')},
     ${p(u.map((r) => r.refusalCode), 'text[]')}, ${p(u.map((r) => r.at), 'timestamptz[]')}) AS x(i, fr, st, rc, at)
   WHERE t.id = x.i AND t.state = x.fr AND (SELECT ok FROM held)
-  RETURNING t.*
-), rf AS (
+  RETURNING t.*`,
+  },
+  {
+    name: 'rf', has: (r) => r.rc.length > 0, sql: ({ rc }, p) => `
   UPDATE transfers t SET refunded = t.refunded + x.m
   FROM (SELECT i, sum(m) AS m FROM unnest(${p(rc.map((r) => r.originalId), 'text[]')}, ${p(rc.map((r) => big(r.amount)), 'bigint[]')}) AS y(i, m) GROUP BY i) AS x
   WHERE t.id = x.i AND t.state = 'settled' AND t.refunded + x.m <= t.amount AND (SELECT ok FROM held)
-  RETURNING 1
-), ri AS (
+  RETURNING 1`,
+  },
+  {
+    name: 'ri', has: (r) => r.ri.length > 0, sql: ({ ri }, p) => `
   UPDATE inbound_legs l SET refunded = l.refunded + x.m
   FROM (SELECT i, sum(m) AS m FROM unnest(${p(ri.map((r) => r.originalId), 'text[]')}, ${p(ri.map((r) => big(r.amount)), 'bigint[]')}) AS y(i, m) GROUP BY i) AS x
   WHERE l.transfer_id = x.i AND l.outcome = 'credited' AND l.refunded + x.m <= l.amount AND (SELECT ok FROM held)
-  RETURNING 1
-), il AS (
+  RETURNING 1`,
+  },
+  {
+    name: 'il', has: (r) => r.il.length > 0, sql: ({ il }, p) => `
   -- A leg applied already in this database conflicts and is not counted: the batch is redone.
   INSERT INTO inbound_legs (transfer_id, account_id, outcome, refusal_code, amount, currency, created_at)
   SELECT * FROM unnest(${p(il.map((r) => r.transferId), 'text[]')}, ${p(il.map((r) => r.accountId), 'text[]')}, ${p(il.map((r) => r.outcome), 'text[]')},
     ${p(il.map((r) => r.refusalCode), 'text[]')}, ${p(il.map((r) => big(r.amount)), 'bigint[]')}, ${p(il.map((r) => r.currency), 'text[]')},
     ${p(il.map((r) => r.at), 'timestamptz[]')})
-  ${ok}
+  ${OK}
   ON CONFLICT DO NOTHING
-  RETURNING 1
-), hn AS (
+  RETURNING 1`,
+  },
+  {
+    name: 'hn', has: (r) => r.hn.length > 0, sql: ({ hn }, p) => `
   INSERT INTO holds (id, tenant_id, source_id, destination_id, amount, currency, multi_capture, state, expires_at, metadata, created_at, updated_at, group_id)
   SELECT i, tn, s, d, m, c, mc, 'held', ex, md, at, at, g
   FROM unnest(${p(hn.map((r) => r.id), 'text[]')}, ${p(hn.map((r) => r.tenantId), 'text[]')}, ${p(hn.map((r) => r.sourceId), 'text[]')},
     ${p(hn.map((r) => r.destinationId), 'text[]')}, ${p(hn.map((r) => big(r.amount)), 'bigint[]')}, ${p(hn.map((r) => r.currency), 'text[]')},
     ${p(hn.map((r) => r.multiCapture), 'boolean[]')}, ${p(hn.map((r) => r.expiresAt), 'timestamptz[]')}, ${p(hn.map((r) => json(r.metadata)), 'jsonb[]')},
     ${p(hn.map((r) => r.at), 'timestamptz[]')}, ${p(hn.map((r) => r.groupId), 'text[]')}) AS x(i, tn, s, d, m, c, mc, ex, md, at, g)
-  ${ok}
-), hu AS (
+  ${OK}`,
+  },
+  {
+    name: 'hu', has: (r) => r.hu.length > 0, sql: ({ hu }, p) => `
   UPDATE holds h SET captured = x.cp, state = x.st, updated_at = x.at
   FROM unnest(${p(hu.map((r) => r.id), 'text[]')}, ${p(hu.map((r) => big(r.captured)), 'bigint[]')}, ${p(hu.map((r) => r.state), 'text[]')},
     ${p(hu.map((r) => r.at), 'timestamptz[]')}) AS x(i, cp, st, at)
   WHERE h.id = x.i AND h.state = 'held' AND (SELECT ok FROM held)
-  RETURNING h.*
-), ev AS (
-  -- The commit's ledger events (013_events.sql): each account's numbered on from its last, in
-  -- the order its actor made them; the event of a row moved here shows it as this statement
-  -- leaves it. A row that did not move (a lost race) gives 'null', not an error that would
-  -- hide the GP002 of the check below, and the statement rolls back all the same.
+  RETURNING h.*`,
+  },
+  // The commit's ledger events (013_events.sql): each account's numbered on from its last, in
+  // the order its actor made them; the event of a row moved here shows it as this statement
+  // leaves it (tu, hu: present whenever an event names such a row, since the same commit moves
+  // it). A row that did not move (a lost race) gives 'null', not an error that would hide the
+  // GP002 of the check below, and the statement rolls back all the same.
+  {
+    name: 'ev', has: (r) => r.ev.length > 0, sql: ({ ev }, p, shape) => `
   INSERT INTO ledger_events (account_id, n, commit_xid, ord, shard, tenant_id, type, seq, payload, created_at)
   SELECT x.a, prev.n + row_number() OVER (PARTITION BY x.a ORDER BY x.o), pg_current_xact_id(), x.o, x.sh, x.tn, x.ty, x.s,
     CASE WHEN x.pl IS NOT NULL THEN x.pl
-      WHEN tv.id IS NOT NULL THEN ${transferViewSql('tv')}
-      WHEN hv.id IS NOT NULL THEN ${holdViewSql('hv', { captured: 'x.hc', state: 'x.hs', at: 'x.c' })}
+      ${shape.has('tu') ? `WHEN tv.id IS NOT NULL THEN ${transferViewSql('tv')}` : ''}
+      ${shape.has('hu') ? `WHEN hv.id IS NOT NULL THEN ${holdViewSql('hv', { captured: 'x.hc', state: 'x.hs', at: 'x.c' })}` : ''}
       ELSE 'null'::jsonb END,
     x.c
   FROM unnest(${p(ev.map(({ e }) => e.accountId), 'text[]')}, ${p(ev.map(({ shard }) => shard), 'text[]')}, ${p(ev.map(({ e }) => e.tenantId), 'text[]')},
@@ -182,32 +219,71 @@ WITH guard AS (
     ${p(ev.map(({ e }) => { const h = heldBy(e); return h ? big(h.captured) : null; }), 'bigint[]')}, ${p(ev.map(({ e }) => heldBy(e)?.state ?? null), 'text[]')},
     ${p(ev.map(({ e }) => e.at), 'timestamptz[]')}) WITH ORDINALITY AS x(a, sh, tn, ty, s, pl, rt, rh, hc, hs, c, o)
   CROSS JOIN LATERAL (SELECT COALESCE(max(l.n), 0) AS n FROM ledger_events l WHERE l.account_id = x.a) prev
-  LEFT JOIN tu tv ON tv.id = x.rt
-  LEFT JOIN hu hv ON hv.id = x.rh
-  ${ok}
-), ik AS (
+  ${shape.has('tu') ? 'LEFT JOIN tu tv ON tv.id = x.rt' : ''}
+  ${shape.has('hu') ? 'LEFT JOIN hu hv ON hv.id = x.rh' : ''}
+  ${OK}`,
+  },
+  {
+    name: 'ik', has: (r) => r.k.length > 0, sql: ({ k }, p) => `
   INSERT INTO idempotency_keys (tenant_id, key, request_hash, resource_id, status_code, response)
   SELECT * FROM unnest(${p(k.map((r) => r.tenantId), 'text[]')}, ${p(k.map((r) => r.key), 'text[]')}, ${p(k.map((r) => r.requestHash), 'text[]')},
     ${p(k.map((r) => r.resourceId), 'text[]')}, ${p(k.map((r) => r.statusCode), 'int[]')}, ${p(k.map((r) => json(r.response)), 'jsonb[]')})
-  ${ok}
+  ${OK}
   ON CONFLICT DO NOTHING
-  RETURNING 1
-), sn AS (
+  RETURNING 1`,
+  },
+  {
+    name: 'sn', has: (r) => r.sn.length > 0, sql: ({ sn }, p) => `
   INSERT INTO snapshots (account_id, seq, state, epoch)
   SELECT * FROM unnest(${p(sn.map(({ s }) => s.accountId), 'text[]')}, ${p(sn.map(({ s }) => String(s.seq)), 'bigint[]')},
     ${p(sn.map(({ s }) => JSON.stringify(stateToJson(s.state))), 'jsonb[]')}, ${p(sn.map(({ epoch }) => big(epoch)), 'bigint[]')})
-  ${ok}
+  ${OK}
   ON CONFLICT (account_id) DO UPDATE SET seq = EXCLUDED.seq, state = EXCLUDED.state, epoch = EXCLUDED.epoch, created_at = now()
-  WHERE snapshots.seq < EXCLUDED.seq
-)
+  WHERE snapshots.seq < EXCLUDED.seq`,
+  },
+];
+
+/** The conditional writes whose rows the check counts against what the commit expected. */
+const CONDITIONAL = ['tu', 'hu', 'rf', 'ri', 'il'];
+
+/**
+ * The commit's statement: the guard, then only the CTEs whose rows this commit has (a commit
+ * that only debits plans four writes, not eleven), then the check. Its name is its shape, so
+ * every shape is prepared once per connection and planned with each execution's arrays.
+ */
+function commitStatement(r: CommitRows): { name: string; text: string; values: unknown[] } {
+  const { p, values } = params();
+  const used = WRITES.filter((w) => w.has(r));
+  const shape = new Set(used.map((w) => w.name));
+  const guard = `guard AS (
+  SELECT s.id FROM shards s JOIN unnest(${p([...r.shards.keys()], 'text[]')}, ${p([...r.shards.values()].map(big), 'bigint[]')}) AS g(id, ep)
+    ON s.id = g.id AND s.epoch = g.ep
+  FOR SHARE OF s
+), held AS (
+  SELECT count(*) = ${p(r.shards.size, 'int')} AS ok FROM guard
+)`;
+  const ctes = [guard, ...used.map((w) => `${w.name} AS (${w.sql(r, p, shape)}\n)`)];
+  const count = (names: string[]) => names.filter((n) => shape.has(n)).map((n) => `(SELECT count(*) FROM ${n})`).join(' + ') || '0';
+  const expectedUpdates = r.u.length + r.hu.length + new Set(r.rc.map((c) => c.originalId)).size + new Set(r.ri.map((c) => c.originalId)).size + r.il.length;
+  const text = `WITH ${ctes.join(', ')}
 SELECT geopay_commit_check(CASE WHEN (SELECT ok FROM held) THEN 1 ELSE 0 END,
-  (SELECT count(*) FROM tu) + (SELECT count(*) FROM hu) + (SELECT count(*) FROM rf) + (SELECT count(*) FROM ri) + (SELECT count(*) FROM il),
-  ${p(u.length + hu.length + new Set(rc.map((r) => r.originalId)).size + new Set(ri.map((r) => r.originalId)).size + il.length, 'int')},
-  (SELECT count(*) FROM ik), ${p(k.length, 'int')}) AS ok`;
+  ${count(CONDITIONAL)}, ${p(expectedUpdates, 'int')}, ${count(['ik'])}, ${p(r.k.length, 'int')}) AS ok`;
+  return { name: `${COMMIT_STATEMENT}_${used.map((w) => w.name).join('_') || 'guard'}`, text, values };
+}
+
+/**
+ * Commits the write sets of one or many actors (node-level group commit) in ONE statement:
+ * one round trip, one transaction. Every write is conditional on the guards (each shard
+ * touched still at the writer's epoch, locked FOR SHARE so an epoch bump waits for this
+ * write); the final check aborts the whole statement when a guard or a conditional write did
+ * not hold (GP001 fenced, GP002 a lost race), so it commits all of it or none.
+ */
+export async function commitSets(pool: Pool, sets: WriteSet[]): Promise<void> {
+  const rows = commitRows(sets);
   try {
-    // The text is the same for every commit (only the arrays differ): prepared once per
-    // connection, not parsed and planned again on each.
-    await pool.query({ name: COMMIT_STATEMENT, text: sql, values });
+    // Only the arrays differ between commits of one shape: its statement is prepared once per
+    // connection, not parsed again on each.
+    await pool.query(commitStatement(rows));
   } catch (err) {
     const { code, constraint } = err as { code?: string; constraint?: string };
     // A leg applied already (an optimistic redelivery): redo the batch with fresh reads.
@@ -218,7 +294,7 @@ SELECT geopay_commit_check(CASE WHEN (SELECT ok FROM held) THEN 1 ELSE 0 END,
     if (code === '23505' && constraint === 'journal_pkey') throw new StaleState('a posting of this seq exists: the account moved on without this actor', { cause: err });
     // The same, seen by the events: another commit of this account numbered its events meanwhile.
     if (code === '23505' && constraint === 'ledger_events_pkey') throw new StaleState('an event of this number exists: the account moved on without this actor', { cause: err });
-    if (code === 'GP001') throw new ShardFenced(shards, { cause: err });
+    if (code === 'GP001') throw new ShardFenced(rows.shards, { cause: err });
     if (code === 'GP002') throw new WriteConflict('a key, a transfer or a hold was claimed under this batch', { cause: err });
     throw err;
   }
