@@ -32,9 +32,9 @@ const USAGE = `usage: npm run bench:cluster -- [--duration S] [--separate-postgr
   --separate-postgres    each region's database on a PostgreSQL server of its own (default: a
                          database per region on the local PostgreSQL); adds the restart of us's
                          server under a light cross-region load
-  --http-legs            legs forwarded by HTTP and outcomes polled (LEGS_TRANSPORT=http); by
+  --http-legs            legs forwarded by HTTP (LEGS_TRANSPORT=http); by
                          default the bench starts a nats-server of its own and the legs travel
-                         on the bus (NATS_URLS), outcomes told by it
+                         on the bus (NATS_URLS)
 BENCH_ACCOUNTS_PER_REGION (default 1000) sizes the setup; LEASE_TTL_MS reaches the nodes.
 `;
 

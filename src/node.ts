@@ -118,7 +118,7 @@ export async function startNode(cfg: Config, opts: { logger?: Logger; onCommit?:
   const ops = { window: () => sampler.delta(OPS_WINDOW_MS), peers: cluster?.forwarder };
   const webhooks = webhookParts(cfg, control, logger, metrics);
   const { keeper, legs } = busParts(cfg, parts, metrics, logger);
-  const payments = buildPayments({ config: cfg, registry, ownership, repos, regions, logger, clock, metrics, ops, webhooks, events: opts.events, legs });
+  const payments = buildPayments({ config: cfg, registry, ownership, repos, regions, logger, clock, metrics, ops, webhooks, events: opts.events, legs, forwarder: cluster?.forwarder });
   const createdAdminKey = await payments.tenants.ensureAdminKey(cfg.adminApiKey);
   if (createdAdminKey && embedded) {
     // Embedded (development) mode only: keep the key beside the data it guards, readable by
@@ -365,7 +365,7 @@ async function assemble(cfg: Config, dbs: RegionDatabases<RegionStore>, logger: 
       nodeId: cfg.nodeId, region: cfg.region, regions, buckets: cfg.shardBuckets, failover: cfg.regionFailover as 'allow' | 'deny',
       failoverGraceMs: cfg.regionFailoverGraceMs, rebalanceMs: cfg.heartbeatMs, handOverTimeoutMs: cfg.shutdownTimeoutMs,
     }, logger);
-    cluster = { leases, own, forwarder: new Forwarder({ secret: cfg.clusterSecret, timeoutMs: cfg.forwardTimeoutMs, logger, metrics }) };
+    cluster = { leases, own, forwarder: new Forwarder({ secret: cfg.clusterSecret, timeoutMs: cfg.forwardTimeoutMs, logger, metrics, outcomeWaitMs: cfg.transferWaitMs }) };
     ownership = own;
   } else {
     single = new SingleNodeOwnership(pool, cfg.nodeId, cfg.region, logger, cfg.epochCheckMs);

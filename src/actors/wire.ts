@@ -14,7 +14,11 @@ const reviver = (_k: string, v: unknown): unknown => {
   return v;
 };
 
-export interface WireRequest { req: AccountRequest; at: string; hops: number }
+/**
+ * `awaitOutcomeMs`: the sender waits for the outcome of the transfer this request creates; the
+ * owner answers once the transfer settled or returned, or this long after its commit (src/payments/forwarded.ts).
+ */
+export interface WireRequest { req: AccountRequest; at: string; hops: number; awaitOutcomeMs?: number }
 
 export function encodeRequest(w: WireRequest): string {
   return JSON.stringify(w, replacer);
@@ -24,18 +28,25 @@ export function decodeRequest(text: string): WireRequest {
   return JSON.parse(text, reviver) as WireRequest;
 }
 
-export function encodeResult(r: CommandResult): string {
-  if (r.type === 'error') return JSON.stringify({ type: 'error', code: r.error.code, message: r.error.message });
-  return JSON.stringify(r, replacer);
+/** A result, and with `outcome` (null: none came in time) the outcome a WireRequest's awaitOutcomeMs asked for. */
+export function encodeResult(r: CommandResult, outcome?: unknown): string {
+  const o = outcome === undefined ? {} : { outcome };
+  if (r.type === 'error') return JSON.stringify({ type: 'error', code: r.error.code, message: r.error.message, ...o });
+  return JSON.stringify({ ...r, ...o }, replacer);
+}
+
+/** The result, and the outcome when the answer carries one (undefined when it carries none). */
+export function decodeResultWithOutcome(text: string): { result: CommandResult; outcome: unknown } {
+  const { outcome, ...v } = JSON.parse(text, reviver) as (CommandResult | { type: 'error'; code: string; message: string }) & { outcome?: unknown };
+  if (v.type === 'error' && 'code' in v) {
+    const code = (Object.hasOwn(ERRORS, v.code) ? v.code : 'internal_error') as ErrorCode;
+    return { result: { type: 'error', error: new GeopayError(code, v.message) }, outcome };
+  }
+  return { result: v as CommandResult, outcome };
 }
 
 export function decodeResult(text: string): CommandResult {
-  const v = JSON.parse(text, reviver) as CommandResult | { type: 'error'; code: string; message: string };
-  if (v.type === 'error' && 'code' in v) {
-    const code = (Object.hasOwn(ERRORS, v.code) ? v.code : 'internal_error') as ErrorCode;
-    return { type: 'error', error: new GeopayError(code, v.message) };
-  }
-  return v as CommandResult;
+  return decodeResultWithOutcome(text).result;
 }
 
 export function encodeState(state: unknown): string {

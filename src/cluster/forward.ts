@@ -11,17 +11,39 @@ import { GeopayError } from '../domain/errors.ts';
 import type { AccountId, Region } from '../domain/ids.ts';
 import type { RegionRead } from '../persistence/repositories.ts';
 import type { AccountRequest, CommandResult } from '../actors/protocol.ts';
-import { decodeResult, decodeState, decodeValue, encodeRequest, encodeValue } from '../actors/wire.ts';
+import { decodeResultWithOutcome, decodeState, decodeValue, encodeRequest, encodeValue } from '../actors/wire.ts';
 import { signForward } from './signature.ts';
 import type { TraceContext } from '../observability/trace.ts';
 import { TRACEPARENT_HEADER, childTraceparent } from '../observability/trace.ts';
 
 export const MAX_HOPS = 2;
 
+/**
+ * The requests of this node that wait for a transfer's outcome (the saga's): a debit forwarded
+ * for one of them asks its owner to answer with the outcome, and what comes back is told here.
+ * `outcome` undefined: the owner waited and none came.
+ */
+export interface OutcomeWaiters {
+  waits(transferId: string): boolean;
+  heard(transferId: string, outcome: unknown): void;
+}
+
 export class Forwarder {
   private readonly peers = new Map<string, Pool>();
+  private waiters: OutcomeWaiters | undefined;
 
-  constructor(private readonly opts: { secret: string; timeoutMs: number; logger: Logger; metrics?: Pick<Metrics, 'forwarded'> }) {}
+  constructor(private readonly opts: { secret: string; timeoutMs: number; logger: Logger; metrics?: Pick<Metrics, 'forwarded'>; outcomeWaitMs?: number }) {}
+
+  /** Set once the saga exists (it is built after the forwarder): a debit forwarded for one of its waiters comes back with the outcome. */
+  tellOutcomesTo(w: OutcomeWaiters): void {
+    this.waiters = w;
+  }
+
+  /** The transfer a request creates, when someone here waits for its outcome. */
+  private awaited(req: AccountRequest): string | undefined {
+    const id = req.transfer ? req.idem?.resourceId : undefined;
+    return id && this.opts.outcomeWaitMs && this.waiters?.waits(id) ? id : undefined;
+  }
 
   private peer(url: string): Pool {
     let p = this.peers.get(url);
@@ -45,19 +67,26 @@ export class Forwarder {
 
   async send(url: string, id: AccountId, req: AccountRequest, at: string, hops: number, trace?: TraceContext): Promise<CommandResult> {
     if (hops >= MAX_HOPS) return { type: 'error', error: new GeopayError('shard_unavailable', 'too many forwarding hops') };
+    // The owner answers a debit someone here waits for once its transfer settled (or a bounded
+    // wait passed), with the outcome: no notice to listen for, no row to poll.
+    const awaited = this.awaited(req);
+    const awaitOutcomeMs = awaited ? this.opts.outcomeWaitMs : undefined;
     try {
       const path = `/internal/v1/accounts/${encodeURIComponent(id)}/commands`;
-      const body = encodeRequest({ req, at, hops: hops + 1 });
+      const body = encodeRequest({ req, at, hops: hops + 1, ...(awaitOutcomeMs ? { awaitOutcomeMs } : {}) });
       const res = await this.peer(url).request({
         path,
         method: 'POST',
         headers: { 'content-type': 'application/json', ...this.signed(url, 'POST', path, body, trace) },
         body,
+        ...(awaitOutcomeMs ? { headersTimeout: this.opts.timeoutMs + awaitOutcomeMs } : {}),
       });
       const text = await res.body.text();
       this.count(res.statusCode === 200 ? 'ok' : 'error');
       if (res.statusCode !== 200) return { type: 'error', error: new GeopayError('shard_unavailable', `owner answered ${res.statusCode}`) };
-      return decodeResult(text);
+      const { result, outcome } = decodeResultWithOutcome(text);
+      if (awaited) this.waiters!.heard(awaited, outcome ?? undefined);
+      return result;
     } catch (err) {
       this.opts.logger.warn({ err, url, account: id, trace: trace?.traceId }, 'forward to owner failed');
       // Sent but unanswered: the command may have run. Say so; the client retries with its key.

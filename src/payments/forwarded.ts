@@ -1,7 +1,7 @@
 // Requests a peer forwarded to this node because it owns the account's shard: decoded from
 // the wire format, run on the local registry, and encoded back.
 import type { TraceContext } from '../observability/trace.ts';
-import type { AccountId } from '../domain/ids.ts';
+import type { AccountId, TransferId } from '../domain/ids.ts';
 import { parseAccountId, parseRegion } from '../domain/ids.ts';
 import { REGION_READS } from '../persistence/repositories.ts';
 import type { RegionRead, RegionReadArgs } from '../persistence/repositories.ts';
@@ -9,6 +9,8 @@ import type { RegionReads } from './region-reads.ts';
 import { GeopayError } from '../domain/errors.ts';
 import type { AccountRegistry } from '../actors/registry.ts';
 import { decodeRequest, decodeValue, encodeResult, encodeState, encodeValue } from '../actors/wire.ts';
+import type { WireRequest } from '../actors/wire.ts';
+import type { Saga } from './saga.ts';
 
 function accountOf(raw: string): AccountId {
   const id = parseAccountId(raw);
@@ -17,7 +19,13 @@ function accountOf(raw: string): AccountId {
 }
 
 export class ForwardedRequests {
-  constructor(private readonly registry: AccountRegistry, private readonly regions: RegionReads) {}
+  constructor(
+    private readonly registry: AccountRegistry,
+    private readonly regions: RegionReads,
+    private readonly saga: Pick<Saga, 'waitForTransfer' | 'outcomeElsewhere'>,
+    /** How long the debit itself may take (ASK_TIMEOUT_MS), before the outcome's wait starts. */
+    private readonly askTimeoutMs: number,
+  ) {}
 
   /** A read of a region's database this node reads (its own, or one it holds shards of), encoded. */
   async regionRead(rawRegion: string, body: string): Promise<string> {
@@ -28,11 +36,34 @@ export class ForwardedRequests {
     return encodeValue(await this.regions.local(region, op, w.args as RegionReadArgs<typeof op>));
   }
 
-  /** A command for one of this node's accounts, in the wire format; the result, encoded. */
+  /**
+   * A command for one of this node's accounts, in the wire format; the result, encoded. A
+   * debit whose sender waits for its outcome (awaitOutcomeMs) is answered with it: this node
+   * commits the outcome or is answered it (src/payments/saga.ts), and the sender has nothing
+   * to poll or listen for.
+   */
   async command(accountId: string, body: string, trace?: TraceContext): Promise<string> {
     const id = accountOf(accountId);
     const w = decodeRequest(body);
-    return encodeResult(await this.registry.send(id, w.req, { at: w.at, hops: w.hops, trace }));
+    const transferId = w.awaitOutcomeMs && w.req.transfer ? w.req.idem?.resourceId as TransferId | null | undefined : undefined;
+    if (!transferId) return encodeResult(await this.registry.send(id, w.req, { at: w.at, hops: w.hops, trace }));
+    return this.commandWithOutcome(id, transferId, w, trace);
+  }
+
+  private async commandWithOutcome(id: AccountId, transferId: TransferId, w: WireRequest, trace: TraceContext | undefined): Promise<string> {
+    const waitMs = w.awaitOutcomeMs!;
+    // From before the debit is sent: the credit can land before we look.
+    const settled = this.saga.waitForTransfer(transferId, this.askTimeoutMs + waitMs, this.saga.outcomeElsewhere(id, w.req.transfer!.destinationId));
+    const r = await this.registry.send(id, w.req, { at: w.at, hops: w.hops, trace });
+    if (r.type !== 'done' || !r.reply.ok) {
+      settled.cancel();
+      return encodeResult(r, null);
+    }
+    let timer: NodeJS.Timeout | undefined;
+    const outcome = await Promise.race([settled.outcome, new Promise<undefined>((res) => { timer = setTimeout(() => res(undefined), waitMs); })]);
+    clearTimeout(timer);
+    settled.cancel();
+    return encodeResult(r, outcome ?? null);
   }
 
   /** The committed state of one of this node's accounts, encoded. */

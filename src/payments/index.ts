@@ -11,6 +11,7 @@ import { Directory } from './directory.ts';
 import { LedgerEvents } from './events.ts';
 import type { EventStreamSettings } from './events.ts';
 import { ForwardedRequests } from './forwarded.ts';
+import type { Forwarder } from '../cluster/forward.ts';
 import type { RegionReads } from './region-reads.ts';
 import { WebhookEndpoints } from './webhooks.ts';
 import type { WebhookKeyedWrites } from './webhooks.ts';
@@ -70,10 +71,13 @@ export function buildPayments(deps: {
   events?: Partial<EventStreamSettings> | undefined;
   /** The legs on the bus, when they travel by it (src/payments/legs.ts). */
   legs?: SagaLegs | undefined;
+  /** In a cluster: a debit it forwards for a waiting request comes back with the outcome (src/cluster/forward.ts). */
+  forwarder?: Pick<Forwarder, 'tellOutcomesTo'> | undefined;
 }): Payments {
   const { config, registry, repos, logger, clock, metrics } = deps;
   const saga = new Saga(registry, repos.transfers, logger, deps.legs);
   registry.onCommitted((ws) => saga.afterCommit(ws));
+  deps.forwarder?.tellOutcomesTo(saga);
   const keys = new InFlightKeys(config.askTimeoutMs + config.transferWaitMs);
   const directory = new Directory(repos.accounts);
   const ctx = { config, registry, saga, repos, directory, keys, clock, metrics };
@@ -92,7 +96,7 @@ export function buildPayments(deps: {
     tenants: new Tenants(repos, keys, logger, { cacheMs: config.controlCacheMs, outageGraceMs: config.controlOutageGraceMs }, Date.now, metrics),
     inspection,
     ops: new Ops({ ownership: deps.ownership, registry, inspection, inFlight: inFlightNow, webhookBacklog, leaseTtlMs: config.leaseTtlMs, ...deps.ops }),
-    forwarded: new ForwardedRequests(registry, deps.regions),
+    forwarded: new ForwardedRequests(registry, deps.regions, saga, config.askTimeoutMs),
     events: new LedgerEvents({ repos, directory, registry, settings: { heartbeatMs: config.eventsHeartbeatMs, pollMs: config.eventsPollMs, ...deps.events } }),
     webhooks: new WebhookEndpoints({
       ...deps.webhooks, keys, allowPrivate: config.webhookAllowPrivate === 'true', secretOverlapMs: config.webhookSecretOverlapMs, clock: Date.now,

@@ -14,9 +14,11 @@
 // - The PostgreSQL row stays the truth: a transfer still `debited` past RELAY_MIN_AGE_MS is
 //   published again by the relay, so a crash between commit and publish, or a bus that was away,
 //   loses nothing. A copy of a leg applied already answers the first outcome and writes nothing.
-// - The node that took the request hears the outcome on a core subject, geopay.outcomes.<transfer>,
-//   published by whichever node committed it: no polling. That notice is at most once; missed, the
-//   request reads the row once at its wait's end.
+// - A request waits for the outcome on the source's owner (a debit forwarded there is answered
+//   with it: src/payments/forwarded.ts), which commits a cross-region outcome itself. A domestic
+//   leg on the bus (scope 'all') is settled by the destination's owner, which publishes the
+//   outcome on a core subject, geopay.outcomes.<transfer>, when nobody waits there: no polling.
+//   That notice is at most once; missed, the request reads the row once at its wait's end.
 import type { Logger } from 'pino';
 import type { AccountRegistry, CreditLeg } from '../actors/registry.ts';
 import type { LegOutcome } from '../actors/protocol.ts';

@@ -6,6 +6,7 @@
 // for the transfer carry the same trace id.
 import type { Logger } from 'pino';
 import type { AccountId, TransferId } from '../domain/ids.ts';
+import { regionOf } from '../domain/ids.ts';
 import type { AccountRegistry, CreditLeg } from '../actors/registry.ts';
 import type { WriteSet } from '../persistence/journal.ts';
 import type { Repositories } from '../persistence/repositories.ts';
@@ -19,11 +20,7 @@ export interface TransferOutcome { id: TransferId; state: 'settled' | 'returned'
 export interface TransferWait {
   outcome: Promise<TransferOutcome | undefined>;
   cancel: () => void;
-  /**
-   * For a wait on legs committed by other nodes: true when their outcome is told by the bus
-   * (nothing to poll), false when nothing will tell this node (LEGS_TRANSPORT=http, the bus
-   * away). False for a local wait.
-   */
+  /** Listening to the bus for an outcome committed on another node (see Saga.outcomeElsewhere). */
   told: boolean;
 }
 
@@ -35,7 +32,7 @@ export type SagaLegs = Pick<BusLegs, 'carries' | 'publishCredit' | 'notify' | 'w
 const FIRST_DELIVERY_DELAYS_MS = [0, 50, 250];
 
 export class Saga {
-  private readonly waiters = new Map<TransferId, Set<(o: TransferOutcome) => void>>();
+  private readonly waiters = new Map<TransferId, Set<(o: TransferOutcome | undefined) => void>>();
 
   constructor(
     private readonly registry: AccountRegistry,
@@ -70,10 +67,32 @@ export class Saga {
   }
 
   /**
-   * Resolves when the transfer settles or returns, or with undefined after `ms` or on cancel.
-   * `remote`: its legs commit on other nodes; with the bus, their outcome is heard from it.
+   * Is a transfer's outcome committed on another node with nothing that brings it here? Only
+   * a domestic leg on the bus (LEGS_SCOPE all): its destination's owner settles the row, and
+   * only the bus's notice tells. Every other outcome is committed here (a cross-region leg's
+   * Settle, by the source's owner), or answered to this node (a credit delivered by HTTP, a
+   * forwarded debit: `heard`).
    */
-  waitForTransfer(id: TransferId, ms: number, remote = false): TransferWait {
+  outcomeElsewhere(src: AccountId, dst: AccountId): boolean {
+    return !!this.legs && regionOf(src) === regionOf(dst) && this.legs.carries({ sourceId: src, destinationId: dst });
+  }
+
+  /** Does a request on this node wait for the transfer's outcome? */
+  waits(id: string): boolean {
+    return this.waiters.has(id as TransferId);
+  }
+
+  /** An outcome told to this node, or undefined: whoever was asked waited and saw none (src/cluster/forward.ts). */
+  heard(id: string, outcome: unknown): void {
+    const set = this.waiters.get(id as TransferId);
+    if (set) for (const cb of [...set]) cb(outcome as TransferOutcome | undefined);
+  }
+
+  /**
+   * Resolves when the transfer settles or returns, or with undefined after `ms`, on cancel, or
+   * when `heard` says none came. `watch`: listen to the bus for it (see outcomeElsewhere).
+   */
+  waitForTransfer(id: TransferId, ms: number, watch = false): TransferWait {
     let cancel = () => undefined as void;
     let heard: (o: TransferOutcome) => void = () => undefined;
     const outcome = new Promise<TransferOutcome | undefined>((resolve) => {
@@ -86,13 +105,13 @@ export class Saga {
         if (waiters.size === 0 && this.waiters.get(id) === waiters) this.waiters.delete(id);
         resolve(o);
       };
-      const cb = (o: TransferOutcome) => finish(o);
+      const cb = (o: TransferOutcome | undefined) => finish(o);
       const timer = setTimeout(() => finish(undefined), ms);
       cancel = () => finish(undefined);
       heard = cb;
       waiters.add(cb);
     });
-    if (!remote || !this.legs) return { outcome, cancel, told: false };
+    if (!watch || !this.legs) return { outcome, cancel, told: false };
     const watching = this.legs.watch(id, (o) => heard(o));
     void outcome.then(() => watching.stop());
     return { outcome, cancel, told: watching.listening };
@@ -113,6 +132,9 @@ export class Saga {
     for (const delayMs of FIRST_DELIVERY_DELAYS_MS) {
       if (delayMs > 0) await new Promise((r) => setTimeout(r, delayMs));
       const r = await this.registry.deliverCredit(t, delayMs > 0, trace);
+      // A domestic credit applied by another node settled the row there: a request waiting here
+      // reads how it stands (the destination's commit answers no timestamp).
+      if (r.type === 'done' && !r.leg && this.waiters.has(t.id)) void this.tellFromRow(t.id);
       if (r.type !== 'error') return;
       if (r.error.code !== 'mailbox_full' && r.error.code !== 'shard_unavailable') {
         this.logger.warn({ transfer: t.id, code: r.error.code, trace: trace.traceId }, 'credit delivery failed; the relay will retry');
@@ -120,6 +142,16 @@ export class Saga {
       }
     }
     this.logger.info({ transfer: t.id, trace: trace.traceId }, 'destination busy; the relay will deliver the credit');
+  }
+
+  private async tellFromRow(id: TransferId): Promise<void> {
+    try {
+      const t = await this.transfers.get(id);
+      if (t && (t.state === 'settled' || t.state === 'returned')) this.heard(id, { id, state: t.state, at: t.updatedAt } satisfies TransferOutcome);
+    } catch (err) {
+      // The request answers at its wait's end, with one read of its own.
+      this.logger.debug({ err, transfer: id }, 'transfer row not read after its credit');
+    }
   }
 
   /** The first publish of a leg that goes by the bus; failed (the bus away), the relay publishes it again. */

@@ -42,16 +42,6 @@ export interface MoneyRequest { tenantId: string; key: string; hash: string; amo
 /** The metrics' outcome of a transfer as first answered. */
 const OUTCOME_OF_STATE: Record<string, MoneyOutcome> = { settled: 'settled', returned: 'returned', debited: 'pending', refused: 'pending' };
 
-/**
- * How a request hears of an outcome: 'local', committed here (the saga's waiter); 'told', on
- * other nodes, heard from the bus; 'poll', on other nodes with nothing to tell this one
- * (LEGS_TRANSPORT=http, the bus away): the row is read every REMOTE_POLL_MS.
- */
-type LegsSeen = 'local' | 'told' | 'poll';
-
-/** How often a request whose legs run on other nodes looks at the transfer row, when nothing tells it. */
-const REMOTE_POLL_MS = 25;
-
 export class Transfers {
   constructor(private readonly ctx: PaymentsContext) {}
 
@@ -122,11 +112,12 @@ export class Transfers {
       // Homed where its debit and its row are committed: the source's region (keyed-ids.ts).
       const transferId = keyedTransferId(regionOf(m.src), { tenantId: m.tenantId, key: m.key, hash: m.hash });
       const at = new Date(now).toISOString();
-      // Wait for the credit from before the debit is sent: it can land before we look. Legs
-      // committed on other nodes are heard from the bus.
-      const remote = !registry.isLocal(m.src) || !registry.isLocal(m.dst);
-      const settled = saga.waitForTransfer(transferId, config.askTimeoutMs + config.transferWaitMs, remote);
-      const { told } = settled;
+      // Wait for the credit from before the debit is sent: it can land before we look. A debit
+      // forwarded to its owner is answered with the outcome (src/payments/forwarded.ts); else the
+      // outcome commits here, or is answered here, or (a domestic leg on the bus) the bus tells.
+      const forwarded = !registry.isLocal(m.src);
+      const remote = forwarded || !registry.isLocal(m.dst);
+      const settled = saga.waitForTransfer(transferId, config.askTimeoutMs + config.transferWaitMs, !forwarded && saga.outcomeElsewhere(m.src, m.dst));
       const r = await registry.send(m.src, {
         cmd: m.command(transferId),
         idem: { tenantId: m.tenantId, key: m.key, requestHash: m.hash, resourceId: transferId, onOk: null },
@@ -134,7 +125,7 @@ export class Transfers {
       }, { at, trace: m.trace });
       if (r.type !== 'done' || !r.reply.ok) settled.cancel();
       return resolve(r, m.hash, async () => {
-        const view = await this.firstAnswer(transferId, m, at, settled, remote ? (told ? 'told' : 'poll') : 'local');
+        const view = await this.firstAnswer(transferId, m, at, settled, remote);
         // Stored off the request's path; until it is, this process's duplicates share it (keep).
         // Lost (a crash in between, a failed write), a replay answers the transfer as it stands.
         keep(this.ctx.repos.keys.storeAnswer(regionOf(m.src), { tenantId: m.tenantId, key: m.key, requestHash: m.hash, status: transferAnswerStatus(view.state), body: view }) ?? Promise.resolve());
@@ -144,8 +135,8 @@ export class Transfers {
   }
 
   /** The transfer as its request answers it, once the credit landed or TRANSFER_WAIT_MS passed. */
-  private async firstAnswer(transferId: TransferId, m: MoveSpec, at: string, settled: TransferWait, legs: LegsSeen): Promise<TransferView> {
-    const outcome = await this.settlement(transferId, settled, legs);
+  private async firstAnswer(transferId: TransferId, m: MoveSpec, at: string, settled: TransferWait, remote: boolean): Promise<TransferView> {
+    const outcome = await this.settlement(transferId, settled, remote);
     // A return carries the refusal code, and a capture of all that is left its amount,
     // which only the row has: read it (rare).
     if (outcome?.state === 'returned' || m.amount === undefined) return this.read(transferId, m.tenantId);
@@ -159,37 +150,22 @@ export class Transfers {
 
   /**
    * The transfer's outcome within TRANSFER_WAIT_MS, or undefined while it is still in flight.
-   * See LegsSeen for how an outcome committed on another node reaches this one.
+   * `remote`: a leg runs on another node, so the outcome may have been committed there
+   * unheard (a notice is at most once, an owner's answer can be lost): one read makes up for it.
    */
-  private async settlement(id: TransferId, settled: TransferWait, legs: LegsSeen): Promise<TransferOutcome | undefined> {
+  private async settlement(id: TransferId, settled: TransferWait, remote: boolean): Promise<TransferOutcome | undefined> {
     const { config } = this.ctx;
     let timer: NodeJS.Timeout | undefined;
-    let polling = true;
-    const waits: Promise<TransferOutcome | undefined>[] = [settled.outcome, new Promise<undefined>((res) => { timer = setTimeout(() => res(undefined), config.transferWaitMs); })];
-    if (legs === 'poll') waits.push(this.pollSettled(id, () => polling));
-    const outcome = await Promise.race(waits);
-    polling = false;
+    const outcome = await Promise.race([settled.outcome, new Promise<undefined>((res) => { timer = setTimeout(() => res(undefined), config.transferWaitMs); })]);
     clearTimeout(timer);
     settled.cancel();
-    // The bus's notice is at most once: one that was missed is made up for by one read.
-    if (outcome === undefined && legs === 'told') return this.finished(id);
+    if (outcome === undefined && remote) return this.finished(id);
     return outcome;
   }
 
   private async finished(id: TransferId): Promise<TransferOutcome | undefined> {
     const t = await this.ctx.repos.transfers.get(id);
     return t && (t.state === 'settled' || t.state === 'returned') ? { id, state: t.state, at: t.updatedAt } : undefined;
-  }
-
-  /** Resolves when the transfer's row leaves flight, while `go()` holds. */
-  private async pollSettled(id: TransferId, go: () => boolean): Promise<TransferOutcome | undefined> {
-    while (go()) {
-      await new Promise((r) => setTimeout(r, REMOTE_POLL_MS));
-      if (!go()) return undefined;
-      const done = await this.finished(id);
-      if (done) return done;
-    }
-    return undefined;
   }
 
   private async read(id: string, tenantId: string): Promise<TransferView> {
