@@ -441,10 +441,18 @@ function eventFeeds(webhooks: ReturnType<typeof webhookParts>, on: { sources: ()
   const feed = (consumer: string, handle: (e: StoredEvent) => Promise<void>, afterPage?: () => void) => new OutboxFeed({
     consumer, sources: on.sources, handle, ...(afterPage ? { afterPage } : {}), intervalMs: cfg.webhookPollMs, logger: logger.child({ part: `feed-${consumer}` }),
   });
+  // The dispatcher is nudged after a page that made a delivery, not after every page: a page of
+  // events no endpoint wants would cost a claim query for nothing (it polls for retries anyway).
+  let enqueued = false;
   const feeds = [
     feed('webhooks', async (e) => {
-      if (e.tenantId !== null) await enqueueEvent(webhooks.cached, webhookEventOf({ ...e, tenantId: e.tenantId }), { now: new Date() });
-    }, webhooks.nudge),
+      if (e.tenantId === null) return;
+      const made = await enqueueEvent(webhooks.cached, webhookEventOf({ ...e, tenantId: e.tenantId }), { now: new Date() });
+      if (made.some((d) => d.created)) enqueued = true;
+    }, () => {
+      if (enqueued) webhooks.nudge();
+      enqueued = false;
+    }),
     ...(keeper ? [feed('bus', (e) => publishEvent(keeper, e))] : []),
   ];
   on.registry.onCommitted(() => { for (const f of feeds) f.wake(); });
