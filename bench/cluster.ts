@@ -1,7 +1,8 @@
 // The local 3-region cluster under load (`npm run bench:cluster`): the same cluster as
 // `npm run cluster` (3 Redis masters, eu/us/ap x 2 nodes, a database per region), driven by
 // 64 closed-loop clients spread over every node's URL. First the same clients on one node (a
-// fresh server and database), the baseline of the cluster's ratios. Prints throughput and p50/p99 of a
+// fresh server and database), the baseline of the cluster's ratios, then on 3 nodes of one
+// region sharing one database. Prints throughput and p50/p99 of a
 // uniform (2/3 cross-region), a domestic and a hot-account workload, the failover time after
 // a kill -9 of a shard owner, with --separate-postgres the recovery from a restart of us's
 // PostgreSQL, and ends with the cross-database ledger checker on every region's database.
@@ -75,7 +76,7 @@ interface ClusterSetup {
   seconds: number;
 }
 
-async function setupAccounts(r: RunningCluster, clients: LoadClient[], run: string): Promise<ClusterSetup> {
+async function setupAccounts(r: RunningCluster, clients: LoadClient[], run: string, perRegion = settings.accountsPerRegion): Promise<ClusterSetup> {
   const t0 = performance.now();
   const key = setupKeys(run);
   // A bench drives one tenant far past any production rate limit: the nodes' startServer lifts them.
@@ -88,8 +89,8 @@ async function setupAccounts(r: RunningCluster, clients: LoadClient[], run: stri
     return clients[inRegion[i % inRegion.length]![1]]!;
   };
   const accountsByRegion = new Map<string, string[]>();
-  for (const region of regions) {
-    const opened = await inParallel(Array.from({ length: settings.accountsPerRegion }), settings.setupClients, (_, i) =>
+  for (const region of r.cluster.regions) {
+    const opened = await inParallel(Array.from({ length: perRegion }), settings.setupClients, (_, i) =>
       post(nodeOf(region, i), 'open', '/v1/accounts', { currency: 'USD', region }, [201]));
     accountsByRegion.set(region, opened.map((o) => String(o.id)));
   }
@@ -131,6 +132,33 @@ async function oneNode(durationS: number, run: string): Promise<{ uniform: Phase
     console.log(`one node (${session.target.url}), ${accounts} accounts, the same clients:\n${transferSummary([uniform, hot])}\n`);
     return { uniform, hot };
   });
+}
+
+/**
+ * Three nodes of one region on one database (the shards spread over them, a transfer's debit
+ * forwarded to its source's owner two times in three), as many accounts and the same clients
+ * as one node: uniform and hot, each to its one-node counterpart.
+ */
+async function oneRegion(durationS: number, run: string, one: { uniform: PhaseReport; hot: PhaseReport }, separatePostgres: boolean): Promise<void> {
+  // No bus, like the one node: every leg is domestic, so none would travel by it.
+  const r = await startBenchCluster(separatePostgres, undefined, { eu: 3 });
+  const offInterrupt = onInterrupt(() => r.shutdown());
+  const perNode = Math.ceil(settings.clients / r.cluster.nodes.length);
+  const clients = r.cluster.nodes.map((n) => new LoadClient({ url: n.url, connections: perNode, timeoutMs: settings.requestTimeoutMs, retries: 0, log: undefined, run: `${run}r`, engine: 'geopay' }));
+  try {
+    await liveMap(r.cluster.nodes, r.adminKey);
+    const s = await setupAccounts(r, clients, `${run}r`, settings.accountsPerRegion * regions.length);
+    const accounts = s.accountsByRegion.get('eu')!;
+    const common = closedLoop(settings.clients, durationS, settings.warmupSeconds);
+    const uniform = await measurePhase(common, 'uniform', jobsOf(clients, s, anyTwo(accounts)));
+    const hot = await measurePhase(common, 'hot', jobsOf(clients, s, () => [pickFrom(accounts.slice(0, settings.hotSources)), s.hotDestination]));
+    console.log(`3 nodes of one region (eu x3, one database), ${accounts.length} accounts, the same clients:\n${transferSummary([uniform, hot])}`);
+    console.log(`3 nodes of one region over one node, transfers/s: uniform ${rateRatio(uniform, one.uniform).toFixed(2)}x, hot ${rateRatio(hot, one.hot).toFixed(2)}x\n`);
+  } finally {
+    await Promise.all(clients.map((c) => c.destroy()));
+    await r.shutdown();
+    offInterrupt();
+  }
 }
 
 /** The cluster's transfers/s over one node's, each workload to its one-node counterpart. */
@@ -324,8 +352,9 @@ async function checkLedger(pools: Record<string, pg.Pool>, phases: PhaseReport[]
   return failures;
 }
 
-async function startBenchCluster(separatePostgres: boolean, natsUrls: string[] | undefined): Promise<RunningCluster> {
+async function startBenchCluster(separatePostgres: boolean, natsUrls: string[] | undefined, nodesByRegion?: Record<string, number>): Promise<RunningCluster> {
   const opts = defaultOptions();
+  if (nodesByRegion) opts.regions = nodesByRegion;
   if (natsUrls) Object.assign(opts.env, { NATS_URLS: natsUrls.join(','), NATS_REPLICAS: '1' });
   else opts.env.LEGS_TRANSPORT = 'http';
   // A database per region, whatever DATABASE_URL says: that is what this bench measures.
@@ -348,6 +377,7 @@ async function main(durationS: number, separatePostgres: boolean, httpLegs: bool
   try {
     // One node first, alone on the machine; then the cluster.
     const one = await oneNode(durationS, run);
+    await oneRegion(durationS, run, one, separatePostgres);
     const started = Date.now();
     if (!httpLegs) nats = await startNatsServers(1, { namePrefix: 'geopay-bench-cluster' });
     running = await startBenchCluster(separatePostgres, nats?.urls);
