@@ -1,10 +1,11 @@
 // What a resident account actor costs in memory: one fresh server on the local PostgreSQL is
 // filled with N accounts through POST /v1/accounts (each open leaves its actor resident), and
-// its heap and RSS, read from /metrics before and after, are divided by N. The target is
-// 2 KB an actor, so a million resident accounts fit in 2 GiB.
+// its heap and RSS, read from /metrics before and after a full GC, are divided by N. The
+// target is 2 KB an actor, so a million resident accounts fit in 2 GiB.
 import { randomBytes } from 'node:crypto';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { parseArgs } from 'node:util';
+import { WebSocket } from 'undici';
 import { runMain, withOptions } from './lib/main.ts';
 import { parsePositiveInt, UsageError } from './lib/options.ts';
 import { withSession, type Session } from './lib/session.ts';
@@ -16,7 +17,8 @@ const USAGE = `usage: npm run bench:memory -- [--accounts N] [--clients C]
   --accounts N   account actors to make resident (default 20000)
   --clients C    concurrent opens and reads (default 64)
 Other variables reach the server it starts, except MAX_RESIDENT_ACTORS and ACTOR_IDLE_MS,
-which the bench sets so that no actor is passivated during the run.
+which the bench sets so that no actor is passivated during the run, and NODE_OPTIONS, to
+which it adds --inspect=127.0.0.1:0 (to ask the server for a full GC before each reading).
 `;
 
 // Read once: the bench has no config module of its own.
@@ -27,9 +29,9 @@ const settings = Object.freeze({
   targetBytesPerActor: 2 * 1024,
   /** Far past the run: an actor passivated while we count would hide its cost. */
   actorIdleMs: 3_600_000,
-  /** Samples of /metrics once idle; the lowest is kept (see settledReading). */
-  settleSamples: 6,
-  settleEveryMs: 1_000,
+  /** The server's inspector, on a port of its choosing, only for the bench to ask it for a full GC. */
+  inspectorOption: '--inspect=127.0.0.1:0',
+  gcTimeoutMs: 60_000,
   residentDeadlineMs: 60_000,
   requestTimeoutMs: 30_000,
 });
@@ -61,19 +63,43 @@ async function readMemory(url: string): Promise<MemoryReading> {
   };
 }
 
+/** Where the server's inspector listens: node prints it on stderr at start. */
+function inspectorUrl(output: string): string {
+  const m = /Debugger listening on (ws:\/\/\S+)/.exec(output);
+  if (!m) throw new Error(`the server printed no inspector address (NODE_OPTIONS ${settings.inspectorOption}):\n${output}`);
+  return m[1]!;
+}
+
 /**
- * The server's memory once idle, without a way to force its GC from outside: the lowest heap
- * and RSS over a few idle seconds. Garbage only adds to a reading, and V8's memory reducer
- * collects once the allocation rate drops, so the lowest sample is the nearest to what is live.
+ * A full GC in the server, through its inspector (HeapProfiler.collectGarbage). Garbage is no
+ * actor's cost, and V8 may leave hundreds of MiB of it in old space for long after the load
+ * stops: only a reading after a full GC is what is live.
  */
-async function settledReading(url: string): Promise<MemoryReading> {
-  let low = await readMemory(url);
-  for (let i = 1; i < settings.settleSamples; i++) {
-    await sleep(settings.settleEveryMs);
-    const r = await readMemory(url);
-    low = { heapUsedBytes: Math.min(low.heapUsedBytes, r.heapUsedBytes), rssBytes: Math.min(low.rssBytes, r.rssBytes), resident: r.resident };
-  }
-  return low;
+function collectGarbage(url: string): Promise<void> {
+  return new Promise((resolve, reject) => {
+    const ws = new WebSocket(url);
+    const timer = setTimeout(() => {
+      ws.close();
+      reject(new Error(`no answer to HeapProfiler.collectGarbage in ${settings.gcTimeoutMs} ms`));
+    }, settings.gcTimeoutMs);
+    ws.addEventListener('open', () => ws.send(JSON.stringify({ id: 1, method: 'HeapProfiler.collectGarbage' })));
+    ws.addEventListener('message', (ev) => {
+      if ((JSON.parse(String(ev.data)) as { id?: number }).id !== 1) return;
+      clearTimeout(timer);
+      ws.close();
+      resolve();
+    });
+    ws.addEventListener('error', () => {
+      clearTimeout(timer);
+      reject(new Error(`the server's inspector at ${url} failed`));
+    });
+  });
+}
+
+/** The server's memory with only what is live in its heap. */
+async function liveReading(url: string, inspector: string): Promise<MemoryReading> {
+  await collectGarbage(inspector);
+  return readMemory(url);
 }
 
 async function waitResident(url: string, atLeast: number): Promise<void> {
@@ -119,20 +145,21 @@ function printFigures(accounts: number, before: MemoryReading, readings: [string
   };
   const rows = [[ 'before', String(before.resident), mib(before.heapUsedBytes), mib(before.rssBytes), '', '', '', ''], ...readings.map(([n, r]) => row(n, r))];
   console.log(`\n${formatTable(header, rows)}`);
-  console.log(`\nper actor: (reading - before) / ${accounts}; target ${settings.targetBytesPerActor} B (1M resident accounts in 2 GiB)`);
+  console.log(`\nper actor: (reading - before) / ${accounts}, each reading after a full GC; target ${settings.targetBytesPerActor} B (1M resident accounts in 2 GiB)`);
 }
 
 async function bench(session: Session, run: string, o: MemoryOptions): Promise<number> {
   const { target } = session;
   console.log(`geopay bench:memory: ${o.accounts} accounts, ${o.clients} clients, server ${target.url} (pid ${target.server?.pid})`);
+  const inspector = inspectorUrl(target.server?.output() ?? '');
   const tenant = await createTenant(session.client, { adminKey: target.adminKey, run, liftRateLimits: true }, setupKeys(`${run}t`));
-  const before = await settledReading(target.url);
+  const before = await liveReading(target.url, inspector);
   const opened = await openAccounts(session, tenant, run, o);
   console.log(`opened ${o.accounts} accounts in ${opened.seconds.toFixed(1)} s (${(o.accounts / opened.seconds).toFixed(0)} accounts/s)`);
   await waitResident(target.url, before.resident + o.accounts);
-  const filled = await settledReading(target.url);
+  const filled = await liveReading(target.url, inspector);
   await touchAccounts(session, tenant, opened.ids, o.clients);
-  const touched = await settledReading(target.url);
+  const touched = await liveReading(target.url, inspector);
   printFigures(o.accounts, before, [['after opening', filled], ['after one read each', touched]]);
   return 0;
 }
@@ -140,7 +167,10 @@ async function bench(session: Session, run: string, o: MemoryOptions): Promise<n
 runMain(() => withOptions(USAGE, () => parseOptions(process.argv.slice(2)), (o) => {
   const run = `mem${Date.now().toString(36)}${randomBytes(2).toString('hex')}`;
   // Room above N, and idle far past the run: nothing may be passivated while we count.
-  const serverEnv = { MAX_RESIDENT_ACTORS: String(o.accounts + 10_000), ACTOR_IDLE_MS: String(settings.actorIdleMs) };
+  const serverEnv = {
+    MAX_RESIDENT_ACTORS: String(o.accounts + 10_000), ACTOR_IDLE_MS: String(settings.actorIdleMs),
+    NODE_OPTIONS: [process.env.NODE_OPTIONS, settings.inspectorOption].filter(Boolean).join(' '),
+  };
   return withSession({
     target: () => startTarget({ start: 'postgres', engine: 'geopay', keepDb: false, serverEnv }),
     client: { connections: o.clients, timeoutMs: settings.requestTimeoutMs, retries: 0, run },

@@ -6,6 +6,7 @@
 import type { Metrics } from '../observability/metrics.ts';
 import type { Logger } from 'pino';
 import type { AccountState } from '../domain/account.ts';
+import { withSharedEmpties } from '../domain/account.ts';
 import type { AccountId, ShardId } from '../domain/ids.ts';
 import { GeopayError } from '../domain/errors.ts';
 import type { Pool } from '../persistence/db.ts';
@@ -76,23 +77,32 @@ export interface ActorActivity {
 }
 
 /**
- * What the actor shares with its registry. Each counter has one writer:
- * - the registry owns `ref`, `queued` and `retired`: it counts the messages it dispatches and
- *   counts them down when nact hands them to the handler (registry.ts, handleFor), and marks
- *   the handle retired when it takes it out of routing; the actor only reads `queued`;
- * - the actor owns `depth`, `lastActivity` and `flushing`: it writes them to the ActorActivity
- *   it was given (makeAccountHandler), and the handle shows them to the registry read-only.
+ * What an actor leaves when it goes to rest (registry.ts): idle and holding nothing, it stops,
+ * and the next message to the account spawns a new actor from this, ready, with nothing to load.
  */
-export interface ActorHandle {
-  readonly id: AccountId;
-  readonly shard: ShardId;
-  ref: ActorRef<AccountMsg>;
+export type RestingState = Pick<ActorState, 'account' | 'lastSnapshotSeq' | 'loadedAt'>;
+
+/**
+ * One per resident account, awake (`ref`) or resting. Each field has one writer:
+ * - the registry owns `ref`, `queued`, `retired` and `resting`: it counts the Commands and
+ *   Reads it dispatches and counts them down when nact hands them to the handler (registry.ts,
+ *   wake), and marks the handle retired when it takes it out of routing; the actor only reads
+ *   `queued`;
+ * - the actor owns `depth`, `lastActivity` and `flushing`, through its ActorActivity view of
+ *   this object (makeAccountHandler); they outlive the actor while the account rests.
+ * A class of plain fields, not closures or getters: a million of them may be resident.
+ */
+export class ActorHandle implements ActorActivity {
+  /** The nact actor, while the account has work; undefined while it rests. */
+  ref: ActorRef<AccountMsg> | undefined = undefined;
   /** Messages dispatched to nact and not yet handled: nothing may be dropped by a stop. */
-  queued: number;
-  retired: boolean;
-  readonly depth: number;
-  readonly lastActivity: number;
-  readonly flushing: boolean;
+  queued = 0;
+  retired = false;
+  resting: RestingState | undefined = undefined;
+  depth = 0;
+  flushing = false;
+
+  constructor(readonly id: AccountId, readonly shard: ShardId, public lastActivity: number) {}
 }
 
 export interface ActorDeps {
@@ -126,9 +136,25 @@ export function initialActorState(now: number): ActorState {
   };
 }
 
-/** The nact handler of one account's actor. `activity` is the actor's to write (see ActorHandle). */
-export function makeAccountHandler(h: ActorHandle, activity: ActorActivity, deps: ActorDeps) {
-  const actor = new AccountActor(h, activity, deps);
+/** The state of an actor woken from rest: ready as it was left, nothing to load. */
+export function wokenActorState(r: RestingState, lastActivity: number): ActorState {
+  return { ...initialActorState(lastActivity), phase: 'ready', account: r.account, lastSnapshotSeq: r.lastSnapshotSeq, loadedAt: r.loadedAt };
+}
+
+/**
+ * What the actor may rest with, if it holds nothing and waits for nothing: no command, read or
+ * passivation held, no load, commit or snapshot out (their results come back to this actor
+ * alone), and no redo counted. The caller also checks that nact holds no message for it.
+ */
+export function restingStateOf(s: ActorState): RestingState | undefined {
+  const idle = s.phase === 'ready' && s.pending.length === 0 && s.inFlight === null && s.passivation === null && s.readers.length === 0;
+  if (!idle || s.staleRedos !== 0) return undefined;
+  return { account: s.account, lastSnapshotSeq: s.lastSnapshotSeq, loadedAt: s.loadedAt };
+}
+
+/** The nact handler of one account's actor; the handle's ActorActivity fields are the actor's to write. */
+export function makeAccountHandler(h: ActorHandle, deps: ActorDeps) {
+  const actor = new AccountActor(h, h, deps);
   return (s: ActorState, msg: AccountMsg, self: ActorRef<AccountMsg>): ActorState => actor.handle(s, msg, self);
 }
 
@@ -139,8 +165,18 @@ export function makeAccountHandler(h: ActorHandle, activity: ActorActivity, deps
  */
 export function startLoadFor(pool: Pool, id: AccountId, self: ActorRef<AccountMsg>, epochOf: () => Promise<bigint>): void {
   epochOf()
-    .then(async (epoch) => tell(self, { type: 'Loaded', result: await loadAccount(pool, id), epoch }))
-    .catch((error: unknown) => tell(self, { type: 'Loaded', result: undefined, error }));
+    .then(async (epoch) => tellOwnResult(self, { type: 'Loaded', result: await loadAccount(pool, id), epoch }))
+    .catch((error: unknown) => tellOwnResult(self, { type: 'Loaded', result: undefined, error }));
+}
+
+/**
+ * The result of the actor's own load or snapshot. An actor retired meanwhile may be stopped
+ * already (registry.ts, retire): it answered all it held then, and nothing waits for this. No
+ * other stop leaves one out (restingStateOf, passivationStep); a commit's result is told
+ * plainly, as a retired actor stops only once no commit is out.
+ */
+function tellOwnResult(self: ActorRef<AccountMsg>, msg: AccountMsg): void {
+  if (!self.stopped) tell(self, msg);
 }
 
 /** Reloads in a row to redo one batch decided on a stale state; past it the batch is answered as a failed commit. */
@@ -152,7 +188,7 @@ class AccountActor {
   private readonly log: Logger;
   private readonly flushDeps: FlushDeps;
 
-  constructor(private readonly h: ActorHandle, private readonly activity: ActorActivity, private readonly deps: ActorDeps) {
+  constructor(private readonly h: Readonly<ActorHandle>, private readonly activity: ActorActivity, private readonly deps: ActorDeps) {
     this.log = deps.logger.child({ account: h.id, shard: h.shard });
     this.flushDeps = {
       accountId: h.id, shard: h.shard, nodeId: deps.nodeId, snapshotEvery: deps.snapshotEvery,
@@ -212,7 +248,8 @@ class AccountActor {
     }
     for (const r of s.readers) r({ state: msg.result.state });
     const { state, lastSnapshotSeq } = msg.result;
-    return this.maybeFlush({ ...s, phase: 'ready', account: state, lastSnapshotSeq, readers: [], loadedAt: msg.epoch }, self);
+    const account = state && withSharedEmpties(state);
+    return this.maybeFlush({ ...s, phase: 'ready', account, lastSnapshotSeq, readers: [], loadedAt: msg.epoch }, self);
   }
 
   private onFlushed(s: ActorState, msg: Extract<AccountMsg, { type: 'Flushed' }>, self: ActorRef<AccountMsg>): ActorState {
@@ -346,7 +383,7 @@ class AccountActor {
         const { seq, state } = step;
         ownership.epochFor(this.h.shard)
           .then((epoch) => writer.commit({ ...emptyWriteSet(this.h.shard, epoch, nodeId), snapshot: { accountId: this.h.id, seq, state } }))
-          .then(() => tell(self, { type: 'Snapshotted', seq }), (error) => tell(self, { type: 'Snapshotted', seq, error }));
+          .then(() => tellOwnResult(self, { type: 'Snapshotted', seq }), (error) => tellOwnResult(self, { type: 'Snapshotted', seq, error }));
         return { ...s, phase: 'snapshotting' };
       }
       case 'stop':

@@ -1,9 +1,18 @@
 // A small typed layer over nact: typed refs, a tell, and an ask of our own that carries its
 // resolver in the message (nact's query() can hand a reply to the wrong caller under load).
+// nact drops a message told to a stopped actor without a word; here that is a bug, and asserts.
+import assert from 'node:assert/strict';
 import nact from 'nact';
 import { GeopayError } from '../domain/errors.ts';
 
-export interface ActorRef<M> { readonly __msg?: M; readonly raw: unknown }
+/** Only this module writes `unhandled` and `stopped`. */
+export interface ActorRef<M> {
+  readonly __msg?: M;
+  readonly raw: unknown;
+  /** Told and not yet handled: with none, the actor can stop without dropping a message. */
+  unhandled: number;
+  stopped: boolean;
+}
 export interface ActorSystem { readonly raw: unknown }
 
 type Handler<S, M> = (state: S, msg: M, self: ActorRef<M>) => S | Promise<S>;
@@ -26,6 +35,7 @@ export function spawn<S, M>(parent: ActorSystem, name: string, initial: S, handl
   const raw = nact.spawn(
     parent.raw as never,
     async (state: S, msg: M) => {
+      selfRef.unhandled--;
       try {
         return await handler(state, msg, selfRef);
       } catch (err) {
@@ -36,15 +46,18 @@ export function spawn<S, M>(parent: ActorSystem, name: string, initial: S, handl
     name,
     { initialState: initial },
   );
-  selfRef = { raw };
+  selfRef = { raw, unhandled: 0, stopped: false };
   return selfRef;
 }
 
 export function tell<M>(ref: ActorRef<M>, msg: M): void {
+  assert.equal(ref.stopped, false, 'a message told to a stopped actor would be lost');
+  ref.unhandled++;
   nact.dispatch(ref.raw as never, msg as never);
 }
 
 export function stopActor(ref: ActorRef<unknown>): void {
+  ref.stopped = true;
   nact.stop(ref.raw as never);
 }
 

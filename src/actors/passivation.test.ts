@@ -5,7 +5,7 @@ import type { AccountState } from '../domain/account.ts';
 import { evolve } from '../domain/account.ts';
 import type { AccountId, Region } from '../domain/ids.ts';
 import type { PassivationRequest, PassivationView } from './passivation.ts';
-import { afterSnapshot, declinedAtOnce, finishStep, passivationStep } from './passivation.ts';
+import { afterSnapshot, declinedAtOnce, finishStep, passivationStep, restingStep } from './passivation.ts';
 
 const account: AccountState = evolve(undefined, {
   type: 'Opened', id: `acc_eu_${'1'.repeat(32)}` as AccountId, kind: 'customer', tenantId: null, currency: 'EUR',
@@ -63,5 +63,16 @@ describe('finishStep and afterSnapshot', () => {
     expect(afterSnapshot(view({ pending: [1] }))).toEqual({ type: 'flush', decline: true });
     expect(afterSnapshot(view({ pending: [1], passivation: request(true) }))).toEqual({ type: 'flush', decline: false });
     expect(afterSnapshot(view({ pending: [1], passivation: null }))).toEqual({ type: 'flush', decline: false });
+  });
+});
+
+describe('restingStep', () => {
+  it('a resting account snapshotted up to its seq (or never opened) stops without its actor', () => {
+    expect(restingStep({ account, lastSnapshotSeq: account.seq }, 0)).toBe('stop');
+    expect(restingStep({ account: undefined, lastSnapshotSeq: 0 }, 0)).toBe('stop');
+  });
+  it('one with postings since its last snapshot, or with messages queued, is left to its actor', () => {
+    expect(restingStep({ account, lastSnapshotSeq: account.seq - 1 }, 0)).toBe('wake');
+    expect(restingStep({ account, lastSnapshotSeq: account.seq }, 1)).toBe('wake');
   });
 });

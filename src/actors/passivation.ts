@@ -52,6 +52,16 @@ export function finishStep(request: PassivationRequest, pending: number, queued:
 }
 
 /**
+ * A resting account (idle, holding nothing: registry.ts) asked to passivate: it stops at once,
+ * or its actor is woken to snapshot first. The decision its actor would take, from the same
+ * view; anything but a stop is left to the actor.
+ */
+export function restingStep(account: Pick<PassivationView, 'account' | 'lastSnapshotSeq'>, queued: number): 'stop' | 'wake' {
+  const view: PassivationView = { ...account, phase: 'ready', pending: [], inFlight: null, passivation: { wait: false, done: () => undefined } };
+  return passivationStep(view, queued).type === 'stop' ? 'stop' : 'wake';
+}
+
+/**
  * After a snapshot committed: with commands pending the actor goes back to them (and a request
  * that does not wait is answered no); without, it finishes the passivation.
  */

@@ -14,10 +14,12 @@ import type { Pool } from '../persistence/db.ts';
 import type { WriteSet } from '../persistence/journal.ts';
 import type { GroupWriter } from '../persistence/writer.ts';
 import type { Ownership, Route } from '../cluster/ownership.ts';
-import type { ActorSystem } from './nact.ts';
+import type { ActorRef, ActorSystem } from './nact.ts';
 import { ask, spawn, startSystem, stopActor, stopSystem, tell } from './nact.ts';
-import type { AccountMsg, ActorHandle, Inspection } from './account-actor.ts';
-import { initialActorState, makeAccountHandler, startLoadFor } from './account-actor.ts';
+import type { AccountMsg, ActorDeps, ActorState, Inspection } from './account-actor.ts';
+import { ActorHandle, initialActorState, makeAccountHandler, restingStateOf, startLoadFor, wokenActorState } from './account-actor.ts';
+import type { PassivationRequest } from './passivation.ts';
+import { restingStep } from './passivation.ts';
 import type { AccountRequest, CommandResult, LegOutcome } from './protocol.ts';
 import { LedgerAccounts } from './ledger-accounts.ts';
 import type { TraceContext } from '../observability/trace.ts';
@@ -57,7 +59,10 @@ export type CommitListener = (ws: WriteSet) => void;
 
 export class AccountRegistry {
   private readonly system: ActorSystem;
+  /** Every resident account, its actor awake or at rest (see restIfIdle). */
   private readonly actors = new Map<AccountId, ActorHandle>();
+  private readonly shards = new Map<ShardId, ShardId>();
+  private readonly deps = new Map<Region, ActorDeps>();
   private generation = 0;
   private draining = false;
   private readonly listeners: CommitListener[] = [];
@@ -118,7 +123,7 @@ export class AccountRegistry {
     this.metrics?.mailboxDepth.observe(h.queued + h.depth);
     h.queued++;
     const forgetTrace = trace && this.keepLegTrace(req.cmd, trace);
-    const answered = ask<AccountMsg, CommandResult>(h.ref, (reply) => ({ type: 'Command', req: { ...req, reply, at } }), timeoutMs ?? this.cfg.askTimeoutMs)
+    const answered = ask<AccountMsg, CommandResult>(this.wake(h), (reply) => ({ type: 'Command', req: { ...req, reply, at } }), timeoutMs ?? this.cfg.askTimeoutMs)
       .catch((error: unknown): CommandResult => ({ type: 'error', error: error instanceof GeopayError ? error : new GeopayError('internal_error', undefined, { cause: error }) }));
     if (!forgetTrace) return answered;
     return answered.then((r) => {
@@ -165,7 +170,7 @@ export class AccountRegistry {
     const epoch = await this.ownership.epochFor(shard);
     const h = this.handleFor(id);
     h.queued++;
-    const r = await ask<AccountMsg, { state: AccountState | undefined } | { error: GeopayError }>(h.ref, (reply) => ({ type: 'Read', reply }), this.cfg.askTimeoutMs);
+    const r = await ask<AccountMsg, { state: AccountState | undefined } | { error: GeopayError }>(this.wake(h), (reply) => ({ type: 'Read', reply }), this.cfg.askTimeoutMs);
     if ('error' in r) throw r.error;
     await this.ownership.confirmRead(shard, epoch);
     return r.state;
@@ -177,7 +182,7 @@ export class AccountRegistry {
     h.queued++;
     try {
       // Inspect does not count as a command; undo the count when it is handled.
-      return await ask<AccountMsg, Inspection>(h.ref, (reply) => ({ type: 'Inspect', reply: (i) => { h.queued--; reply(i); } }), this.cfg.askTimeoutMs);
+      return await ask<AccountMsg, Inspection>(this.wake(h), (reply) => ({ type: 'Inspect', reply: (i) => { h.queued--; reply(i); } }), this.cfg.askTimeoutMs);
     } catch {
       return { resident: false };
     }
@@ -208,6 +213,13 @@ export class AccountRegistry {
 
   residentCount(): number {
     return this.actors.size;
+  }
+
+  /** Resident accounts whose actor is running: those with work; the others are at rest. */
+  awakeCount(): number {
+    let n = 0;
+    for (const h of this.actors.values()) if (h.ref) n++;
+    return n;
   }
 
   /** Registers a listener for committed write sets (the saga's next steps, outcome waiters). */
@@ -268,18 +280,75 @@ export class AccountRegistry {
     const existing = this.actors.get(id);
     if (existing) return existing;
     if (this.actors.size >= this.cfg.maxResidentActors) this.passivateIdle(true);
-    const shard = this.shardOf(id);
-    // One writer per counter (see ActorHandle): the registry writes `queued` and `retired`; the
-    // actor writes `activity`, which the handle shows here read-only.
-    const activity = { depth: 0, lastActivity: Date.now(), flushing: false };
-    const h: ActorHandle = {
-      id, shard, ref: undefined as never, queued: 0, retired: false,
-      get depth() { return activity.depth; },
-      get lastActivity() { return activity.lastActivity; },
-      get flushing() { return activity.flushing; },
-    };
-    const { pool, writer } = this.stores.of(shardParts(shard).region);
-    const handler = makeAccountHandler(h, activity, {
+    const h = new ActorHandle(id, this.internShard(this.shardOf(id)), Date.now());
+    this.wake(h);
+    this.actors.set(id, h);
+    return h;
+  }
+
+  /** One string per shard, however many of its accounts are resident. */
+  private internShard(shard: ShardId): ShardId {
+    const known = this.shards.get(shard);
+    if (known !== undefined) return known;
+    this.shards.set(shard, shard);
+    return shard;
+  }
+
+  /**
+   * The account's actor: the running one, or one spawned now, from the resting state if the
+   * account rests (ready at once), or loading if it was never loaded. Every message to an
+   * account goes through here, so none is told to an actor that went to rest.
+   */
+  private wake(h: ActorHandle): ActorRef<AccountMsg> {
+    if (h.ref) return h.ref;
+    const region = shardParts(h.shard).region;
+    const deps = this.depsFor(region);
+    const handler = makeAccountHandler(h, deps);
+    const resting = h.resting;
+    h.resting = undefined;
+    const initial = resting ? wokenActorState(resting, h.lastActivity) : initialActorState(Date.now());
+    const ref = spawn<ActorState, AccountMsg>(
+      this.system, `${h.id}.g${++this.generation}`, initial,
+      (s, msg, self) => {
+        // The registry counts up each Command and Read it dispatches (sendLocal, read), and
+        // counts it down here, when nact hands it to the actor.
+        if (msg.type === 'Command' || msg.type === 'Read') h.queued--;
+        const next = handler(s, msg, self);
+        if (!h.retired && self.unhandled === 0) this.restIfIdle(h, next, self);
+        return next;
+      },
+      (err, msg) => {
+        // A bug in the handler: answer the message that hit it, retire the actor (its
+        // successor reloads from the journal) and keep the process honest in the logs.
+        this.logger.error({ err, account: h.id, msg: msg.type }, 'account actor fault');
+        if (msg.type === 'Command') msg.req.reply({ type: 'error', error: new GeopayError('internal_error') });
+        this.retire(h);
+      },
+    );
+    h.ref = ref;
+    if (!resting) startLoadFor(deps.pool, h.id, ref, () => this.ownership.epochFor(h.shard));
+    return ref;
+  }
+
+  /**
+   * An idle actor stops and leaves its state on the handle: a resident account costs its state,
+   * not a nact actor. It stops inside its own handler with nact holding nothing for it and no
+   * async result to come (restingStateOf), so no message can be lost by the stop.
+   */
+  private restIfIdle(h: ActorHandle, s: ActorState, self: ActorRef<AccountMsg>): void {
+    const resting = restingStateOf(s);
+    if (!resting) return;
+    h.resting = resting;
+    h.ref = undefined;
+    stopActor(self);
+  }
+
+  /** What every actor of a region is given; made once per region, shared by its actors. */
+  private depsFor(region: Region): ActorDeps {
+    const known = this.deps.get(region);
+    if (known) return known;
+    const { pool, writer } = this.stores.of(region);
+    const deps: ActorDeps = {
       pool,
       ownership: this.ownership,
       nodeId: this.cfg.nodeId,
@@ -289,41 +358,27 @@ export class AccountRegistry {
       logger: this.logger,
       now: Date.now,
       writer,
-      rejectionAnswer: this.rejectionAnswer,
+      // Read at each use: the HTTP layer sets it after the registry is built.
+      rejectionAnswer: (code) => this.rejectionAnswer(code),
       faultCommitDelayMs: this.cfg.faultCommitDelayMs,
       afterCommit: (ws) => this.afterCommit(ws),
       retire: (x) => this.retire(x),
       passivated: (x) => this.remove(x),
       metrics: this.metrics,
-    });
-    h.ref = spawn<ReturnType<typeof initialActorState>, AccountMsg>(
-      this.system, `${id}.g${++this.generation}`, initialActorState(Date.now()),
-      (s, msg, self) => {
-        // The registry counts up each Command and Read it dispatches (sendLocal, read), and
-        // counts it down here, when nact hands it to the actor.
-        if (msg.type === 'Command' || msg.type === 'Read') h.queued--;
-        return handler(s, msg, self);
-      },
-      (err, msg) => {
-        // A bug in the handler: answer the message that hit it, retire the actor (its
-        // successor reloads from the journal) and keep the process honest in the logs.
-        this.logger.error({ err, account: id, msg: msg.type }, 'account actor fault');
-        if (msg.type === 'Command') msg.req.reply({ type: 'error', error: new GeopayError('internal_error') });
-        this.retire(h);
-      },
-    );
-    this.actors.set(id, h);
-    startLoadFor(pool, id, h.ref, () => this.ownership.epochFor(shard));
-    return h;
+    };
+    this.deps.set(region, deps);
+    return deps;
   }
 
   private retire(h: ActorHandle): void {
     h.retired = true;
     if (this.actors.get(h.id) === h) this.actors.delete(h.id);
+    const ref = h.ref;
+    if (!ref) return;
     // Stop only once nact's mailbox is empty and no commit is out: a stop drops whatever it
     // still holds, including the result of a commit still to come back.
     const stopWhenEmpty = () => {
-      if (h.queued <= 0 && !h.flushing) stopActor(h.ref);
+      if (h.queued <= 0 && !h.flushing) stopActor(ref);
       else setTimeout(stopWhenEmpty, 50).unref();
     };
     stopWhenEmpty();
@@ -331,7 +386,21 @@ export class AccountRegistry {
 
   private remove(h: ActorHandle): void {
     if (this.actors.get(h.id) === h) this.actors.delete(h.id);
-    stopActor(h.ref);
+    if (h.ref) stopActor(h.ref);
+  }
+
+  /**
+   * Tells the account's actor to passivate. A resting account with nothing to snapshot stops
+   * here, as its actor would (restingStep): waking an actor for it would spawn one per idle
+   * account at once, the very memory resting saves.
+   */
+  private passivate(h: ActorHandle, request: PassivationRequest): void {
+    if (h.resting && restingStep(h.resting, h.queued) === 'stop') {
+      request.done(true);
+      this.remove(h);
+      return;
+    }
+    tell(this.wake(h), { type: 'Passivate', ...request });
   }
 
   /** Asks idle actors to snapshot and stop; `pressure` also takes the least recently used. */
@@ -344,9 +413,7 @@ export class AccountRegistry {
       if (!idle && excess <= 0) break;
       if (h.queued > 0 || h.depth > 0) continue;
       excess--;
-      h.queued++;
-      tell(h.ref, { type: 'Passivate', wait: false, done: () => undefined });
-      h.queued--;
+      this.passivate(h, { wait: false, done: () => undefined });
     }
   }
 
@@ -358,7 +425,7 @@ export class AccountRegistry {
   async drainShard(shard: ShardId, timeoutMs: number): Promise<void> {
     const all = [...this.actors.values()].filter((h) => h.shard === shard);
     const done = Promise.all(all.map((h) => new Promise<void>((resolve) => {
-      tell(h.ref, { type: 'Passivate', wait: true, done: () => resolve() });
+      this.passivate(h, { wait: true, done: () => resolve() });
     })));
     let timer: NodeJS.Timeout | undefined;
     await Promise.race([done, new Promise<void>((r) => { timer = setTimeout(r, timeoutMs); })]);
@@ -370,7 +437,14 @@ export class AccountRegistry {
   retireShard(shard: ShardId, why = 'lost its lease'): void {
     for (const h of [...this.actors.values()]) {
       if (h.shard !== shard) continue;
-      tell(h.ref, { type: 'Retire', error: new GeopayError('shard_unavailable', `shard ${shard} ${why}`) });
+      const error = new GeopayError('shard_unavailable', `shard ${shard} ${why}`);
+      if (!h.resting) {
+        tell(this.wake(h), { type: 'Retire', error });
+        continue;
+      }
+      // At rest it holds nothing to answer: retired here, as its actor would retire itself.
+      this.logger.warn({ account: h.id, shard, code: error.code, reason: error.message }, 'actor retired: shard lost or handed over');
+      this.retire(h);
     }
   }
 
@@ -380,7 +454,7 @@ export class AccountRegistry {
     if (this.idleTimer) clearInterval(this.idleTimer);
     const all = [...this.actors.values()];
     const done = Promise.all(all.map((h) => new Promise<void>((resolve) => {
-      tell(h.ref, { type: 'Passivate', wait: true, done: () => resolve() });
+      this.passivate(h, { wait: true, done: () => resolve() });
     })));
     let timer: NodeJS.Timeout | undefined;
     await Promise.race([done, new Promise<void>((r) => { timer = setTimeout(r, timeoutMs); })]);

@@ -3,10 +3,10 @@
 import { describe, it, expect } from 'vitest';
 import fc from 'fast-check';
 import {
-  available, decide, evolve, journalKind, signedAmount,
+  available, decide, evolve, journalKind, signedAmount, withSharedEmpties,
   type AccountCommand, type AccountEvent, type AccountState, type Decision,
 } from './account.ts';
-import type { AccountId, Region, TenantId, TransferId } from './ids.ts';
+import type { AccountId, HoldId, Region, TenantId, TransferId } from './ids.ts';
 import type { Currency } from './money.ts';
 import type { ErrorCode } from './errors.ts';
 
@@ -440,5 +440,40 @@ describe('property: balance is the sum of accepted signed amounts', () => {
         });
       }),
     );
+  });
+});
+
+describe('empty holds and metadata, shared', () => {
+  const hold = `hold_eu_${'3'.repeat(32)}` as HoldId;
+  const opened = (metadata: Record<string, unknown>) => run(undefined, openCmd({ metadata })).next!;
+
+  it('accounts without holds or metadata share one frozen empty of each; states are never changed in place', () => {
+    const a = opened({});
+    const b = opened({});
+    expect(a.holds).toBe(b.holds);
+    expect(a.metadata).toBe(b.metadata);
+    expect(Object.isFrozen(a.holds) && Object.isFrozen(a.metadata)).toBe(true);
+    expect(opened({ ref: 'x' }).metadata).toEqual({ ref: 'x' });
+  });
+
+  it('holds placed and released go back to the shared empty, with the amounts right', () => {
+    const base = opened({});
+    const funded = run(base, { type: 'Credit', transferId: tr(1), amount: 100n, currency: 'EUR', alreadyApplied: false }).next!;
+    const placed = run(funded, { type: 'Authorize', holdId: hold, destinationId: EXT, amount: 40n, currency: 'EUR', multiCapture: false, expiresAt: '2030-01-01T00:00:00.000Z' }).next!;
+    expect(placed.holds[hold]).toMatchObject({ amount: 40n, remaining: 40n });
+    expect(base.holds).toEqual({});
+    const voided = run(placed, { type: 'Void', holdId: hold }).next!;
+    expect(voided.holds).toBe(base.holds);
+    expect(voided).toMatchObject({ balance: 100n, held: 0n });
+  });
+
+  it('a state read back from storage takes the shared empties, and keeps what is not empty', () => {
+    const stored = { ...opened({}), holds: {}, metadata: {} };
+    const compacted = withSharedEmpties(stored);
+    expect(compacted.holds).toBe(opened({}).holds);
+    expect(compacted.metadata).toBe(opened({}).metadata);
+    expect(compacted).toEqual(stored);
+    const kept = withSharedEmpties({ ...stored, metadata: { ref: 'y' } });
+    expect(kept.metadata).toEqual({ ref: 'y' });
   });
 });

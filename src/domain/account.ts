@@ -306,12 +306,26 @@ export function decide(state: AccountState | undefined, cmd: AccountCommand): De
   }
 }
 
+// Most accounts have no holds and no metadata; a million resident ones share these two
+// instead of carrying an empty object each. Frozen: states are never changed in place.
+const NO_HOLDS: Readonly<Record<string, Hold>> = Object.freeze({});
+const NO_METADATA: Record<string, unknown> = Object.freeze({});
+
+const holdsOrNone = (holds: Readonly<Record<string, Hold>>): Readonly<Record<string, Hold>> => (Object.keys(holds).length === 0 ? NO_HOLDS : holds);
+const metadataOrNone = (metadata: Record<string, unknown>): Record<string, unknown> => (Object.keys(metadata).length === 0 ? NO_METADATA : metadata);
+
+/** A state read back from storage, its empty holds and metadata replaced by the shared ones. */
+export function withSharedEmpties(s: AccountState): AccountState {
+  return { ...s, holds: holdsOrNone(s.holds), metadata: metadataOrNone(s.metadata) };
+}
+
 export function evolve(state: AccountState | undefined, e: AccountEvent): AccountState {
   if (e.type === 'Opened') {
     if (state !== undefined) throw new Error('Opened applied to an existing account');
+    const metadata = metadataOrNone(e.metadata);
     return {
       id: e.id, kind: e.kind, tenantId: e.tenantId, currency: e.currency, region: e.region, status: 'open',
-      balance: 0n, held: 0n, holds: {}, overdraftLimit: e.overdraftLimit, seq: 1, metadata: e.metadata, createdAt: e.at,
+      balance: 0n, held: 0n, holds: NO_HOLDS, overdraftLimit: e.overdraftLimit, seq: 1, metadata, createdAt: e.at,
     };
   }
   if (state === undefined) throw new Error(`${e.type} applied before Opened`);
@@ -338,12 +352,12 @@ export function evolve(state: AccountState | undefined, e: AccountEvent): Accoun
       return next({
         balance: state.balance - e.amount,
         held: state.held - e.amount - e.released,
-        holds: remaining === 0n ? others : { ...others, [e.holdId]: { ...hold, remaining } },
+        holds: remaining === 0n ? holdsOrNone(others) : { ...others, [e.holdId]: { ...hold, remaining } },
       });
     }
     case 'HoldReleased': {
       const { [e.holdId]: _gone, ...others } = state.holds;
-      return next({ held: state.held - e.amount, holds: others });
+      return next({ held: state.held - e.amount, holds: holdsOrNone(others) });
     }
     case 'CreditRefused': return state;
     case 'Settled': return state;
