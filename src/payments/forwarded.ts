@@ -11,6 +11,7 @@ import type { AccountRegistry } from '../actors/registry.ts';
 import { decodeRequest, decodeValue, encodeResult, encodeState, encodeValue } from '../actors/wire.ts';
 import type { WireRequest } from '../actors/wire.ts';
 import type { Saga } from './saga.ts';
+import { outcomeWithin } from './saga.ts';
 
 function accountOf(raw: string): AccountId {
   const id = parseAccountId(raw);
@@ -59,11 +60,7 @@ export class ForwardedRequests {
       settled.cancel();
       return encodeResult(r, null);
     }
-    let timer: NodeJS.Timeout | undefined;
-    const outcome = await Promise.race([settled.outcome, new Promise<undefined>((res) => { timer = setTimeout(() => res(undefined), waitMs); })]);
-    clearTimeout(timer);
-    settled.cancel();
-    return encodeResult(r, outcome ?? null);
+    return encodeResult(r, (await outcomeWithin(settled, waitMs)) ?? null);
   }
 
   /** The committed state of one of this node's accounts, encoded. */

@@ -20,8 +20,15 @@ export interface TransferOutcome { id: TransferId; state: 'settled' | 'returned'
 export interface TransferWait {
   outcome: Promise<TransferOutcome | undefined>;
   cancel: () => void;
-  /** Listening to the bus for an outcome committed on another node (see Saga.outcomeElsewhere). */
-  told: boolean;
+}
+
+/** The wait's outcome if it comes within `ms`, else undefined; the wait is over either way. */
+export async function outcomeWithin(wait: TransferWait, ms: number): Promise<TransferOutcome | undefined> {
+  let timer: NodeJS.Timeout | undefined;
+  const outcome = await Promise.race([wait.outcome, new Promise<undefined>((res) => { timer = setTimeout(() => res(undefined), ms); })]);
+  clearTimeout(timer);
+  wait.cancel();
+  return outcome;
 }
 
 /** The legs on the bus, as the saga uses them (src/payments/legs.ts). */
@@ -111,10 +118,18 @@ export class Saga {
       heard = cb;
       waiters.add(cb);
     });
-    if (!watch || !this.legs) return { outcome, cancel, told: false };
-    const watching = this.legs.watch(id, (o) => heard(o));
-    void outcome.then(() => watching.stop());
-    return { outcome, cancel, told: watching.listening };
+    if (watch && this.legs) {
+      // With the bus away nothing is heard: the waiter reads the row at its wait's end.
+      const watching = this.legs.watch(id, (o) => heard(o));
+      void outcome.then(() => watching.stop());
+    }
+    return { outcome, cancel };
+  }
+
+  /** The transfer's outcome as its row stands: undefined while it is in flight. */
+  async outcomeOf(id: TransferId): Promise<TransferOutcome | undefined> {
+    const t = await this.transfers.get(id);
+    return t && (t.state === 'settled' || t.state === 'returned') ? { id, state: t.state, at: t.updatedAt } : undefined;
   }
 
   /** Shutdown: nobody waits any more. */
@@ -146,8 +161,8 @@ export class Saga {
 
   private async tellFromRow(id: TransferId): Promise<void> {
     try {
-      const t = await this.transfers.get(id);
-      if (t && (t.state === 'settled' || t.state === 'returned')) this.heard(id, { id, state: t.state, at: t.updatedAt } satisfies TransferOutcome);
+      const outcome = await this.outcomeOf(id);
+      if (outcome) this.heard(id, outcome);
     } catch (err) {
       // The request answers at its wait's end, with one read of its own.
       this.logger.debug({ err, transfer: id }, 'transfer row not read after its credit');

@@ -15,6 +15,7 @@ import { ok, transferAnswerStatus } from './outcome.ts';
 import { keyedTransferId } from './keyed-ids.ts';
 import { resolve } from './resolve.ts';
 import type { TransferOutcome, TransferWait } from './saga.ts';
+import { outcomeWithin } from './saga.ts';
 import type { MoneyOutcome } from '../observability/metrics.ts';
 
 export interface MoveSpec {
@@ -154,18 +155,8 @@ export class Transfers {
    * unheard (a notice is at most once, an owner's answer can be lost): one read makes up for it.
    */
   private async settlement(id: TransferId, settled: TransferWait, remote: boolean): Promise<TransferOutcome | undefined> {
-    const { config } = this.ctx;
-    let timer: NodeJS.Timeout | undefined;
-    const outcome = await Promise.race([settled.outcome, new Promise<undefined>((res) => { timer = setTimeout(() => res(undefined), config.transferWaitMs); })]);
-    clearTimeout(timer);
-    settled.cancel();
-    if (outcome === undefined && remote) return this.finished(id);
-    return outcome;
-  }
-
-  private async finished(id: TransferId): Promise<TransferOutcome | undefined> {
-    const t = await this.ctx.repos.transfers.get(id);
-    return t && (t.state === 'settled' || t.state === 'returned') ? { id, state: t.state, at: t.updatedAt } : undefined;
+    const outcome = await outcomeWithin(settled, this.ctx.config.transferWaitMs);
+    return outcome === undefined && remote ? this.ctx.saga.outcomeOf(id) : outcome;
   }
 
   private async read(id: string, tenantId: string): Promise<TransferView> {
