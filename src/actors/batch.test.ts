@@ -51,9 +51,19 @@ describe('planBatch', () => {
     const again = planBatch({ state: funded, lastSnapshotSeq: 0 }, [credit(2)], env({ careful: true, known }));
     expect(again.results.map((r) => (r.type === 'done' ? r.leg : r.type))).toEqual([{ refusal: 'account_closed' }]);
     expect(again.ws).toBeUndefined();
-    // A domestic credit carries no outcome: its commit settles the transfer row itself.
-    const domestic = planBatch({ state: funded, lastSnapshotSeq: 0 }, [req({ type: 'Credit', transferId: tr(9), amount: 5n, currency: 'EUR', alreadyApplied: false })], env());
-    expect(domestic.results[0]).toEqual({ type: 'done', reply: expect.objectContaining({ ok: true }) });
+    // A domestic credit carries no leg: its commit settles the transfer row itself, and its
+    // answer says at what instant (the row's updated_at). One refused, or applied before, says none.
+    const domestic = planBatch({ state: funded, lastSnapshotSeq: 0 }, [
+      req({ type: 'Credit', transferId: tr(9), amount: 5n, currency: 'EUR', alreadyApplied: false }),
+      req({ type: 'Credit', transferId: tr(10), amount: 5n, currency: 'USD' as 'EUR', alreadyApplied: false }),
+    ], env());
+    expect(domestic.results[0]).toEqual({ type: 'done', reply: expect.objectContaining({ ok: true }), settledAt: AT });
+    expect(domestic.ws?.transferUpdates.map((u) => [u.id, u.to, u.at])).toEqual([[tr(9), 'settled', AT], [tr(10), 'refused', AT]]);
+    expect(domestic.results[1]).toEqual({ type: 'done', reply: expect.objectContaining({ ok: true }) });
+    const settled: Prefetched = { ...NOTHING, transfers: new Map([[tr(11), { state: 'settled', amount: 5n, refunded: 0n }]]) };
+    const redelivered = planBatch({ state: funded, lastSnapshotSeq: 0 }, [req({ type: 'Credit', transferId: tr(11), amount: 5n, currency: 'EUR', alreadyApplied: false })], env({ careful: true, known: settled }));
+    expect(redelivered.results).toEqual([{ type: 'done', reply: expect.objectContaining({ ok: true }) }]);
+    expect(redelivered.ws).toBeUndefined();
   });
 
   it('Settle at the source: the transfer row settles or is refused once; a second delivery changes nothing', () => {

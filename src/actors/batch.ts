@@ -80,7 +80,10 @@ export class Sequence {
       this.keys.set(k, { requestHash: idempotency.requestHash, resourceId: idempotency.resourceId, statusCode: idempotency.statusCode, response: idempotency.response });
     }
     const leg = this.legOutcome(cmd, d.events, env);
-    return { result: leg ? { type: 'done', reply: d.reply, leg } : { type: 'done', reply: d.reply }, rows, idempotency };
+    if (leg) return { result: { type: 'done', reply: d.reply, leg }, rows, idempotency };
+    // A domestic credit settles its transfer in this commit, at the command's instant (rowsOfEvent).
+    const settled = cmd.type === 'Credit' && d.events.some((e) => e.type === 'Credited');
+    return { result: settled ? { type: 'done', reply: d.reply, settledAt: req.at } : { type: 'done', reply: d.reply }, rows, idempotency };
   }
 
   /**

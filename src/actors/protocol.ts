@@ -61,8 +61,12 @@ export type RejectionAnswer = (code: ErrorCode) => { status: number; body: unkno
 export interface LegOutcome { refusal: ErrorCode | null }
 
 export type CommandResult =
-  /** `leg`: set on a cross-region Credit, what its source's region settles the transfer by. */
-  | { type: 'done'; reply: AccountReply; leg?: LegOutcome }
+  /**
+   * `leg`: set on a cross-region Credit, what its source's region settles the transfer by.
+   * `settledAt`: set on a domestic Credit that settled its transfer, the row's new updated_at,
+   * so a request waiting on another node hears the outcome without reading the row.
+   */
+  | { type: 'done'; reply: AccountReply; leg?: LegOutcome; settledAt?: string }
   /** The idempotency key was used before; this is what it stored. */
   | { type: 'duplicate'; stored: StoredKey }
   | { type: 'error'; error: GeopayError };

@@ -54,6 +54,13 @@ export interface RegionStores {
 /** A transfer's credit leg, as the saga and the relay deliver it. */
 export interface CreditLeg { id: TransferId; sourceId: AccountId; destinationId: AccountId; amount: bigint; currency: Currency }
 
+/**
+ * The owner a forward went to could not be reached, did not answer in time, or would not take
+ * it (it owns the shard no more, or not yet): whoever routed there should look the owner up
+ * again rather than trust what it remembered.
+ */
+const isRouteFailure = (e: GeopayError): boolean => e.code === 'shard_unavailable' || e.code === 'request_timeout';
+
 /** Told of every committed write set, after COMMIT, in commit order per actor. */
 export type CommitListener = (ws: WriteSet) => void;
 
@@ -105,15 +112,19 @@ export class AccountRegistry {
   /** Sends a request to the account's actor and waits for its reply (bounded). */
   send(id: AccountId, req: AccountRequest, opts: SendOptions = {}): Promise<CommandResult> {
     if (this.draining) return Promise.resolve({ type: 'error', error: new GeopayError('draining') });
-    return this.ownership.route(this.shardOf(id)).then((r) => this.sendVia(r, id, req, opts));
+    const shard = this.shardOf(id);
+    return this.ownership.route(shard).then((r) => this.sendVia(r, shard, id, req, opts));
   }
 
-  private sendVia(route: Route, id: AccountId, req: AccountRequest, opts: SendOptions): Promise<CommandResult> {
+  private sendVia(route: Route, shard: ShardId, id: AccountId, req: AccountRequest, opts: SendOptions): Promise<CommandResult> {
     const at = opts.at ?? new Date(this.clock()).toISOString();
     if (route.kind === 'unavailable') return Promise.resolve({ type: 'error', error: new GeopayError('shard_unavailable', route.reason) });
     if (route.kind === 'remote') {
       if (!this.forwarder) return Promise.resolve({ type: 'error', error: new GeopayError('shard_unavailable', 'owned by another node') });
-      return this.forwarder.send(route.url, id, req, at, opts.hops ?? 0, opts.trace);
+      return this.forwarder.send(route.url, id, req, at, opts.hops ?? 0, opts.trace).then((r) => {
+        if (r.type === 'error' && isRouteFailure(r.error)) this.ownership.forget(shard);
+        return r;
+      });
     }
     return this.sendLocal(id, req, at, opts.timeoutMs, opts.trace);
   }
@@ -161,7 +172,10 @@ export class AccountRegistry {
     if (route.kind === 'remote') {
       if (!this.forwarder) throw new GeopayError('shard_unavailable', 'owned by another node');
       const r = await this.forwarder.read(route.url, id, hops, trace);
-      if ('error' in r) throw r.error;
+      if ('error' in r) {
+        if (isRouteFailure(r.error)) this.ownership.forget(shard);
+        throw r.error;
+      }
       return r.state as AccountState | undefined;
     }
     // Actor memory is the truth only while this node owns the shard: the epoch is taken before

@@ -26,6 +26,10 @@ export interface ClusterOwnershipOptions {
 
 interface Owned { epoch: bigint; takenAt: string }
 
+/** How long a lease holder read from the masters routes this node's forwards; none found, how soon it asks again. */
+const HOLDER_TTL_MS = 2_000;
+const NO_HOLDER_TTL_MS = 250;
+
 const score = (shard: ShardId, node: string): string => createHash('sha256').update(`${shard}|${node}`).digest('hex');
 
 /** Balanced rendezvous: each shard goes to its best-ranked node that still has room. */
@@ -50,6 +54,7 @@ export class ClusterOwnership implements Ownership {
   private readonly taking = new Map<ShardId, Promise<boolean>>();
   private readonly draining = new Set<ShardId>();
   private readonly holderCache = new Map<ShardId, { holder: string | undefined; until: number }>();
+  private readonly holderReads = new Map<ShardId, Promise<string | undefined>>();
   private desired = new Map<ShardId, string>();
   private liveMembers = new Map<string, Member>();
   private readonly regionLastLive = new Map<string, number>();
@@ -156,7 +161,7 @@ export class ClusterOwnership implements Ownership {
         const epoch = await this.bumpEpoch(shard, this.nodeId);
         if (!this.leases.holds(shard)) return false; // lost while bumping: the next owner bumps again
         this.owned.set(shard, { epoch, takenAt: new Date().toISOString() });
-        this.holderCache.delete(shard);
+        this.forget(shard);
         this.logger.info({ shard, epoch: epoch.toString() }, 'shard taken');
         return true;
       } catch (err) {
@@ -253,7 +258,9 @@ export class ClusterOwnership implements Ownership {
     if (holder === this.nodeId) return { kind: 'unavailable', reason: 'shard being taken' };
     if (holder) {
       const m = this.liveMembers.get(holder);
-      return m ? { kind: 'remote', url: m.url, nodeId: holder } : { kind: 'unavailable', reason: `owner ${holder} is not live` };
+      if (m) return { kind: 'remote', url: m.url, nodeId: holder };
+      this.forget(shard);
+      return { kind: 'unavailable', reason: `owner ${holder} is not live` };
     }
     // Nobody holds it: its placed owner takes it on the first request.
     const want = this.desired.get(shard);
@@ -264,13 +271,33 @@ export class ClusterOwnership implements Ownership {
     return m ? { kind: 'remote', url: m.url, nodeId: m.nodeId } : { kind: 'unavailable', reason: 'no live node may own this shard' };
   }
 
-  private async holderOf(shard: ShardId): Promise<string | undefined> {
+  /**
+   * Who holds the shard's lease, as the masters said within HOLDER_TTL_MS (a quorum read is a
+   * GET on every master): a hint, never a fence. A node forwarded to that owns the shard no
+   * more forwards on or answers shard_unavailable, and forget() drops the hint at once.
+   * Lookups of one shard share the read in flight.
+   */
+  private holderOf(shard: ShardId): Promise<string | undefined> {
     const now = performance.now();
     const hit = this.holderCache.get(shard);
-    if (hit && hit.until > now) return hit.holder;
-    const holder = await this.leases.holder(shard);
-    this.holderCache.set(shard, { holder, until: now + 250 });
-    return holder;
+    if (hit && hit.until > now) return Promise.resolve(hit.holder);
+    const reading = this.holderReads.get(shard);
+    if (reading) return reading;
+    const read = this.leases.holder(shard).then((holder) => {
+      // None holds it: someone is about to take it, so ask again soon.
+      if (this.holderReads.get(shard) === read) this.holderCache.set(shard, { holder, until: performance.now() + (holder ? HOLDER_TTL_MS : NO_HOLDER_TTL_MS) });
+      return holder;
+    }).finally(() => {
+      if (this.holderReads.get(shard) === read) this.holderReads.delete(shard);
+    });
+    this.holderReads.set(shard, read);
+    return read;
+  }
+
+  /** A forward to the shard's owner failed or was refused: the next route asks the masters again. */
+  forget(shard: ShardId): void {
+    this.holderCache.delete(shard);
+    this.holderReads.delete(shard);
   }
 
   /** Shutdown, after the actors drained: give every lease back so others take over at once. */

@@ -50,6 +50,8 @@ export interface Ownership {
   members(): MemberView[];
   /** Here, at its owner, or nowhere for now (the caller answers 503 and the client retries). */
   route(shard: ShardId): Promise<Route>;
+  /** A remote route to the shard failed or was refused: the next route() looks its owner up afresh. */
+  forget(shard: ShardId): void;
   /** Owned here and writable now (synchronous; for the relay and sweeper, which act only on their own shards). */
   isLocal(shard: ShardId): boolean;
 }
@@ -161,4 +163,7 @@ export class SingleNodeOwnership implements Ownership {
   route(shard: ShardId): Promise<Route> {
     return Promise.resolve(this.lost.has(shard) ? { kind: 'unavailable', reason: 'taken by another process' } : { kind: 'local' });
   }
+
+  /** Nothing is remote here. */
+  forget(): void {}
 }

@@ -147,9 +147,13 @@ export class Saga {
     for (const delayMs of FIRST_DELIVERY_DELAYS_MS) {
       if (delayMs > 0) await new Promise((r) => setTimeout(r, delayMs));
       const r = await this.registry.deliverCredit(t, delayMs > 0, trace);
-      // A domestic credit applied by another node settled the row there: a request waiting here
-      // reads how it stands (the destination's commit answers no timestamp).
-      if (r.type === 'done' && !r.leg && this.waiters.has(t.id)) void this.tellFromRow(t.id);
+      // A domestic credit applied by another node settled the row there, and its answer says
+      // when; one that did not (refused, or applied before) leaves a request waiting here to
+      // read how the row stands.
+      if (r.type === 'done' && !r.leg && this.waiters.has(t.id)) {
+        if (r.settledAt !== undefined) this.heard(t.id, { id: t.id, state: 'settled', at: r.settledAt } satisfies TransferOutcome);
+        else void this.tellFromRow(t.id);
+      }
       if (r.type !== 'error') return;
       if (r.error.code !== 'mailbox_full' && r.error.code !== 'shard_unavailable') {
         this.logger.warn({ transfer: t.id, code: r.error.code, trace: trace.traceId }, 'credit delivery failed; the relay will retry');
