@@ -41,9 +41,6 @@ interface LogLine {
   detail?: string;
   cause?: { code?: string; message?: string };
   req?: { url?: string };
-  /** A forwarded command's line: its account and command type. */
-  account?: string;
-  command?: string;
   res?: { statusCode?: number };
   raw: string;
 }
@@ -169,11 +166,8 @@ describe.sequential('logs that follow a payment', () => {
     // Each hop is the node it should be: the client's request, the forwarded debit, the credit leg.
     const urls = (n: ClusterNode) => byNode.get(n.nodeId)!.map((l) => `${l.listener ?? 'public'} ${l.req?.url ?? ''}`);
     expect(urls(entry)).toContain('public /v1/transfers');
-    // Forwarded commands travel several to a request, each under its own trace (its line says so).
-    const forwardedTo = (n: ClusterNode, account: string) => byNode.get(n.nodeId)!.filter((l) => l.msg === 'forwarded command' && l.account === account);
-    expect(urls(sourceOwner)).toContain('internal /internal/v1/commands');
-    expect(forwardedTo(sourceOwner, source).map((l) => [l.command, l.trace])).toContainEqual(['Debit', traceId]);
-    expect(forwardedTo(destinationOwner, destination).map((l) => [l.command, l.trace])).toContainEqual(['Credit', traceId]);
+    expect(urls(sourceOwner)).toContain(`internal /internal/v1/accounts/${source}/commands`);
+    expect(urls(destinationOwner)).toContain(`internal /internal/v1/accounts/${destination}/commands`);
   });
 
   it('concurrent transfers from one account each send their credit leg under their own trace', async () => {
@@ -194,7 +188,7 @@ describe.sequential('logs that follow a payment', () => {
     for (const { dst, traceId } of sent) {
       const legs = await waitFor(`the credit leg to ${dst}`, 5_000, () => {
         // (The account's opening was forwarded here too, before t0, under its own trace.)
-        const ls = logsOf(destinationOwner).filter((l) => l.time >= t0 && l.msg === 'forwarded command' && l.account === dst);
+        const ls = logsOf(destinationOwner).filter((l) => l.time >= t0 && l.req?.url === `/internal/v1/accounts/${dst}/commands`);
         return ls.length > 0 ? ls : undefined;
       });
       expect(legs.map((l) => l.trace), `the credit leg to ${dst}: ${legs.map((l) => l.raw).join('\n')}`).toEqual(legs.map(() => traceId));

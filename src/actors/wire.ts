@@ -20,35 +20,12 @@ const reviver = (_k: string, v: unknown): unknown => {
  */
 export interface WireRequest { req: AccountRequest; at: string; hops: number; awaitOutcomeMs?: number }
 
-/**
- * One of the commands a node forwards to an owner in one request (src/cluster/forward.ts):
- * whose account, and the traceparent of the request it serves, since each has its own trace.
- */
-export interface WireCommand extends WireRequest { accountId: string; traceparent?: string }
-
-export function encodeCommands(items: readonly WireCommand[]): string {
-  return JSON.stringify({ items }, replacer);
+export function encodeRequest(w: WireRequest): string {
+  return JSON.stringify(w, replacer);
 }
 
-/** The commands of a forwarded request; malformed (none of ours sends that): not_found, as for an unknown route. */
-export function decodeCommands(text: string): WireCommand[] {
-  const v = JSON.parse(text, reviver) as { items?: unknown } | null;
-  if (v === null || typeof v !== 'object' || !Array.isArray(v.items)) throw new GeopayError('not_found');
-  return v.items as WireCommand[];
-}
-
-/**
- * The owner answers a forwarded request's commands as they finish, one line each: the
- * command's index, a tab, its encoded result. The line's JSON holds no raw newline.
- */
-export function answerLine(index: number, encoded: string): string {
-  return `${index}\t${encoded}\n`;
-}
-
-export function parseAnswerLine(line: string): { index: number; encoded: string } | undefined {
-  const tab = line.indexOf('\t');
-  const index = Number(line.slice(0, tab));
-  return tab > 0 && Number.isInteger(index) && index >= 0 ? { index, encoded: line.slice(tab + 1) } : undefined;
+export function decodeRequest(text: string): WireRequest {
+  return JSON.parse(text, reviver) as WireRequest;
 }
 
 /** A result, and with `outcome` (null: none came in time) the outcome a WireRequest's awaitOutcomeMs asked for. */

@@ -4,7 +4,6 @@
 // Retry-After): the caller retries, nobody guesses.
 import type { ForwardOutcome, Metrics } from '../observability/metrics.ts';
 import { randomBytes } from 'node:crypto';
-import { StringDecoder } from 'node:string_decoder';
 import { Pool } from 'undici';
 import type { Dispatcher } from 'undici';
 import type { Logger } from 'pino';
@@ -12,8 +11,7 @@ import { GeopayError } from '../domain/errors.ts';
 import type { AccountId, Region } from '../domain/ids.ts';
 import type { RegionRead } from '../persistence/repositories.ts';
 import type { AccountRequest, CommandResult } from '../actors/protocol.ts';
-import { decodeResultWithOutcome, decodeState, decodeValue, encodeCommands, encodeValue, parseAnswerLine } from '../actors/wire.ts';
-import type { WireCommand } from '../actors/wire.ts';
+import { decodeResultWithOutcome, decodeState, decodeValue, encodeRequest, encodeValue } from '../actors/wire.ts';
 import { signForward } from './signature.ts';
 import type { TraceContext } from '../observability/trace.ts';
 import { TRACEPARENT_HEADER, childTraceparent } from '../observability/trace.ts';
@@ -30,21 +28,8 @@ export interface OutcomeWaiters {
   heard(transferId: string, outcome: unknown): void;
 }
 
-/** A command waiting for its owner's answer. */
-interface Queued {
-  wire: WireCommand;
-  /** The transfer whose outcome a request here waits for, told when the answer carries it. */
-  awaited: string | undefined;
-  settle: (r: CommandResult) => void;
-  trace: TraceContext | undefined;
-}
-
-/** Errors after which a request may have reached the owner and run there. */
-const SENT_BUT_UNANSWERED = new Set(['UND_ERR_HEADERS_TIMEOUT', 'UND_ERR_BODY_TIMEOUT', 'UND_ERR_SOCKET', 'UND_ERR_ABORTED', 'TimeoutError', 'AbortError']);
-
 export class Forwarder {
   private readonly peers = new Map<string, Pool>();
-  private readonly queues = new Map<string, Queued[]>();
   private waiters: OutcomeWaiters | undefined;
 
   constructor(private readonly opts: { secret: string; timeoutMs: number; logger: Logger; metrics?: Pick<Metrics, 'forwarded'>; outcomeWaitMs?: number }) {}
@@ -80,88 +65,39 @@ export class Forwarder {
     return headers;
   }
 
-  /**
-   * Queued for the owner at `url`: every command for one owner that is sent in the same turn
-   * of the event loop leaves in one request (flush), and each is settled as its answer line
-   * comes back.
-   */
-  send(url: string, id: AccountId, req: AccountRequest, at: string, hops: number, trace?: TraceContext): Promise<CommandResult> {
-    if (hops >= MAX_HOPS) return Promise.resolve({ type: 'error', error: new GeopayError('shard_unavailable', 'too many forwarding hops') });
+  async send(url: string, id: AccountId, req: AccountRequest, at: string, hops: number, trace?: TraceContext): Promise<CommandResult> {
+    if (hops >= MAX_HOPS) return { type: 'error', error: new GeopayError('shard_unavailable', 'too many forwarding hops') };
     // The owner answers a debit someone here waits for once its transfer settled (or a bounded
     // wait passed), with the outcome: no notice to listen for, no row to poll.
     const awaited = this.awaited(req);
     const awaitOutcomeMs = awaited ? this.opts.outcomeWaitMs : undefined;
-    const wire: WireCommand = {
-      accountId: id, req, at, hops: hops + 1, ...(awaitOutcomeMs ? { awaitOutcomeMs } : {}), ...(trace ? { traceparent: childTraceparent(trace) } : {}),
-    };
-    return new Promise((settle) => {
-      let queue = this.queues.get(url);
-      if (!queue) {
-        this.queues.set(url, (queue = []));
-        setImmediate(() => void this.flush(url));
-      }
-      queue.push({ wire, awaited, settle, trace });
-    });
-  }
-
-  /** The commands queued for `url`, in one signed request; answered line by line. */
-  private async flush(url: string): Promise<void> {
-    const queue = this.queues.get(url)!;
-    this.queues.delete(url);
-    const path = '/internal/v1/commands';
-    const body = encodeCommands(queue.map((q) => q.wire));
-    const waitMs = Math.max(0, ...queue.map((q) => q.wire.awaitOutcomeMs ?? 0));
-    const pending = new Map(queue.map((q, i) => [i, q]));
     try {
+      const path = `/internal/v1/accounts/${encodeURIComponent(id)}/commands`;
+      const body = encodeRequest({ req, at, hops: hops + 1, ...(awaitOutcomeMs ? { awaitOutcomeMs } : {}) });
       const res = await this.peer(url).request({
-        path, method: 'POST', headers: { 'content-type': 'application/json', ...this.signed(url, 'POST', path, body, queue[0]!.trace) }, body,
-        // Each line is due within the owner's own bound; the whole answer within the longest wait asked for.
-        bodyTimeout: this.opts.timeoutMs + waitMs, signal: AbortSignal.timeout(this.opts.timeoutMs + waitMs),
+        path,
+        method: 'POST',
+        headers: { 'content-type': 'application/json', ...this.signed(url, 'POST', path, body, trace) },
+        body,
+        ...(awaitOutcomeMs ? { headersTimeout: this.opts.timeoutMs + awaitOutcomeMs } : {}),
       });
-      if (res.statusCode !== 200) {
-        await res.body.dump();
-        return this.settleAll(pending, 'error', { type: 'error', error: new GeopayError('shard_unavailable', `owner answered ${res.statusCode}`) });
-      }
-      await this.readAnswers(res.body, pending);
-      // The owner ended its answer short: those left may have run.
-      this.settleAll(pending, 'timeout', { type: 'error', error: new GeopayError('request_timeout', 'the owner did not answer every command') });
+      const text = await res.body.text();
+      this.count(res.statusCode === 200 ? 'ok' : 'error');
+      if (res.statusCode !== 200) return { type: 'error', error: new GeopayError('shard_unavailable', `owner answered ${res.statusCode}`) };
+      const { result, outcome } = decodeResultWithOutcome(text);
+      if (awaited) this.waiters!.heard(awaited, outcome ?? undefined);
+      return result;
     } catch (err) {
-      this.opts.logger.warn({ err, url, commands: pending.size, trace: queue[0]!.trace?.traceId }, 'forward to owner failed');
-      const code = (err as { code?: string; name?: string }).code ?? (err as { name?: string }).name ?? '';
+      this.opts.logger.warn({ err, url, account: id, trace: trace?.traceId }, 'forward to owner failed');
       // Sent but unanswered: the command may have run. Say so; the client retries with its key.
-      if (SENT_BUT_UNANSWERED.has(code)) {
-        return this.settleAll(pending, 'timeout', { type: 'error', error: new GeopayError('request_timeout', 'the owner did not answer in time', { cause: err }) });
+      const code = (err as { code?: string }).code ?? '';
+      if (code === 'UND_ERR_HEADERS_TIMEOUT' || code === 'UND_ERR_BODY_TIMEOUT' || code === 'UND_ERR_SOCKET') {
+        this.count('timeout');
+        return { type: 'error', error: new GeopayError('request_timeout', 'the owner did not answer in time', { cause: err }) };
       }
-      this.settleAll(pending, 'unreachable', { type: 'error', error: new GeopayError('shard_unavailable', 'the owner of this account is unreachable', { cause: err }) });
+      this.count('unreachable');
+      return { type: 'error', error: new GeopayError('shard_unavailable', 'the owner of this account is unreachable', { cause: err }) };
     }
-  }
-
-  /** Settles each queued command as its line arrives, and takes it out of `pending`. */
-  private async readAnswers(body: AsyncIterable<Buffer | string>, pending: Map<number, Queued>): Promise<void> {
-    const decoder = new StringDecoder('utf8');
-    let rest = '';
-    for await (const chunk of body) {
-      const lines = (rest + (typeof chunk === 'string' ? chunk : decoder.write(chunk))).split('\n');
-      rest = lines.pop()!;
-      for (const line of lines) {
-        const a = parseAnswerLine(line);
-        const q = a && pending.get(a.index);
-        if (!a || !q) continue;
-        const { result, outcome } = decodeResultWithOutcome(a.encoded);
-        pending.delete(a.index);
-        this.count('ok');
-        if (q.awaited) this.waiters!.heard(q.awaited, outcome ?? undefined);
-        q.settle(result);
-      }
-    }
-  }
-
-  private settleAll(pending: Map<number, Queued>, outcome: ForwardOutcome, result: CommandResult): void {
-    for (const q of pending.values()) {
-      this.count(outcome);
-      q.settle(result);
-    }
-    pending.clear();
   }
 
   private count(outcome: ForwardOutcome): void {

@@ -7,8 +7,7 @@
 // it moves no money and the owner only labels its log lines with it (parsed strictly, a bad one
 // starts a new trace); signing it would make nodes of two releases refuse each other's requests
 // during a rolling deploy, and a tracing proxy that re-parents spans would turn every forwarded
-// request into a 401. Altering it in flight buys mislabelled log lines, nothing more. (The
-// commands of a batched request carry their own traceparents in the body, signed with it.)
+// request into a 401. Altering it in flight buys mislabelled log lines, nothing more.
 import { createHash, createHmac, timingSafeEqual } from 'node:crypto';
 import assert from 'node:assert/strict';
 

@@ -1,8 +1,6 @@
 // Requests a peer forwarded to this node because it owns the account's shard: decoded from
 // the wire format, run on the local registry, and encoded back.
-import type { Logger } from 'pino';
 import type { TraceContext } from '../observability/trace.ts';
-import { parseTraceparent, spanIn } from '../observability/trace.ts';
 import type { AccountId, TransferId } from '../domain/ids.ts';
 import { parseAccountId, parseRegion } from '../domain/ids.ts';
 import { REGION_READS } from '../persistence/repositories.ts';
@@ -10,8 +8,8 @@ import type { RegionRead, RegionReadArgs } from '../persistence/repositories.ts'
 import type { RegionReads } from './region-reads.ts';
 import { GeopayError } from '../domain/errors.ts';
 import type { AccountRegistry } from '../actors/registry.ts';
-import { answerLine, decodeCommands, decodeValue, encodeResult, encodeState, encodeValue } from '../actors/wire.ts';
-import type { WireCommand, WireRequest } from '../actors/wire.ts';
+import { decodeRequest, decodeValue, encodeResult, encodeState, encodeValue } from '../actors/wire.ts';
+import type { WireRequest } from '../actors/wire.ts';
 import type { Saga } from './saga.ts';
 import { outcomeWithin } from './saga.ts';
 
@@ -28,8 +26,6 @@ export class ForwardedRequests {
     private readonly saga: Pick<Saga, 'waitForTransfer' | 'outcomeElsewhere'>,
     /** How long the debit itself may take (ASK_TIMEOUT_MS), before the outcome's wait starts. */
     private readonly askTimeoutMs: number,
-    /** One line per forwarded command (debug), under the command's own trace: a request carries several. */
-    private readonly logger: Logger,
   ) {}
 
   /** A read of a region's database this node reads (its own, or one it holds shards of), encoded. */
@@ -42,38 +38,14 @@ export class ForwardedRequests {
   }
 
   /**
-   * The commands a peer forwarded in one request (src/cluster/forward.ts), run side by side,
-   * each answered by `write` as an answer line the moment its result is there, so a quick
-   * command never waits for a slow one. Decoded at once (a malformed body throws before
-   * anything runs); what it returns runs them and resolves once every one is answered.
+   * A command for one of this node's accounts, in the wire format; the result, encoded. A
+   * debit whose sender waits for its outcome (awaitOutcomeMs) is answered with it: this node
+   * commits the outcome or is answered it (src/payments/saga.ts), and the sender has nothing
+   * to poll or listen for.
    */
-  commands(body: string): (write: (line: string) => void) => Promise<void> {
-    const items = decodeCommands(body);
-    return async (write) => {
-      await Promise.all(items.map(async (w, i) => write(answerLine(i, await this.answer(w)))));
-    };
-  }
-
-  /** One forwarded command's result, encoded; one that threw answers shard_unavailable, ran or not: its client retries with its key. */
-  private async answer(w: WireCommand): Promise<string> {
-    try {
-      const p = parseTraceparent(w.traceparent);
-      const trace = p && spanIn(p.traceId, p.flags);
-      if (this.logger.isLevelEnabled('debug')) this.logger.debug({ trace: trace?.traceId, account: w.accountId, command: w.req.cmd.type }, 'forwarded command');
-      return await this.command(w.accountId, w, trace);
-    } catch (err) {
-      const code = err instanceof GeopayError ? err.code : 'internal_error';
-      return encodeResult({ type: 'error', error: new GeopayError('shard_unavailable', `the owner failed: ${code}`) });
-    }
-  }
-
-  /**
-   * A command for one of this node's accounts; the result, encoded. A debit whose sender
-   * waits for its outcome (awaitOutcomeMs) is answered with it: this node commits the outcome
-   * or is answered it (src/payments/saga.ts), and the sender has nothing to poll or listen for.
-   */
-  private async command(accountId: string, w: WireRequest, trace: TraceContext | undefined): Promise<string> {
+  async command(accountId: string, body: string, trace?: TraceContext): Promise<string> {
     const id = accountOf(accountId);
+    const w = decodeRequest(body);
     const transferId = w.awaitOutcomeMs && w.req.transfer ? w.req.idem?.resourceId as TransferId | null | undefined : undefined;
     if (!transferId) return encodeResult(await this.registry.send(id, w.req, { at: w.at, hops: w.hops, trace }));
     return this.commandWithOutcome(id, transferId, w, trace);

@@ -96,7 +96,7 @@ export function buildPayments(deps: {
     tenants: new Tenants(repos, keys, logger, { cacheMs: config.controlCacheMs, outageGraceMs: config.controlOutageGraceMs }, Date.now, metrics),
     inspection,
     ops: new Ops({ ownership: deps.ownership, registry, inspection, inFlight: inFlightNow, webhookBacklog, leaseTtlMs: config.leaseTtlMs, ...deps.ops }),
-    forwarded: new ForwardedRequests(registry, deps.regions, saga, config.askTimeoutMs, logger.child({ listener: 'internal' })),
+    forwarded: new ForwardedRequests(registry, deps.regions, saga, config.askTimeoutMs),
     events: new LedgerEvents({ repos, directory, registry, settings: { heartbeatMs: config.eventsHeartbeatMs, pollMs: config.eventsPollMs, ...deps.events } }),
     webhooks: new WebhookEndpoints({
       ...deps.webhooks, keys, allowPrivate: config.webhookAllowPrivate === 'true', secretOverlapMs: config.webhookSecretOverlapMs, clock: Date.now,
