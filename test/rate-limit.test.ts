@@ -178,10 +178,11 @@ describe('rate limits in Redis', () => {
     expect(fourth.statusCode).toBe(429);
     expect(JSON.parse(fourth.body).code).toBe('rate_limited');
     expect((await readOn(t.node.app, a.key)).statusCode).toBe(429);
-    // The counter is in Redis under this run's prefix.
+    // The counter is in Redis under this run's prefix: at least the three admitted were reserved
+    // there (a node that saw the window spent refuses without asking again).
     const redis = new Redis(REDIS_URL);
     try {
-      expect(Number(await redis.get(`${keyPrefix}ratelimit:${a.id}:read`))).toBeGreaterThanOrEqual(5);
+      expect(Number(await redis.get(`${keyPrefix}ratelimit:${a.id}:read`))).toBeGreaterThanOrEqual(3);
     } finally {
       redis.disconnect();
     }

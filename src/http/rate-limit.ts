@@ -1,6 +1,7 @@
 // Per-tenant rate limits on the /v1 routes with @fastify/rate-limit: one budget per tenant (the
 // admin key counts as one) and route class, reads (GET) and writes (the rest), counted in fixed
-// one-second windows, in Redis when the node has one (shared by every node) or else in memory.
+// one-second windows, in Redis when the node has one (shared by every node, reserved in runs:
+// ./rate-limit-store.ts) or else in memory.
 // Runs after authentication (a bad key answers 401, never 429); fails open when Redis does.
 import assert from 'node:assert/strict';
 import rateLimit from '@fastify/rate-limit';
@@ -8,6 +9,7 @@ import type { FastifyRateLimitStore } from '@fastify/rate-limit';
 import type { FastifyInstance, FastifyRequest } from 'fastify';
 import { GeopayError } from '../domain/errors.ts';
 import type { Ctx } from './context.ts';
+import { leasedRedisStore } from './rate-limit-store.ts';
 
 /** Limits are per second; a fixed window of one second counts them. */
 const WINDOW_MS = 1_000;
@@ -73,7 +75,7 @@ export async function registerRateLimit(scope: FastifyInstance, deps: Pick<Ctx, 
     },
     // Store errors reach our hook, which logs them and lets the request through.
     skipOnError: false,
-    ...(redis ? { redis, nameSpace: `${config.redisKeyPrefix}ratelimit:` } : { store: MemoryStore }),
+    store: redis ? leasedRedisStore(redis, `${config.redisKeyPrefix}ratelimit:`) : MemoryStore,
   });
   const limit = scope.createRateLimit();
 
