@@ -535,15 +535,15 @@ async function measureIdleRedis(masters: Redis[], seconds: number, shards: numbe
   console.log(`expected: ${shards} shards / (TTL/3) lease extensions; ${nodes} nodes x 2 (heartbeat, membership read) / HEARTBEAT_MS. All commands count the scripts' own calls.`);
 }
 
-/** The rate limiter's calls per /v1 request: INCR is sent by its script alone (leases and membership never INCR). */
+/** The rate limiter's calls per /v1 request: INCRBY is sent by its reservation script alone (leases and membership never INCRBY). */
 async function measureRateLimiter(master: Redis, url: string, adminKey: string, run: string): Promise<void> {
   const client = new LoadClient({ url, connections: 16, timeoutMs: settings.requestTimeoutMs, retries: 0, log: undefined, run, engine: 'geopay' });
   try {
     const before = await commandCalls(master);
     await inParallel(Array.from({ length: settings.redisProbeRequests }), 16, () => client.get(`/v1/accounts/probe-${randomBytes(4).toString('hex')}`, adminKey));
     const after = await commandCalls(master);
-    const incr = callsDelta(before, after, ['incr']);
-    console.log(`rate limiter: ${incr} INCR on master 0 for ${settings.redisProbeRequests} GET /v1 requests (${(incr / settings.redisProbeRequests).toFixed(2)} per request, one EVALSHA each; the other masters see none)`);
+    const incr = callsDelta(before, after, ['incrby']);
+    console.log(`rate limiter: ${incr} reservations (INCRBY, one EVALSHA each) on master 0 for ${settings.redisProbeRequests} GET /v1 requests (${(incr / settings.redisProbeRequests).toFixed(3)} per request; the other masters see none)`);
   } finally {
     await client.destroy();
   }
