@@ -39,9 +39,11 @@ interface Lease {
   end: number;
   /** Positions admitted in this window: the next run is about this large. */
   used: number;
-  /** The whole window's budget is reserved: every further request is refused until it ends. */
-  spent: boolean;
-  /** Total reserved in the window when last asked, and the limit then: what a refusal reports. */
+  /**
+   * Total reserved in the window when last asked, and the limit then: once the total reaches
+   * the limit the whole budget is reserved, and every further request is refused until the
+   * window ends (what a refusal reports).
+   */
   total: number;
   max: number;
 }
@@ -94,7 +96,7 @@ class LeasedRedisStore implements FastifyRateLimitStore {
       answer(null, { current: lease.next++, ttl });
       return true;
     }
-    if (!lease.spent) return false;
+    if (lease.total < lease.max) return false;
     // Past the limit, whatever Redis's total: every position up to it is someone's.
     answer(null, { current: Math.max(lease.total, lease.max + 1), ttl });
     return true;
@@ -117,8 +119,8 @@ class LeasedRedisStore implements FastifyRateLimitStore {
       const last = Math.min(total, max);
       // The window's first reservation (the key was new) starts a new window here too.
       const lease: Lease = held && held.endsAt > now && total !== run
-        ? { ...held, next: first, end: last + 1, total, max, spent: total >= max }
-        : { endsAt: now + ttl, next: first, end: last + 1, used: 0, total, max, spent: total >= max };
+        ? { ...held, next: first, end: last + 1, total, max }
+        : { endsAt: now + ttl, next: first, end: last + 1, used: 0, total, max };
       this.keep(key, lease, now);
       this.serve(key, lease, waiters, timeWindow);
     });
