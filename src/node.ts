@@ -132,7 +132,7 @@ export async function startNode(cfg: Config, opts: { logger?: Logger; onCommit?:
   const sources = () => workSources(ownership, dbs);
   const relay = new Relay(repos, registry, relayOptions(cfg, { clock, sources, virtualNow: opts.clock, metrics, legs }), logger);
   const feed = eventFeeds(webhooks, { sources, registry, keeper }, cfg, logger);
-  readAtScrape(metrics, { pool, poolMax: embedded ? 1 : cfg.pgPoolMax, dbs, registry, ownership, cluster, payments, legs });
+  readAtScrape(metrics, { poolMax: embedded ? 1 : cfg.pgPoolMax, dbs, registry, ownership, cluster, payments, legs });
 
   let accepting = true;
   const redis = await rateLimitRedis(cfg, logger);
@@ -217,8 +217,8 @@ function busParts(cfg: Config, parts: { cluster: ClusterParts | undefined; regis
 }
 
 /** What the metrics read at scrape time; committed hold changes and returns are counted as they commit. */
-function readAtScrape(metrics: Metrics, p: { pool: Pool; poolMax: number; dbs: RegionDatabases<RegionStore>; registry: AccountRegistry; ownership: Ownership; cluster: ClusterParts | undefined; payments: Payments; legs: BusLegs | undefined }): void {
-  const { pool, dbs, registry, ownership, cluster } = p;
+function readAtScrape(metrics: Metrics, p: { poolMax: number; dbs: RegionDatabases<RegionStore>; registry: AccountRegistry; ownership: Ownership; cluster: ClusterParts | undefined; payments: Payments; legs: BusLegs | undefined }): void {
+  const { dbs, registry, ownership, cluster } = p;
   Object.assign(metrics.sources, {
     residentActors: () => registry.residentCount(),
     deepestMailboxes: (n: number) => registry.deepestMailboxes(n),
@@ -230,7 +230,7 @@ function readAtScrape(metrics: Metrics, p: { pool: Pool; poolMax: number; dbs: R
       for (const m of ownership.members()) by[m.region] = (by[m.region] ?? 0) + 1;
       return by;
     },
-    pool: () => ({ total: pool.totalCount, idle: pool.idleCount, waiting: pool.waitingCount, max: p.poolMax }),
+    pool: () => ({ ...dbs.homeConnections(), max: p.poolMax }),
     inFlight: () => p.payments.inFlight(),
     webhookBacklog: () => p.payments.webhookBacklog(),
     controlPlaneReachable: () => p.payments.tenants.controlPlaneReachable(),
@@ -278,8 +278,7 @@ async function openDatabase(cfg: Config, logger: Logger): Promise<{ pool: Pool; 
     connectionString = embedded.connectionString;
     logger.info({ dataDir: cfg.dataDir }, 'embedded PostgreSQL (PGlite) started');
   }
-  // PGlite is one session shared by every connection: one connection, never more.
-  const pool = createPool({ connectionString, max: embedded ? 1 : cfg.pgPoolMax, statementTimeoutMs: cfg.pgStatementTimeoutMs, logger });
+  const pool = createPool({ connectionString, max: poolSizes(cfg, embedded !== undefined).main, statementTimeoutMs: cfg.pgStatementTimeoutMs, logger });
   await migrate(pool, logger);
   // Before any shard is taken: a node hashing accounts into another bucket count would be a
   // second writer of them. Refused like a bad setting (main exits 2).
@@ -471,11 +470,22 @@ export interface RegionStore { pool: Pool; writer: GroupWriter; repos: RegionRep
  */
 function regionDatabases(cfg: Config, home: { pool: Pool; url: string }, embedded: boolean, onCommit: CommitObserver | undefined, metrics: Metrics, logger: Logger): RegionDatabases<RegionStore> {
   const urls = new Map([...parseRegionDatabaseUrls(cfg.regionDatabaseUrls)].map(([r, u]) => [r as Region, u]));
-  const lanes = embedded ? 1 : Math.min(cfg.writerLanes, cfg.pgPoolMax);
+  const sizes = poolSizes(cfg, embedded);
   return new RegionDatabases<RegionStore>(
-    { home: { region: cfg.region as Region, ...home }, urls, poolMax: cfg.pgPoolMax, statementTimeoutMs: cfg.pgStatementTimeoutMs, shardBuckets: cfg.shardBuckets, logger },
-    (pool) => ({ pool, writer: new GroupWriter(pool, { lanes, maxSets: cfg.writerMaxSets }, onCommit, metrics), repos: regionRepositories(pool) }),
+    { home: { region: cfg.region as Region, ...home }, urls, poolMax: sizes.main, writerPoolMax: sizes.writer, statementTimeoutMs: cfg.pgStatementTimeoutMs, shardBuckets: cfg.shardBuckets, logger },
+    ({ main, writer }) => ({ pool: main, writer: new GroupWriter(writer, { lanes: sizes.lanes, maxSets: cfg.writerMaxSets }, onCommit, metrics), repos: regionRepositories(main) }),
   );
+}
+
+/**
+ * PG_POOL_MAX connections per region database, split: one per writer lane in the writer's own
+ * pool (generic plans, db.ts), the rest for every other query. PGlite is one session shared by
+ * every connection: one connection, never more, and the writer shares it (writer 0).
+ */
+export function poolSizes(cfg: Pick<Config, 'pgPoolMax' | 'writerLanes'>, embedded: boolean): { main: number; writer: number; lanes: number } {
+  if (embedded || cfg.pgPoolMax < 2) return { main: embedded ? 1 : cfg.pgPoolMax, writer: 0, lanes: 1 };
+  const lanes = Math.min(cfg.writerLanes, cfg.pgPoolMax - 1);
+  return { main: cfg.pgPoolMax - lanes, writer: lanes, lanes };
 }
 
 /** The relay's work: each region database this node writes, with the shards of it this node owns now. */

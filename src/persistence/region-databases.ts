@@ -2,8 +2,11 @@
 // every region's, and is used only where this node must write another region's data: region
 // failover, when it holds shards of a region with no live node of its own. Without
 // REGION_DATABASE_URLS the home database serves every region (one database for the cluster,
-// as before regions had their own). Each region's pool, writer and repositories are made the
+// as before regions had their own). Each region's pools, writer and repositories are made the
 // first time they are needed, and its database is migrated then, before the first write.
+// A region has two pools: the writer's, where only the group commits run, planned generically
+// (db.ts), and the other, for every other query; with a pool of one connection (PGlite, or
+// PG_POOL_MAX=1) the writer shares it.
 import type { Logger } from 'pino';
 import { GeopayError } from '../domain/errors.ts';
 import type { Region } from '../domain/ids.ts';
@@ -15,20 +18,27 @@ export interface RegionDatabasesOptions {
   home: { region: Region; pool: Pool; url: string };
   /** REGION_DATABASE_URLS; empty: the home database is every region's. */
   urls: ReadonlyMap<Region, string>;
-  /** Pool size of another region's database (failover only). */
+  /** Size of another region's pool (failover only), as the home pool's. */
   poolMax: number;
+  /** Size of each region's writer pool (the home one's too); 0: the writer shares the region's pool. */
+  writerPoolMax: number;
   statementTimeoutMs: number;
   shardBuckets: number;
   logger: Logger;
 }
 
 /** What this node keeps per region database it uses; `T` is made from the pool once (a writer, repositories). */
+/** A region's pools: `writer` carries the group commits alone (it is `main` when not dedicated). */
+export interface RegionPools { main: Pool; writer: Pool }
+
 export class RegionDatabases<T> {
   private readonly pools = new Map<Region, Pool>();
+  /** By URL: two regions named with one database share its writer pool, as they share its pool. */
+  private readonly writerPools = new Map<string, Pool>();
   private readonly ready = new Map<Region, Promise<void>>();
   private readonly parts = new Map<Region, T>();
 
-  constructor(private readonly opts: RegionDatabasesOptions, private readonly make: (pool: Pool, region: Region) => T) {
+  constructor(private readonly opts: RegionDatabasesOptions, private readonly make: (pools: RegionPools, region: Region) => T) {
     this.pools.set(opts.home.region, opts.home.pool);
     // The home database was migrated and its shard map pinned before this was made.
     this.ready.set(opts.home.region, Promise.resolve());
@@ -53,13 +63,32 @@ export class RegionDatabases<T> {
     if (this.shared) return this.opts.home.pool;
     let pool = this.pools.get(region);
     if (pool) return pool;
-    const url = this.opts.urls.get(region);
-    if (url === undefined) throw new GeopayError('region_unavailable', `no database of region ${region} is configured here (REGION_DATABASE_URLS)`);
+    const url = this.urlOf(region);
     if (url === this.opts.home.url) return this.opts.home.pool;
-    const log = this.opts.logger.child({ database: region });
-    pool = createPool({ connectionString: url, max: this.opts.poolMax, statementTimeoutMs: this.opts.statementTimeoutMs, logger: log });
+    pool = createPool({ connectionString: url, max: this.opts.poolMax, statementTimeoutMs: this.opts.statementTimeoutMs, logger: this.opts.logger.child({ database: region }) });
     this.pools.set(region, pool);
     return pool;
+  }
+
+  /** The pool the region's writer commits on; the region's pool itself when writers do not get their own. */
+  writerPool(region: Region): Pool {
+    const key = this.shared ? this.home : region;
+    if (this.opts.writerPoolMax === 0) return this.pool(key);
+    const url = key === this.home ? this.opts.home.url : this.urlOf(key);
+    let pool = this.writerPools.get(url);
+    if (pool) return pool;
+    pool = createPool({
+      connectionString: url, max: this.opts.writerPoolMax, statementTimeoutMs: this.opts.statementTimeoutMs,
+      logger: this.opts.logger.child({ database: key, pool: 'writer' }), planning: 'generic',
+    });
+    this.writerPools.set(url, pool);
+    return pool;
+  }
+
+  private urlOf(region: Region): string {
+    const url = this.opts.urls.get(region);
+    if (url === undefined) throw new GeopayError('region_unavailable', `no database of region ${region} is configured here (REGION_DATABASE_URLS)`);
+    return url;
   }
 
   /** The region's writer or repositories, made once. */
@@ -67,7 +96,7 @@ export class RegionDatabases<T> {
     const key = this.shared ? this.home : region;
     let t = this.parts.get(key);
     if (t === undefined) {
-      t = this.make(this.pool(region), key);
+      t = this.make({ main: this.pool(region), writer: this.writerPool(region) }, key);
       this.parts.set(key, t);
     }
     return t;
@@ -99,8 +128,17 @@ export class RegionDatabases<T> {
     return p;
   }
 
-  /** Ends the pools of other regions' databases (the home pool is its owner's to end). */
+  /** Ends the pools of other regions' databases and every writer pool (the home pool is its owner's to end). */
   async close(): Promise<void> {
-    await Promise.all([...this.pools].filter(([r]) => r !== this.home).map(([, p]) => p.end().catch(() => undefined)));
+    const pools = new Set([...this.pools.values(), ...this.writerPools.values()]);
+    pools.delete(this.opts.home.pool);
+    await Promise.all([...pools].map((p) => p.end().catch(() => undefined)));
+  }
+
+  /** Connections of the home database's pools together (the pool gauges of the metrics). */
+  homeConnections(): { total: number; idle: number; waiting: number } {
+    const pools = new Set([this.opts.home.pool, this.writerPools.get(this.opts.home.url) ?? this.opts.home.pool]);
+    const sum = (f: (p: Pool) => number) => [...pools].reduce((n, p) => n + f(p), 0);
+    return { total: sum((p) => p.totalCount), idle: sum((p) => p.idleCount), waiting: sum((p) => p.waitingCount) };
   }
 }
