@@ -5,15 +5,12 @@
 // payment tables the commits update are never seq-scanned.
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { TestNode } from './helpers/node.ts';
-import { startTestNode } from './helpers/node.ts';
-import { poolSizes, startNode } from '../src/node.ts';
-import { loadConfig } from '../config/settings.ts';
+import { idem, startTestNode } from './helpers/node.ts';
+import { poolSizes } from '../src/node.ts';
 import type { Region } from '../src/domain/ids.ts';
 import type { Pool } from '../src/persistence/db.ts';
 import { createPool } from '../src/persistence/db.ts';
-import { createTestDatabase } from './helpers/db.ts';
 import pino from 'pino';
-import { randomBytes } from 'node:crypto';
 
 const logger = pino({ level: 'silent' });
 
@@ -52,45 +49,36 @@ describe('the writer pool', () => {
   });
 
   it('commits made with plans of empty tables reach the rows by their indexes', async () => {
-    // A database of its own, fresh: the writer's first plans are made while every table is
-    // empty. Every plan executed there is reported to its connection (auto_explain, NOTICE).
-    const db = await createTestDatabase('writer_planning_fresh');
-    const admin = createPool({ connectionString: db.url, max: 1, statementTimeoutMs: 10_000, logger });
-    await admin.query(`ALTER DATABASE ${db.name} SET session_preload_libraries = 'auto_explain'`);
-    for (const [k, v] of [['auto_explain.log_min_duration', '0'], ['auto_explain.log_level', 'notice'], ['client_min_messages', 'notice']]) {
-      await admin.query(`ALTER DATABASE ${db.name} SET ${k} = '${v}'`);
-    }
-    await admin.end();
-    const adminKey = `gp_admin_${randomBytes(16).toString('hex')}`;
-    const cfg = loadConfig({}, {
-      databaseUrl: db.url, port: 0, logLevel: 'silent', adminApiKey: adminKey, pgPoolMax: 6, writerLanes: 2,
-      rateLimitReadsPerS: 1_000_000, rateLimitWritesPerS: 1_000_000,
-    });
-    const node = await startNode(cfg, { logger });
+    // A node of its own, on a fresh database: the writer's first plans are made while every
+    // table is empty. Every plan executed on a connection opened from here on is reported to
+    // it (auto_explain, NOTICE); the writer's pool has opened none yet.
+    const fresh = await startTestNode('writer_planning_fresh');
     try {
-      const writerPool = node.dbs.writerPool(node.dbs.home as Region);
+      const admin = createPool({ connectionString: fresh.db.url, max: 1, statementTimeoutMs: 10_000, logger });
+      await admin.query(`ALTER DATABASE ${fresh.db.name} SET session_preload_libraries = 'auto_explain'`);
+      for (const [k, v] of [['auto_explain.log_min_duration', '0'], ['auto_explain.log_level', 'notice'], ['client_min_messages', 'notice']]) {
+        await admin.query(`ALTER DATABASE ${fresh.db.name} SET ${k} = '${v}'`);
+      }
+      await admin.end();
+      const writerPool = fresh.node.dbs.writerPool(fresh.node.dbs.home as Region);
       expect(writerPool.totalCount).toBe(0); // so every connection it makes is listened to
       const plans = plansOf(writerPool);
-      const call = async (url: string, key: string, body: unknown): Promise<any> => {
-        const res = await node.app.inject({ method: 'POST', url, headers: { authorization: `Bearer ${key}`, 'idempotency-key': randomBytes(8).toString('hex'), 'content-type': 'application/json' }, payload: JSON.stringify(body) });
-        if (res.statusCode >= 300) throw new Error(`${url}: ${res.statusCode} ${res.body}`);
-        return JSON.parse(res.body);
-      };
-      const tenant = await call('/v1/tenants', adminKey, { name: 'planning' });
-      const { key } = await call(`/v1/tenants/${tenant.id}/keys`, adminKey, {});
-      const a = (await call('/v1/accounts', key, { currency: 'USD' })).id;
-      const b = (await call('/v1/accounts', key, { currency: 'USD' })).id;
-      await call('/v1/deposits', key, { accountId: a, amount: '1000', currency: 'USD' });
+      const { key } = await fresh.tenant('planning');
+      const a = await fresh.account(key);
+      const b = await fresh.account(key);
+      expect((await fresh.deposit(key, a, '1000')).status).toBeLessThan(300);
       // Each transfer is debited, then credited and settled: the settling commit updates its
       // transfer row by id, and the credit's reads the destination's journal and keys.
-      for (let i = 0; i < 10; i++) await call('/v1/transfers', key, { sourceAccountId: a, destinationAccountId: b, amount: '10', currency: 'USD' });
+      for (let i = 0; i < 10; i++) {
+        const r = await fresh.call('POST', '/v1/transfers', { key, idem: idem(), body: { sourceAccountId: a, destinationAccountId: b, amount: '10', currency: 'USD' } });
+        expect(r.status).toBeLessThan(300);
+      }
       const commits = plans.filter((p) => p.includes('Query Text:'));
       expect(commits.length).toBeGreaterThanOrEqual(12);
       expect(commits.some((p) => /Update on transfers/.test(p))).toBe(true);
       expect(commits.filter((p) => p.includes('Seq Scan'))).toEqual([]);
     } finally {
-      await node.stop().catch(() => undefined);
-      await db.drop();
+      await fresh.close();
     }
   });
 });

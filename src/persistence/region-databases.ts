@@ -27,10 +27,10 @@ export interface RegionDatabasesOptions {
   logger: Logger;
 }
 
-/** What this node keeps per region database it uses; `T` is made from the pool once (a writer, repositories). */
 /** A region's pools: `writer` carries the group commits alone (it is `main` when not dedicated). */
 export interface RegionPools { main: Pool; writer: Pool }
 
+/** What this node keeps per region database it uses; `T` is made from its pools once (a writer, repositories). */
 export class RegionDatabases<T> {
   private readonly pools = new Map<Region, Pool>();
   /** By URL: two regions named with one database share its writer pool, as they share its pool. */
