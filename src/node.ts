@@ -491,7 +491,7 @@ export function poolSizes(cfg: Pick<Config, 'pgPoolMax' | 'writerLanes'>, embedd
 /** The relay's work: each region database this node writes, with the shards of it this node owns now. */
 function workSources(ownership: Ownership, dbs: RegionDatabases<RegionStore>): { repos: RegionRepositories; shards: string[] }[] {
   const byRegion = new Map<Region, string[]>();
-  for (const { shard } of ownership.shards()) {
+  for (const shard of ownership.shardIds()) {
     if (!ownership.isLocal(shard)) continue;
     const region = dbs.shared ? dbs.home : shardParts(shard).region;
     byRegion.set(region, [...(byRegion.get(region) ?? []), shard]);

@@ -45,6 +45,14 @@ export class Forwarder {
     return id && this.opts.outcomeWaitMs && this.waiters?.waits(id) ? id : undefined;
   }
 
+  /** 96 random bits drawn once, then a counter: never repeated by this process, and no CSPRNG call per request. */
+  private readonly noncePrefix = randomBytes(12).toString('base64url');
+  private nonces = 0;
+
+  private nonce(): string {
+    return `${this.noncePrefix}${(this.nonces++).toString(36)}`;
+  }
+
   private peer(url: string): Pool {
     let p = this.peers.get(url);
     if (!p) {
@@ -60,7 +68,7 @@ export class Forwarder {
    */
   private signed(url: string, method: 'GET' | 'POST', path: string, body: string, trace: TraceContext | undefined, hops?: string): Record<string, string> {
     const request = { audience: url, method, path, body, ...(hops === undefined ? {} : { hops }) };
-    const headers = signForward(this.opts.secret, request, Date.now(), randomBytes(16).toString('hex'));
+    const headers = signForward(this.opts.secret, request, Date.now(), this.nonce());
     if (trace) headers[TRACEPARENT_HEADER] = childTraceparent(trace);
     return headers;
   }

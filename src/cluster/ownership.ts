@@ -46,6 +46,8 @@ export interface Ownership {
   confirmRead(shard: ShardId, epoch: bigint): Promise<void>;
   info(shard: ShardId): ShardInfo | undefined;
   shards(): ShardInfo[];
+  /** The shards of shards(), by id alone: what the per-request checks walk, without building an info each. */
+  shardIds(): Iterable<ShardId>;
   /** The live nodes of the cluster (this node alone in single-node mode). */
   members(): MemberView[];
   /** Here, at its owner, or nowhere for now (the caller answers 503 and the client retries). */
@@ -150,6 +152,10 @@ export class SingleNodeOwnership implements Ownership {
 
   shards(): ShardInfo[] {
     return [...this.known.keys()].map((s) => this.info(s)!);
+  }
+
+  shardIds(): Iterable<ShardId> {
+    return this.known.keys();
   }
 
   isLocal(shard: ShardId): boolean {

@@ -100,7 +100,7 @@ export class BusLegs {
   constructor(
     private readonly s: LegsSettings,
     private readonly registry: Pick<AccountRegistry, 'applyCredit' | 'settle' | 'isLocal'>,
-    private readonly ownership: Pick<Ownership, 'shards' | 'isLocal'>,
+    private readonly ownership: Pick<Ownership, 'shardIds' | 'isLocal'>,
   ) {
     this.log = s.logger.child({ part: 'legs' });
   }
@@ -174,7 +174,7 @@ export class BusLegs {
     if (this.reconciling || !this.bus || this.stopped) return this.reconciling ?? Promise.resolve();
     const bus = this.bus;
     this.reconciling = (async () => {
-      const owned = new Set(this.ownership.shards().filter((s) => this.ownership.isLocal(s.shard)).map((s) => s.shard));
+      const owned = new Set([...this.ownership.shardIds()].filter((s) => this.ownership.isLocal(s)));
       for (const [shard, runner] of [...this.runners]) {
         if (owned.has(shard)) continue;
         this.runners.delete(shard);

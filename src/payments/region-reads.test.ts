@@ -26,7 +26,7 @@ function reads(answer: (url: string) => unknown): { r: RegionReads; asked: strin
       return a;
     },
   };
-  const ownership = { members: () => members, shards: () => [], isLocal: () => false, route: async () => ({ kind: 'unavailable', reason: 'x' }) } as unknown as Ownership;
+  const ownership = { members: () => members, shardIds: () => [], isLocal: () => false, route: async () => ({ kind: 'unavailable', reason: 'x' }) } as unknown as Ownership;
   const r = new RegionReads({ home: 'eu' as Region, shared: false, repos: () => ({}) as RegionRepositories, ownership, peers });
   return { r, asked };
 }

@@ -32,7 +32,9 @@ export class RegionReads {
   readsHere(region: Region): boolean {
     const { ownership } = this.deps;
     if (this.deps.shared || region === this.deps.home) return true;
-    return ownership.shards().some((s) => shardParts(s.shard).region === region && ownership.isLocal(s.shard));
+    // On every read of another region: by id, not ShardInfo (ownership.shards() builds one per shard).
+    for (const shard of ownership.shardIds()) if (shardParts(shard).region === region && ownership.isLocal(shard)) return true;
+    return false;
   }
 
   /** Spreads remote reads over a region's nodes. */
