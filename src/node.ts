@@ -29,11 +29,11 @@ import { webhookRepositories } from './persistence/webhooks.ts';
 import type { WebhookStore } from './persistence/webhooks.ts';
 import { enqueueEvent } from './webhooks/endpoints.ts';
 import { OutboxFeed, webhookEventOf } from './payments/event-feed.ts';
-import type { EventSource } from './payments/event-feed.ts';
+import type { EventSource, OutboxFeedDeps } from './payments/event-feed.ts';
 import { eventsStreamSpec, publishEvent } from './payments/event-bus.ts';
 import { BusLegs, legsStreamSpecs } from './payments/legs.ts';
 import { BusKeeper, parseNatsUrls } from './bus/index.ts';
-import type { StoredEvent } from './persistence/events.ts';
+import type { EventInterest, StoredEvent } from './persistence/events.ts';
 import { TtlCache } from './payments/ttl-cache.ts';
 import { DEFAULT_WEBHOOK_SETTINGS } from './webhooks/config.ts';
 import type { WebhookSettings } from './webhooks/config.ts';
@@ -397,6 +397,9 @@ function repositoriesOf(dbs: RegionDatabases<RegionStore>, ownership: Ownership,
  */
 const ENDPOINT_MATCH_CACHE_MS = 1_000;
 
+/** Past this many live endpoints the feed reads every event whole: a longer filter would cost its query more than it saves. */
+const MAX_INTEREST_ENDPOINTS = 1_000;
+
 /**
  * Webhook endpoints, deliveries and attempts live in the control database (one queue for every
  * region); every node runs a dispatcher over it, each delivery leased to one at a time.
@@ -422,11 +425,19 @@ function webhookParts(cfg: Config, control: Pool, logger: Logger, metrics: Metri
   // The endpoints each tenant's events match, reused by the feed for ENDPOINT_MATCH_CACHE_MS;
   // forgotten at once when this node makes or deletes one.
   const matching = new TtlCache<Awaited<ReturnType<WebhookStore['endpoints']['matching']>>>(ENDPOINT_MATCH_CACHE_MS, 10_000);
+  // What every tenant's endpoints take, for the feed to pass over the other events unread:
+  // as fresh as the matches above, forgotten with them.
+  const interest = new TtlCache<EventInterest | undefined>(ENDPOINT_MATCH_CACHE_MS, 1);
   const cached: WebhookStore = {
     ...store,
-    endpoints: { ...store.endpoints, matching: (tenantId, type) => matching.get(`${tenantId}\u0000${type}`, Date.now(), () => store.endpoints.matching(tenantId, type)) },
+    endpoints: {
+      ...store.endpoints,
+      matching: (tenantId, type) => matching.get(`${tenantId}\u0000${type}`, Date.now(), () => store.endpoints.matching(tenantId, type)),
+      interest: (max) => interest.get(String(max), Date.now(), () => store.endpoints.interest(max)),
+    },
   };
-  return { store, cached, keyed, dispatcher, nudge: () => dispatcher.nudge(), changed: () => matching.clear() };
+  const changed = () => { matching.clear(); interest.clear(); };
+  return { store, cached, keyed, dispatcher, nudge: () => dispatcher.nudge(), changed };
 }
 
 
@@ -437,8 +448,8 @@ function webhookParts(cfg: Config, control: Pool, logger: Logger, metrics: Metri
  */
 function eventFeeds(webhooks: ReturnType<typeof webhookParts>, on: { sources: () => EventSource[]; registry: AccountRegistry; keeper: BusKeeper | undefined }, cfg: Config, logger: Logger) {
   const { keeper } = on;
-  const feed = (consumer: string, handle: (e: StoredEvent) => Promise<void>, afterPage?: () => void) => new OutboxFeed({
-    consumer, sources: on.sources, handle, ...(afterPage ? { afterPage } : {}), intervalMs: cfg.webhookPollMs, logger: logger.child({ part: `feed-${consumer}` }),
+  const feed = (consumer: string, handle: (e: StoredEvent) => Promise<void>, more: Pick<OutboxFeedDeps, 'afterPage' | 'interest'> = {}) => new OutboxFeed({
+    consumer, sources: on.sources, handle, ...more, intervalMs: cfg.webhookPollMs, logger: logger.child({ part: `feed-${consumer}` }),
   });
   // The dispatcher is nudged after a page that made a delivery, not after every page: a page of
   // events no endpoint wants would cost a claim query for nothing (it polls for retries anyway).
@@ -448,9 +459,13 @@ function eventFeeds(webhooks: ReturnType<typeof webhookParts>, on: { sources: ()
       if (e.tenantId === null) return;
       const made = await enqueueEvent(webhooks.cached, webhookEventOf({ ...e, tenantId: e.tenantId }), { now: new Date() });
       if (made.some((d) => d.created)) enqueued = true;
-    }, () => {
-      if (enqueued) webhooks.nudge();
-      enqueued = false;
+    }, {
+      afterPage: () => {
+        if (enqueued) webhooks.nudge();
+        enqueued = false;
+      },
+      // Only events some endpoint takes are read whole: with no endpoint, none is.
+      interest: () => webhooks.cached.endpoints.interest(MAX_INTEREST_ENDPOINTS),
     }),
     ...(keeper ? [feed('bus', (e) => publishEvent(keeper, e))] : []),
   ];

@@ -6,7 +6,7 @@
 // failure stops the shard's page where it is, so a consumer sees each account's events in
 // order. A shard handed over goes on from its cursor at its new owner.
 import type { Logger } from 'pino';
-import type { PublishedMark, StoredEvent } from '../persistence/events.ts';
+import { isPassed, type EventInterest, type PublishedMark, type StoredEvent } from '../persistence/events.ts';
 import type { RegionRepositories } from '../persistence/repositories.ts';
 import type { WebhookEvent } from '../webhooks/endpoints.ts';
 import { eventId } from './events.ts';
@@ -23,6 +23,11 @@ export interface OutboxFeedDeps {
   sources: () => EventSource[];
   /** Takes one event; a throw leaves it (and what follows in its shard) for the next pass. */
   handle: (e: StoredEvent) => Promise<void>;
+  /**
+   * The events `handle` would act on, asked once a page (none: every event). The others are
+   * passed over unread: their cursor moves, they reach no handler.
+   */
+  interest?: () => Promise<EventInterest | undefined>;
   /** After a page was handed over and its cursor moved. */
   afterPage?: () => void;
   intervalMs: number;
@@ -99,10 +104,11 @@ export class OutboxFeed {
   /** Every event of the source's shards past the cursor, page by page. */
   private async drain(source: EventSource): Promise<void> {
     for (;;) {
-      const events = await source.repos.events.unpublished(this.deps.consumer, source.shards, PAGE);
+      const interest = await this.deps.interest?.();
+      const events = await source.repos.events.unpublished(this.deps.consumer, source.shards, PAGE, interest);
       if (events.length === 0) return;
       // In each shard's order, so in each account's.
-      for (const e of events) await this.deps.handle(e);
+      for (const e of events) if (!isPassed(e)) await this.deps.handle(e);
       const last = new Map<string, PublishedMark>();
       const counts = new Map<string, number>();
       for (const e of events) {

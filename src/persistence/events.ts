@@ -90,22 +90,46 @@ export async function tenantEvents(pool: Pool, tenantId: string, after: EventPos
 }
 
 /**
+ * The events a consumer takes: those of these tenants, each of the types given ('' for every
+ * type). The others it passes over: it sees only where they are, to move its cursor past them.
+ */
+export interface EventInterest { tenants: readonly string[]; types: readonly string[] }
+
+/** An event a consumer's interest passed over: its place only, read without its payload. */
+export interface PassedEvent { passed: true; shard: string; position: EventPosition }
+
+export type FeedEvent = StoredEvent | PassedEvent;
+
+export const isPassed = (e: FeedEvent): e is PassedEvent => 'passed' in e;
+
+interface FeedDbRow extends Omit<EventDbRow, 'payload' | 'created_at'> { wanted: boolean; payload: unknown; created_at: Date | null }
+
+/**
  * For a publisher: each shard's events after `consumer`'s cursor of it (none yet: from the
  * first), in commit order, below the horizon, at most `limitPerShard` a shard. Publish them in
  * this order per shard, then markPublished: a crash in between publishes them again, never skips.
+ * With an `interest`, an event outside it comes as a PassedEvent: its payload is neither sent
+ * nor parsed, and the cursor moves past it all the same.
  */
-export async function unpublishedEvents(pool: Pool, consumer: string, shards: readonly string[], limitPerShard: number): Promise<StoredEvent[]> {
-  const { rows } = await pool.query<EventDbRow>(
-    `SELECT ${COLUMNS} FROM unnest($2::text[]) AS s(id)
+export async function unpublishedEvents(pool: Pool, consumer: string, shards: readonly string[], limitPerShard: number, interest?: EventInterest): Promise<FeedEvent[]> {
+  const { rows } = await pool.query<FeedDbRow>(
+    `SELECT e.account_id, e.n, e.commit_xid::text AS xid, e.ord, e.shard, e.tenant_id, e.type, e.seq, e.wanted,
+       CASE WHEN e.wanted THEN e.payload END AS payload, CASE WHEN e.wanted THEN e.created_at END AS created_at
+     FROM unnest($2::text[]) AS s(id)
      LEFT JOIN ledger_event_cursors c ON c.consumer = $1 AND c.shard = s.id
      CROSS JOIN LATERAL (
-       SELECT * FROM ledger_events x
+       SELECT x.*, ($4::text[] IS NULL OR EXISTS (
+         SELECT 1 FROM unnest($4::text[], $5::text[]) AS w(t, ty) WHERE w.t = x.tenant_id AND (w.ty = '' OR w.ty = x.type))) AS wanted
+       FROM ledger_events x
        WHERE x.shard = s.id AND (x.commit_xid, x.ord) > (COALESCE(c.commit_xid, '0'::xid8), COALESCE(c.ord, 0)) AND x.commit_xid < ${HORIZON}
        ORDER BY x.commit_xid, x.ord LIMIT $3) e
      ORDER BY e.shard, e.commit_xid, e.ord`,
-    [consumer, shards, limitPerShard],
+    [consumer, shards, limitPerShard, interest?.tenants ?? null, interest?.types ?? null],
   );
-  return rows.map(storedEvent);
+  // A wanted row has its payload and time: it is an EventDbRow.
+  return rows.map((r): FeedEvent => (r.wanted
+    ? storedEvent(r as EventDbRow)
+    : { passed: true, shard: r.shard, position: { xid: r.xid, ord: r.ord } }));
 }
 
 /** Moves `consumer`'s cursor of each shard forward to the position given; never back (a late or repeated mark is a no-op). */

@@ -52,7 +52,8 @@ export function regionRepositories(pool: Pool) {
     events: {
       ofAccount: (accountId: string, afterN: number, limit: number) => ev.accountEvents(pool, accountId, afterN, limit),
       ofTenant: (tenantId: string, after: ev.EventPosition | null, limit: number) => ev.tenantEvents(pool, tenantId, after, limit),
-      unpublished: (consumer: string, shards: readonly string[], limitPerShard: number) => ev.unpublishedEvents(pool, consumer, shards, limitPerShard),
+      unpublished: (consumer: string, shards: readonly string[], limitPerShard: number, interest?: ev.EventInterest) =>
+        ev.unpublishedEvents(pool, consumer, shards, limitPerShard, interest),
       markPublished: (consumer: string, marks: readonly ev.PublishedMark[]) => ev.markPublished(pool, consumer, marks),
     },
     shards: {

@@ -4,6 +4,7 @@
 // delivery while an earlier one of the same account to the same endpoint is still pending.
 import assert from 'node:assert/strict';
 import type { Client, Pool } from './db.ts';
+import type { EventInterest } from './events.ts';
 
 export interface EndpointRow {
   id: string; tenantId: string; url: string; eventTypes: string[];
@@ -110,6 +111,27 @@ export async function matchingEndpoints(pool: Pool, tenantId: string, eventType:
      ORDER BY id`, [tenantId, eventType],
   );
   return rows.map(endpointRow);
+}
+
+/**
+ * What the live endpoints of every tenant take, as the webhook feed's interest: a pair per
+ * (tenant, event type), '' for an endpoint taking every type. Undefined past `maxEndpoints`
+ * live endpoints, where the filter would cost the feed's query more than it saves.
+ */
+export async function endpointInterest(pool: Pool, maxEndpoints: number): Promise<EventInterest | undefined> {
+  const { rows } = await pool.query<{ tenant_id: string; event_types: string[] }>(
+    `SELECT tenant_id, event_types FROM webhook_endpoints WHERE deleted_at IS NULL AND disabled_at IS NULL LIMIT $1`, [maxEndpoints + 1],
+  );
+  if (rows.length > maxEndpoints) return undefined;
+  const tenants: string[] = [];
+  const types: string[] = [];
+  for (const r of rows) {
+    for (const type of r.event_types.length === 0 ? [''] : r.event_types) {
+      tenants.push(r.tenant_id);
+      types.push(type);
+    }
+  }
+  return { tenants, types };
 }
 
 export type DeliveryState = 'pending' | 'delivered' | 'failed' | 'disabled';
@@ -323,6 +345,7 @@ export function webhookRepositories(pool: Pool) {
       disable: (tenantId: string, id: string, reason: string, now: Date) => disableEndpoint(pool, tenantId, id, reason, now),
       rotateSecret: (r: { tenantId: string; id: string; newSecret: string; now: Date; overlapMs: number }) => rotateEndpointSecret(pool, r),
       matching: (tenantId: string, eventType: string) => matchingEndpoints(pool, tenantId, eventType),
+      interest: (maxEndpoints: number) => endpointInterest(pool, maxEndpoints),
       attempts: (tenantId: string, endpointId: string, page: { limit: number; beforeId?: string }) => listEndpointAttempts(pool, tenantId, endpointId, page),
     },
     deliveries: {
