@@ -4,10 +4,24 @@
 // leaves a server holding a port or a database connection.
 import { spawn, type ChildProcess } from 'node:child_process';
 import { randomUUID } from 'node:crypto';
+import { readFileSync } from 'node:fs';
+import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { request as undiciRequest, type Dispatcher } from 'undici';
 
 const projectRoot = fileURLToPath(new URL('../..', import.meta.url));
+
+/**
+ * The Node.js flags of `npm start` (package.json), those before `--import tsx src/main.ts`: every
+ * node a test or a bench starts runs as a production node does (docs/tradeoffs.md, "The young generation").
+ */
+export const startFlags: readonly string[] = (() => {
+  const start = (JSON.parse(readFileSync(join(projectRoot, 'package.json'), 'utf8')) as { scripts: { start: string } }).scripts.start;
+  const argv = start.trim().split(/\s+/);
+  const end = argv.indexOf('--import');
+  if (argv[0] !== 'node' || end < 0) throw new Error(`package.json: the start script is not "node [flags] --import tsx src/main.ts": ${start}`);
+  return argv.slice(1, end);
+})();
 
 /** Startup includes tsx compiling src/ and running migrations; 30 s is far past normal. */
 const startTimeoutMs = 30_000;
@@ -51,7 +65,7 @@ export function startServer(opts: StartServerOptions): Promise<ServerProcess> {
   // GEOPAY_CPU_PROFILE_DIR (benches): each node writes a V8 CPU profile there when it exits.
   const profileDir = process.env.GEOPAY_CPU_PROFILE_DIR;
   const profile = profileDir ? ['--cpu-prof', `--cpu-prof-dir=${profileDir}`] : [];
-  const command = [...(opts.wrap ?? []), process.execPath, ...profile, '--import', 'tsx', 'src/main.ts'];
+  const command = [...(opts.wrap ?? []), process.execPath, ...startFlags, ...profile, '--import', 'tsx', 'src/main.ts'];
   const child = spawn(command[0]!, command.slice(1), {
     cwd: projectRoot,
     env: {
