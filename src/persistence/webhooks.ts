@@ -23,6 +23,8 @@ const endpointRow = (r: EndpointDbRow): EndpointRow => ({
 });
 
 const ENDPOINT_COLUMNS = 'id, tenant_id, url, event_types, secret, previous_secret, previous_secret_expires_at, disabled_at, disabled_reason, created_at';
+/** An endpoint that takes deliveries: neither deleted nor disabled. */
+const LIVE = 'deleted_at IS NULL AND disabled_at IS NULL';
 const MAX_PAGE = 1_000;
 const assertLimit = (limit: number): void => assert.ok(Number.isInteger(limit) && limit >= 1 && limit <= MAX_PAGE, 'a page of 1-1000 rows');
 
@@ -69,7 +71,7 @@ export async function enableEndpoint(pool: Pool, tenantId: string, id: string): 
 }
 
 export async function disableEndpoint(pool: Pool, tenantId: string, id: string, reason: string, now: Date): Promise<boolean> {
-  return stopEndpoint(pool, tenantId, id, 'UPDATE webhook_endpoints SET disabled_at = $3, disabled_reason = $4 WHERE id = $1 AND tenant_id = $2 AND deleted_at IS NULL AND disabled_at IS NULL', [now, reason]);
+  return stopEndpoint(pool, tenantId, id, `UPDATE webhook_endpoints SET disabled_at = $3, disabled_reason = $4 WHERE id = $1 AND tenant_id = $2 AND ${LIVE}`, [now, reason]);
 }
 
 /** Runs `update` on the endpoint and, if it changed it, marks the endpoint's pending deliveries `disabled`, in one transaction. */
@@ -107,7 +109,7 @@ export async function rotateEndpointSecret(pool: Pool | Client, r: { tenantId: s
 export async function matchingEndpoints(pool: Pool, tenantId: string, eventType: string): Promise<EndpointRow[]> {
   const { rows } = await pool.query<EndpointDbRow>(
     `SELECT ${ENDPOINT_COLUMNS} FROM webhook_endpoints
-     WHERE tenant_id = $1 AND deleted_at IS NULL AND disabled_at IS NULL AND (cardinality(event_types) = 0 OR $2 = ANY(event_types))
+     WHERE tenant_id = $1 AND ${LIVE} AND (cardinality(event_types) = 0 OR $2 = ANY(event_types))
      ORDER BY id`, [tenantId, eventType],
   );
   return rows.map(endpointRow);
@@ -120,7 +122,7 @@ export async function matchingEndpoints(pool: Pool, tenantId: string, eventType:
  */
 export async function endpointInterest(pool: Pool, maxEndpoints: number): Promise<EventInterest | undefined> {
   const { rows } = await pool.query<{ tenant_id: string; event_types: string[] }>(
-    `SELECT tenant_id, event_types FROM webhook_endpoints WHERE deleted_at IS NULL AND disabled_at IS NULL LIMIT $1`, [maxEndpoints + 1],
+    `SELECT tenant_id, event_types FROM webhook_endpoints WHERE ${LIVE} LIMIT $1`, [maxEndpoints + 1],
   );
   if (rows.length > maxEndpoints) return undefined;
   const tenants: string[] = [];

@@ -15,7 +15,7 @@ const projectRoot = fileURLToPath(new URL('../..', import.meta.url));
  * The Node.js flags of `npm start` (package.json), those before `--import tsx src/main.ts`: every
  * node a test or a bench starts runs as a production node does (docs/tradeoffs.md, "The young generation").
  */
-export const startFlags: readonly string[] = (() => {
+const startFlags: readonly string[] = (() => {
   const start = (JSON.parse(readFileSync(join(projectRoot, 'package.json'), 'utf8')) as { scripts: { start: string } }).scripts.start;
   const argv = start.trim().split(/\s+/);
   const end = argv.indexOf('--import');
